@@ -1,0 +1,171 @@
+"""Differentiable ops. Each op computes its forward and, right beside it, the closure
+that maps the output gradient to the input gradients. Kernels come from
+`ndwork.kernels.kernel(name)`, i.e. from the active `Optimizations`.
+
+Shapes: B = windows in the batch, L = input_size, h = horizon, C = channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ndwork.autodiff.tensor import Tensor
+from ndwork.kernels import kernel
+
+
+def constant(array: np.ndarray) -> Tensor:
+    return Tensor(array)
+
+
+def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a broadcast gradient back to the operand's shape."""
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "identity") -> Tensor:
+    """act(x @ W + b) over the last axis; x (..., in), W (in, out), b (out,)."""
+    lead = x.shape[:-1]
+    x2 = x.data.reshape(-1, x.shape[-1])
+    y = kernel("linear_forward")(x2, weight.data, None if bias is None else bias.data, activation)
+
+    def backward_fn(dy):
+        dx, dw, db = kernel("linear_backward")(
+            x2, weight.data, y, dy.reshape(y.shape), activation, x.requires_grad
+        )
+        return (None if dx is None else dx.reshape(x.shape), dw, db)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    fn = backward_fn if bias is not None else (lambda dy: backward_fn(dy)[:2])
+    return Tensor(y.reshape(*lead, -1), parents, fn)
+
+
+def activation(x: Tensor, kind: str) -> Tensor:
+    """Elementwise relu, tanh, sigmoid, gelu; or softmax over the last axis."""
+    if kind == "identity":
+        return x
+    y = kernel(f"{kind}_forward")(x.data)
+    saved = x.data if kind == "gelu" else y  # gelu's derivative needs its input
+
+    def backward_fn(dy):
+        return (kernel(f"{kind}_backward")(saved, dy),)
+
+    return Tensor(y, (x,), backward_fn)
+
+
+def add(a: Tensor, b: Tensor) -> Tensor:
+    return Tensor(a.data + b.data, (a, b),
+                  lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)))
+
+
+def sub(a: Tensor, b: Tensor) -> Tensor:
+    return Tensor(a.data - b.data, (a, b),
+                  lambda g: (_unbroadcast(g, a.shape), -_unbroadcast(g, b.shape)))
+
+
+def mul(a: Tensor, b: Tensor) -> Tensor:
+    return Tensor(a.data * b.data, (a, b),
+                  lambda g: (_unbroadcast(g * b.data, a.shape), _unbroadcast(g * a.data, b.shape)))
+
+
+def einsum(spec: str, a: Tensor, b: Tensor) -> Tensor:
+    """Two-operand einsum whose indices each appear in the output or in both operands."""
+    inputs, out = spec.split("->")
+    sa, sb = inputs.split(",")
+    y = np.einsum(spec, a.data, b.data, optimize=True)
+
+    def backward_fn(g):
+        da = np.einsum(f"{out},{sb}->{sa}", g, b.data, optimize=True) if a.requires_grad else None
+        db = np.einsum(f"{sa},{out}->{sb}", a.data, g, optimize=True) if b.requires_grad else None
+        return da, db
+
+    return Tensor(y, (a, b), backward_fn)
+
+
+def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    return Tensor(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),))
+
+
+def transpose(x: Tensor, axes: tuple[int, ...]) -> Tensor:
+    inverse = tuple(np.argsort(axes))
+    return Tensor(x.data.transpose(axes), (x,), lambda g: (g.transpose(inverse),))
+
+
+def index(x: Tensor, key) -> Tensor:
+    """Basic slicing x[key] (views only, no fancy indexing)."""
+    def backward_fn(g):
+        dx = np.zeros_like(x.data)
+        dx[key] = g
+        return (dx,)
+
+    return Tensor(x.data[key], (x,), backward_fn)
+
+
+def flip(x: Tensor, axis: int = -1) -> Tensor:
+    return Tensor(np.flip(x.data, axis), (x,), lambda g: (np.flip(g, axis),))
+
+
+def concat(tensors: list[Tensor], axis: int = -1) -> Tensor:
+    if len(tensors) == 1:
+        return tensors[0]
+    sizes = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    return Tensor(np.concatenate([t.data for t in tensors], axis=axis), tensors,
+                  lambda g: tuple(np.split(g, sizes, axis=axis)))
+
+
+def maxpool(x: Tensor, kernel_size: int) -> Tensor:
+    """Max pooling with stride = kernel, ceil mode, over the last axis of x (B, L)."""
+    if kernel_size == 1:
+        return x
+    y, argmax = kernel("maxpool_forward")(x.data, kernel_size)
+    return Tensor(y, (x,), lambda g: (kernel("maxpool_backward")(g, argmax, x.shape[1]),))
+
+
+def interpolate(x: Tensor, size: int) -> Tensor:
+    """Linear interpolation (align_corners=False) of x (R, n) to (R, size)."""
+    if x.shape[-1] == size:
+        return x
+    y = kernel("interpolate_forward")(x.data, size)
+    return Tensor(y, (x,), lambda g: (kernel("interpolate_backward")(g, x.shape[1]),))
+
+
+def layernorm(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+    lead = x.shape[:-1]
+    x2 = x.data.reshape(-1, x.shape[-1])
+    y, mean, rstd = kernel("layernorm_forward")(x2, gamma.data, beta.data)
+
+    def backward_fn(g):
+        dx, dgamma, dbeta = kernel("layernorm_backward")(
+            x2, gamma.data, mean, rstd, g.reshape(x2.shape)
+        )
+        return dx.reshape(x.shape), dgamma, dbeta
+
+    return Tensor(y.reshape(*lead, -1), (x, gamma, beta), backward_fn)
+
+
+def dropout(x: Tensor, p: float, rng: np.random.Generator | None) -> Tensor:
+    """Inverted dropout; identity when p == 0 or rng is None (inference)."""
+    if p <= 0 or rng is None:
+        return x
+    keep = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.data.dtype) / (1 - p)
+    return Tensor(x.data * keep, (x,), lambda g: (g * keep,))
+
+
+def point_loss(y_hat: Tensor, y: np.ndarray, mask: np.ndarray, kind: str,
+               param: float = 0.0) -> Tensor:
+    """Masked mean loss of y_hat (B, h) against y (B, h); a 0-d tensor."""
+    value, grad = kernel("point_loss")(kind, y_hat.data, y, mask, param)
+    return Tensor(np.asarray(value, dtype=y_hat.data.dtype), (y_hat,),
+                  lambda g: (grad * g,))
+
+
+def multi_quantile_loss(y_hat: Tensor, y: np.ndarray, mask: np.ndarray,
+                        quantiles: np.ndarray) -> Tensor:
+    """Mean pinball loss of y_hat (B, h, Q) over the quantiles (Q,); a 0-d tensor."""
+    value, grad = kernel("mqloss")(y_hat.data, y, mask, quantiles)
+    return Tensor(np.asarray(value, dtype=y_hat.data.dtype), (y_hat,),
+                  lambda g: (grad * g,))

@@ -1,0 +1,94 @@
+"""The tensor, the backward pass, and the flat parameter store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+class Tensor:
+    """An array plus how to send its gradient back to the tensors it came from."""
+
+    __slots__ = ("data", "grad", "parents", "backward_fn", "requires_grad")
+
+    def __init__(self, data: np.ndarray, parents: Sequence[Tensor] = (),
+                 backward_fn: Callable[[np.ndarray], Sequence[np.ndarray | None]] | None = None,
+                 requires_grad: bool = False):
+        self.data = data
+        self.grad: np.ndarray | None = None
+        self.parents = tuple(parents)
+        self.backward_fn = backward_fn
+        self.requires_grad = requires_grad or any(p.requires_grad for p in self.parents)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def accumulate(self, grad: np.ndarray) -> None:
+        if self.grad is None:
+            self.grad = grad
+        else:
+            self.grad = self.grad + grad
+
+    def __repr__(self) -> str:
+        return f"Tensor(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def backward(root: Tensor, seed: np.ndarray | float = 1.0) -> None:
+    """Accumulate d root / d t into t.grad for every tensor t that requires a gradient."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack = [(root, False)]
+    while stack:  # iterative DFS: deep stacks of blocks must not hit Python's recursion limit
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen or not node.requires_grad:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        stack.extend((p, False) for p in node.parents)
+    root.grad = np.asarray(seed, dtype=root.data.dtype) * np.ones_like(root.data)
+    for node in reversed(order):
+        if node.backward_fn is None or node.grad is None:
+            continue
+        for parent, grad in zip(node.parents, node.backward_fn(node.grad), strict=True):
+            if grad is not None and parent.requires_grad:
+                parent.accumulate(grad)
+        if node.parents:
+            node.grad = None  # free intermediate gradients as soon as they are used
+
+
+class Parameters:
+    """All trainable arrays of a model in one flat vector, with named views into it.
+
+    One flat vector makes the optimizer a single fused kernel call, checkpoints a
+    single array, and a data-parallel gradient average a single reduction.
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=np.float32):
+        self.shapes = dict(shapes)
+        self.offsets: dict[str, tuple[int, int]] = {}
+        start = 0
+        for name, shape in self.shapes.items():
+            size = int(np.prod(shape))
+            self.offsets[name] = (start, start + size)
+            start += size
+        self.size = start
+        self.dtype = np.dtype(dtype)
+
+    def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: flat[a:b].reshape(self.shapes[name]) for name, (a, b) in self.offsets.items()}
+
+    def tensors(self, flat: np.ndarray) -> dict[str, Tensor]:
+        return {name: Tensor(view, requires_grad=True) for name, view in self.views(flat).items()}
+
+    def gather_grads(self, tensors: dict[str, Tensor]) -> np.ndarray:
+        grads = np.zeros(self.size, dtype=self.dtype)
+        for name, (a, b) in self.offsets.items():
+            grad = tensors[name].grad
+            if grad is not None:
+                grads[a:b] = grad.reshape(-1)
+        return grads

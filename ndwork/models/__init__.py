@@ -1,0 +1,15 @@
+"""Forecasting models, one file each, named and parametrized as in NeuralForecast."""
+
+from ndwork.models.base import BaseModel
+from ndwork.models.dlinear import DLinear
+from ndwork.models.mlp import MLP
+from ndwork.models.nbeats import NBEATS
+from ndwork.models.nbeatsx import NBEATSx
+from ndwork.models.nhits import NHITS
+from ndwork.models.nlinear import NLinear
+from ndwork.models.tide import TiDE
+
+MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE)}
+
+__all__ = ["MODELS", "BaseModel", "DLinear", "MLP", "NBEATS", "NBEATSx", "NHITS", "NLinear",
+           "TiDE"]

@@ -1,0 +1,44 @@
+"""DLinear: split the window into a moving-average trend and a remainder, one linear
+map each."""
+
+import numpy as np
+
+from ndwork.autodiff import ops
+from ndwork.models.base import BaseModel
+from ndwork.nn import Linear
+
+
+def moving_average_matrix(length: int, window: int) -> np.ndarray:
+    """(length, length) matrix A with x @ A = the edge-padded moving average of x."""
+    half = (window - 1) // 2
+    matrix = np.zeros((length, length), dtype=np.float32)
+    for t in range(length):
+        for j in range(t - half, t + half + 1):
+            matrix[min(max(j, 0), length - 1), t] += 1.0 / window
+    return matrix
+
+
+class DLinear(BaseModel):
+    """DLinear (Zeng et al., 2023).
+
+    moving_avg_window: odd length of the trend's moving average.
+    Training options: see `BaseModel`.
+    """
+
+    DEFAULTS = dict(max_steps=5000, learning_rate=1e-4, inference_windows_batch_size=1024)
+
+    def __init__(self, h: int, input_size: int, moving_avg_window: int = 25, **kwargs):
+        super().__init__(h, input_size, **kwargs)
+        if moving_avg_window % 2 == 0:
+            raise ValueError(f"moving_avg_window={moving_avg_window} must be odd.")
+        self.moving_avg_window = moving_avg_window
+        self.trend_matrix = moving_average_matrix(input_size, moving_avg_window)
+        self.linear_trend = Linear(self.spec, "linear_trend", input_size, h * self.n_outputs)
+        self.linear_season = Linear(self.spec, "linear_season", input_size, h * self.n_outputs)
+
+    def forward(self, p, batch, rng=None):
+        y = batch["insample_y"]
+        trend = ops.einsum("bl,lt->bt", y, ops.constant(self.trend_matrix.astype(y.data.dtype)))
+        season = ops.sub(y, trend)
+        out = ops.add(self.linear_trend(p, trend), self.linear_season(p, season))
+        return ops.reshape(out, (y.shape[0], self.h, self.n_outputs))
