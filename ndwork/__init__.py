@@ -1,0 +1,8 @@
+"""ndwork: neural time-series forecasting on the CPU, NeuralForecast's API."""
+
+__version__ = "0.1.0"
+
+from ndwork.config import Optimizations, optimizations  # noqa: E402
+from ndwork.core import NeuralForecast  # noqa: E402
+
+__all__ = ["NeuralForecast", "Optimizations", "__version__", "optimizations"]

@@ -60,61 +60,61 @@ def softmax_backward_reference(y, dy):
     return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
 
 
-# --- numba kernels: flat parallel loops over the raveled arrays -------------
+# --- numba kernels: flat loops over the raveled arrays ----------------------
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _relu_fwd(x, out):
-    for i in nb.prange(x.size):
+    for i in range(x.size):
         out[i] = x[i] if x[i] > 0 else 0
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _relu_bwd(y, dy, out):
-    for i in nb.prange(y.size):
+    for i in range(y.size):
         out[i] = dy[i] if y[i] > 0 else 0
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _tanh_fwd(x, out):
-    for i in nb.prange(x.size):
+    for i in range(x.size):
         out[i] = math.tanh(x[i])
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _tanh_bwd(y, dy, out):
-    for i in nb.prange(y.size):
+    for i in range(y.size):
         out[i] = dy[i] * (1 - y[i] * y[i])
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _sigmoid_fwd(x, out):
-    for i in nb.prange(x.size):
+    for i in range(x.size):
         out[i] = 1 / (1 + math.exp(-x[i]))
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _sigmoid_bwd(y, dy, out):
-    for i in nb.prange(y.size):
+    for i in range(y.size):
         out[i] = dy[i] * y[i] * (1 - y[i])
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _gelu_fwd(x, out):
-    for i in nb.prange(x.size):
+    for i in range(x.size):
         out[i] = 0.5 * x[i] * (1 + math.erf(x[i] * _SQRT_HALF))
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _gelu_bwd(x, dy, out):
-    for i in nb.prange(x.size):
+    for i in range(x.size):
         v = x[i]
         cdf = 0.5 * (1 + math.erf(v * _SQRT_HALF))
         out[i] = dy[i] * (cdf + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _softmax_fwd(x, out):
-    for r in nb.prange(x.shape[0]):
+    for r in range(x.shape[0]):
         m = x[r, 0]
         for j in range(1, x.shape[1]):
             m = max(m, x[r, j])
@@ -128,9 +128,9 @@ def _softmax_fwd(x, out):
             out[r, j] *= inv
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _softmax_bwd(y, dy, out):
-    for r in nb.prange(y.shape[0]):
+    for r in range(y.shape[0]):
         s = 0.0
         for j in range(y.shape[1]):
             s += dy[r, j] * y[r, j]

@@ -58,10 +58,10 @@ def linear_backward_reference(x, W, y, dy, activation="identity", need_dx=True):
 
 # --- numba path ----------------------------------------------------------------
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _bias_activation(z, b, code):
     n, m = z.shape
-    for i in nb.prange(n):
+    for i in range(n):
         for j in range(m):
             v = z[i, j] + b[j]
             if code == 1:
@@ -73,32 +73,24 @@ def _bias_activation(z, b, code):
             z[i, j] = v
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
-def _activation_grad_and_bias(y, dy, code, n_chunks):
-    """dz = dy * act'(y) and db = sum_rows(dz) in one pass (per-chunk partial sums)."""
+@nb.njit(cache=True, fastmath=True)
+def _activation_grad_and_bias(y, dy, code):
+    """dz = dy * act'(y) and db = sum_rows(dz) in one pass."""
     n, m = y.shape
     dz = np.empty_like(dy)
-    partial = np.zeros((n_chunks, m), dtype=np.float64)
-    rows = (n + n_chunks - 1) // n_chunks
-    for c in nb.prange(n_chunks):
-        for i in range(c * rows, min(n, (c + 1) * rows)):
-            for j in range(m):
-                g = dy[i, j]
-                if code == 1:
-                    g = g if y[i, j] > 0 else 0
-                elif code == 2:
-                    g = g * (1 - y[i, j] * y[i, j])
-                elif code == 3:
-                    g = g * y[i, j] * (1 - y[i, j])
-                dz[i, j] = g
-                partial[c, j] += g
-    db = np.empty(m, dtype=dy.dtype)
-    for j in range(m):
-        s = 0.0
-        for c in range(n_chunks):
-            s += partial[c, j]
-        db[j] = s
-    return dz, db
+    db = np.zeros(m, dtype=np.float64)
+    for i in range(n):
+        for j in range(m):
+            g = dy[i, j]
+            if code == 1:
+                g = g if y[i, j] > 0 else 0
+            elif code == 2:
+                g = g * (1 - y[i, j] * y[i, j])
+            elif code == 3:
+                g = g * y[i, j] * (1 - y[i, j])
+            dz[i, j] = g
+            db[j] += g
+    return dz, db.astype(dy.dtype)
 
 
 def linear_forward(x, W, b, activation="identity"):
@@ -112,8 +104,7 @@ def linear_forward(x, W, b, activation="identity"):
 
 def linear_backward(x, W, y, dy, activation="identity", need_dx=True):
     dz, db = _activation_grad_and_bias(
-        y, np.ascontiguousarray(dy), _activation_code(activation), nb.get_num_threads()
-    )
+        y, np.ascontiguousarray(dy), _activation_code(activation))
     dW = x.T @ dz
     dx = dz @ W.T if need_dx else None
     return dx, dW, db

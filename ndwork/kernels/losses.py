@@ -95,66 +95,48 @@ def _point(code, yh, yv, param):
     return 2 * a / d, 2 * (s * d - a * sh) / (d * d)
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
-def _point_loss(code, y_hat, y, mask, param, n_chunks):
-    n = y_hat.size
+@nb.njit(cache=True, fastmath=True)
+def _point_loss(code, y_hat, y, mask, param):
     grad = np.empty_like(y_hat)
-    sums = np.zeros((n_chunks, 2))
-    size = (n + n_chunks - 1) // n_chunks
-    for c in nb.prange(n_chunks):
-        lsum = 0.0
-        wsum = 0.0
-        for i in range(c * size, min(n, (c + 1) * size)):
-            loss, g = _point(code, y_hat[i], y[i], param)
-            lsum += loss * mask[i]
-            wsum += mask[i]
-            grad[i] = g * mask[i]
-        sums[c, 0] = lsum
-        sums[c, 1] = wsum
-    total = sums[:, 1].sum()
-    if total == 0:
+    lsum = 0.0
+    wsum = 0.0
+    for i in range(y_hat.size):
+        loss, g = _point(code, y_hat[i], y[i], param)
+        lsum += loss * mask[i]
+        wsum += mask[i]
+        grad[i] = g * mask[i]
+    if wsum == 0:
         grad[:] = 0
         return 0.0, grad
-    inv = 1.0 / total
-    for i in nb.prange(n):
-        grad[i] *= inv
-    return sums[:, 0].sum() * inv, grad
+    grad *= 1.0 / wsum
+    return lsum / wsum, grad
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
-def _mqloss(y_hat, y, mask, quantiles, n_chunks):
+@nb.njit(cache=True, fastmath=True)
+def _mqloss(y_hat, y, mask, quantiles):
     n, n_q = y_hat.shape
     grad = np.empty_like(y_hat)
-    sums = np.zeros((n_chunks, 2))
-    size = (n + n_chunks - 1) // n_chunks
-    for c in nb.prange(n_chunks):
-        lsum = 0.0
-        wsum = 0.0
-        for i in range(c * size, min(n, (c + 1) * size)):
-            w = mask[i]
-            wsum += w
-            for k in range(n_q):
-                e = y_hat[i, k] - y[i]
-                q = quantiles[k]
-                if e > 0:
-                    lsum += w * (1 - q) * e / n_q
-                    grad[i, k] = w * (1 - q) / n_q
-                elif e < 0:
-                    lsum -= w * q * e / n_q
-                    grad[i, k] = -w * q / n_q
-                else:
-                    grad[i, k] = 0
-        sums[c, 0] = lsum
-        sums[c, 1] = wsum
-    total = sums[:, 1].sum()
-    if total == 0:
+    lsum = 0.0
+    wsum = 0.0
+    for i in range(n):
+        w = mask[i]
+        wsum += w
+        for k in range(n_q):
+            e = y_hat[i, k] - y[i]
+            q = quantiles[k]
+            if e > 0:
+                lsum += w * (1 - q) * e / n_q
+                grad[i, k] = w * (1 - q) / n_q
+            elif e < 0:
+                lsum -= w * q * e / n_q
+                grad[i, k] = -w * q / n_q
+            else:
+                grad[i, k] = 0
+    if wsum == 0:
         grad[:] = 0
         return 0.0, grad
-    inv = 1.0 / total
-    for i in nb.prange(n):
-        for k in range(n_q):
-            grad[i, k] *= inv
-    return sums[:, 0].sum() * inv, grad
+    grad *= 1.0 / wsum
+    return lsum / wsum, grad
 
 
 def point_loss(kind, y_hat, y, mask, param=0.0):
@@ -163,7 +145,7 @@ def point_loss(kind, y_hat, y, mask, param=0.0):
     y_hat = np.ascontiguousarray(y_hat)
     value, grad = _point_loss(
         POINT_LOSSES[kind], y_hat.reshape(-1), np.ascontiguousarray(y, y_hat.dtype).reshape(-1),
-        np.ascontiguousarray(mask, y_hat.dtype).reshape(-1), float(param), nb.get_num_threads(),
+        np.ascontiguousarray(mask, y_hat.dtype).reshape(-1), float(param),
     )
     return float(value), grad.reshape(y_hat.shape)
 
@@ -174,7 +156,7 @@ def mqloss(y_hat, y, mask, quantiles):
     value, grad = _mqloss(
         y_hat.reshape(-1, n_q), np.ascontiguousarray(y, y_hat.dtype).reshape(-1),
         np.ascontiguousarray(mask, y_hat.dtype).reshape(-1),
-        np.asarray(quantiles, dtype=y_hat.dtype), nb.get_num_threads(),
+        np.asarray(quantiles, dtype=y_hat.dtype),
     )
     return float(value), grad.reshape(y_hat.shape)
 

@@ -28,10 +28,10 @@ def layernorm_backward_reference(x, gamma, mean, rstd, dy):
     return dx, dgamma, dbeta
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _ln_fwd(x, gamma, beta, out, mean, rstd):
     rows, cols = x.shape
-    for r in nb.prange(rows):
+    for r in range(rows):
         s = 0.0
         for c in range(cols):
             s += x[r, c]
@@ -46,28 +46,26 @@ def _ln_fwd(x, gamma, beta, out, mean, rstd):
             out[r, c] = (x[r, c] - m) * rs * gamma[c] + beta[c]
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
-def _ln_bwd(x, gamma, mean, rstd, dy, dx, n_chunks):
+@nb.njit(cache=True, fastmath=True)
+def _ln_bwd(x, gamma, mean, rstd, dy, dx):
     rows, cols = x.shape
-    partial = np.zeros((n_chunks, 2, cols))
-    size = (rows + n_chunks - 1) // n_chunks
-    for ch in nb.prange(n_chunks):
-        for r in range(ch * size, min(rows, (ch + 1) * size)):
-            a = 0.0
-            b = 0.0
-            for c in range(cols):
-                xhat = (x[r, c] - mean[r]) * rstd[r]
-                g = dy[r, c] * gamma[c]
-                a += g
-                b += g * xhat
-                partial[ch, 0, c] += dy[r, c] * xhat
-                partial[ch, 1, c] += dy[r, c]
-            a /= cols
-            b /= cols
-            for c in range(cols):
-                xhat = (x[r, c] - mean[r]) * rstd[r]
-                dx[r, c] = rstd[r] * (dy[r, c] * gamma[c] - a - xhat * b)
-    return partial.sum(axis=0)
+    sums = np.zeros((2, cols))
+    for r in range(rows):
+        a = 0.0
+        b = 0.0
+        for c in range(cols):
+            xhat = (x[r, c] - mean[r]) * rstd[r]
+            g = dy[r, c] * gamma[c]
+            a += g
+            b += g * xhat
+            sums[0, c] += dy[r, c] * xhat
+            sums[1, c] += dy[r, c]
+        a /= cols
+        b /= cols
+        for c in range(cols):
+            xhat = (x[r, c] - mean[r]) * rstd[r]
+            dx[r, c] = rstd[r] * (dy[r, c] * gamma[c] - a - xhat * b)
+    return sums
 
 
 def layernorm_forward(x, gamma, beta):
@@ -81,8 +79,7 @@ def layernorm_forward(x, gamma, beta):
 
 def layernorm_backward(x, gamma, mean, rstd, dy):
     dx = np.empty_like(x)
-    sums = _ln_bwd(np.ascontiguousarray(x), gamma, mean, rstd, np.ascontiguousarray(dy), dx,
-                   nb.get_num_threads())
+    sums = _ln_bwd(np.ascontiguousarray(x), gamma, mean, rstd, np.ascontiguousarray(dy), dx)
     return dx, sums[0].astype(x.dtype), sums[1].astype(x.dtype)
 
 

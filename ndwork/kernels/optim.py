@@ -40,12 +40,12 @@ def sgd_update_reference(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
 
 # --- numba kernels ---------------------------------------------------------------
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bias1, bias2_sqrt):
     step_size = lr / bias1
     shrink = 1 - lr * weight_decay if decoupled else 1.0
     coupled = 0.0 if decoupled else weight_decay
-    for i in nb.prange(p.size):
+    for i in range(p.size):
         gi = g[i] + coupled * p[i]
         mi = beta1 * m[i] + (1 - beta1) * gi
         vi = beta2 * v[i] + (1 - beta2) * gi * gi
@@ -54,9 +54,9 @@ def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bias1, bia
         p[i] = p[i] * shrink - step_size * mi / (math.sqrt(vi) / bias2_sqrt + eps)
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _sgd(p, g, buf, lr, momentum, weight_decay):
-    for i in nb.prange(p.size):
+    for i in range(p.size):
         gi = g[i] + weight_decay * p[i]
         if momentum != 0:
             gi = momentum * buf[i] + gi

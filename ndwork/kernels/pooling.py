@@ -53,10 +53,10 @@ def interpolate_backward_reference(dy, n_in):
 
 # --- numba kernels ---------------------------------------------------------------
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _maxpool_fwd(x, kernel, out, argmax):
     rows, length = x.shape
-    for r in nb.prange(rows):
+    for r in range(rows):
         for o in range(out.shape[1]):
             start = o * kernel
             best = x[r, start]
@@ -69,23 +69,23 @@ def _maxpool_fwd(x, kernel, out, argmax):
             argmax[r, o] = best_j
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _maxpool_bwd(dy, argmax, dx):
-    for r in nb.prange(dy.shape[0]):
+    for r in range(dy.shape[0]):
         for o in range(dy.shape[1]):
             dx[r, argmax[r, o]] += dy[r, o]
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _interp_fwd(x, left, right, w, out):
-    for r in nb.prange(x.shape[0]):
+    for r in range(x.shape[0]):
         for o in range(out.shape[1]):
             out[r, o] = x[r, left[o]] * (1 - w[o]) + x[r, right[o]] * w[o]
 
 
-@nb.njit(parallel=True, cache=True, fastmath=True)
+@nb.njit(cache=True, fastmath=True)
 def _interp_bwd(dy, left, right, w, dx):
-    for r in nb.prange(dy.shape[0]):
+    for r in range(dy.shape[0]):
         for o in range(dy.shape[1]):
             dx[r, left[o]] += dy[r, o] * (1 - w[o])
             dx[r, right[o]] += dy[r, o] * w[o]

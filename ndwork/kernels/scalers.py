@@ -66,10 +66,10 @@ def _median(values):
     return s[(n - 1) // 2]
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _statistics(code, x, mask, shift, scale):
     rows, length = x.shape
-    for r in nb.prange(rows):
+    for r in range(rows):
         count = 0
         total = 0.0
         high = -np.inf

@@ -1,0 +1,268 @@
+"""The NeuralForecast-style front: fit, predict, cross_validation, save and load."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ndwork import __version__
+from ndwork.data import Panel, future_dates, gather_windows, validate_frame
+from ndwork.models import MODELS, BaseModel
+from ndwork.training import checkpoint
+from ndwork.training.optimizers import Optimizer
+from ndwork.training.trainer import TrainState, build_batch, initial_state, predict_windows, train
+
+
+class NeuralForecast:
+    """Fit and forecast several models on a long-format panel (unique_id, ds, y).
+
+    models: ndwork models. freq: pandas frequency string for datetime `ds`, or an
+    integer step for integer `ds`.
+    """
+
+    def __init__(self, models: Sequence[BaseModel], freq: str | int):
+        models = list(models)
+        if not models or not all(isinstance(m, BaseModel) for m in models):
+            raise ValueError("models must be a non-empty list of ndwork models, e.g. [NHITS(...)].")
+        names = [repr(m) for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names {names} repeat; give each an alias=.")
+        self.models, self.freq = models, freq
+        self.panel: Panel | None = None
+        self.states: list[TrainState | None] = [None] * len(models)
+
+    # --- columns the models need ---------------------------------------------------
+    @property
+    def _temporal_cols(self) -> list[str]:
+        return list(dict.fromkeys(c for m in self.models
+                                  for c in m.futr_exog_list + m.hist_exog_list))
+
+    @property
+    def _futr_cols(self) -> list[str]:
+        return list(dict.fromkeys(c for m in self.models for c in m.futr_exog_list))
+
+    @property
+    def _static_cols(self) -> list[str]:
+        return list(dict.fromkeys(c for m in self.models for c in m.stat_exog_list))
+
+    def _panel(self, df, static_df) -> Panel:
+        return Panel.from_frame(df, self.freq, self._temporal_cols, static_df, self._static_cols)
+
+    # --- fit / predict ---------------------------------------------------------------
+    def fit(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
+            val_size: int = 0, warm_start: bool = False, verbose: bool = True,
+            callback: Callable | None = None) -> NeuralForecast:
+        """Train every model on df.
+
+        val_size: points held out at the end of each series for validation and early
+        stopping. warm_start: continue from the current weights and optimizer state
+        instead of fresh initial weights. callback(step, train_loss, valid_loss) runs
+        after every step; returning True stops that model at the step boundary.
+        """
+        if df is None:
+            if self.panel is None:
+                raise ValueError("fit needs df (long format: unique_id, ds, y).")
+            panel = self.panel
+        else:
+            panel = self._panel(df, static_df)
+        if warm_start and any(s is None for s in self.states):
+            raise ValueError("warm_start=True needs a fitted model; call fit once without it.")
+        self._fit_panel(panel, val_size, 0, warm_start, verbose, callback)
+        self.panel = panel
+        return self
+
+    def _fit_panel(self, panel, val_size, test_size, warm_start, verbose, callback=None):
+        for i, model in enumerate(self.models):
+            state = self.states[i] if warm_start else None
+            self.states[i] = train(model, panel, val_size, test_size, state, verbose, callback)
+
+    def _check_fitted(self):
+        if any(s is None for s in self.states):
+            raise ValueError("the models are not fitted; call fit(df) before predict.")
+
+    def predict(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
+                futr_df: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast h steps after the end of each series of df (default: the fit data).
+
+        futr_df holds the future exogenous values (unique_id, ds, futr_exog_list) for
+        the h timestamps after each series. Returns unique_id, ds and one column per
+        model (plus interval columns for MQLoss).
+        """
+        self._check_fitted()
+        panel = self.panel if df is None else self._panel(df, static_df)
+        if df is None and static_df is not None:
+            panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df))
+        return self._forecast_frame(panel, test_size=0, futr_df=futr_df)
+
+    def _panel_static(self, panel, static_df):
+        from ndwork.data.panel import static_array
+
+        return static_array(static_df, panel.uids, self._static_cols, np.float32)
+
+    def _horizon(self) -> int:
+        return max(m.h for m in self.models)
+
+    def _forecast_frame(self, panel: Panel, test_size: int, futr_df) -> pd.DataFrame:
+        h = self._horizon()
+        last_rows = panel.indptr[1:] - 1 - test_size
+        short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < max(m.input_size
+                                                                         for m in self.models))
+        if len(short):
+            raise ValueError(f"series {panel.uids[short[:5]].tolist()} are shorter than input_size;"
+                             f" they cannot be forecast.")
+        futr = self._future_exog(panel, last_rows, h, futr_df)
+        out = {"unique_id": np.repeat(panel.uids, h),
+               "ds": future_dates(panel.ds[last_rows], self.freq, h)}
+        for model, state in zip(self.models, self.states, strict=True):
+            L = model.input_size
+            window = L + model.h
+            starts = last_rows + 1 - L
+            rows = starts[:, None] + np.arange(L)
+            y = np.zeros((len(starts), window), panel.y.dtype)
+            y[:, :L] = panel.y[rows]
+            temporal = np.zeros((len(starts), window, panel.temporal.shape[1]), panel.y.dtype)
+            temporal[:, :L] = panel.temporal[rows]
+            if futr is not None:
+                temporal[:, L:, futr[1]] = futr[0][:, : model.h]
+            batch, shift, scale = build_batch(model, y, temporal, panel.temporal_cols,
+                                              panel.static, panel.static_cols)
+            y_hat = predict_windows(model, state.params, batch, shift, scale)
+            full = np.full((len(starts), h, y_hat.shape[2]), np.nan, y_hat.dtype)
+            full[:, : model.h] = y_hat
+            for k in _output_order(model):
+                out[f"{model!r}{model.loss.output_names[k]}"] = full[:, :, k].reshape(-1)
+        return pd.DataFrame(out)
+
+    def _future_exog(self, panel, last_rows, h, futr_df):
+        cols = self._futr_cols
+        if not cols:
+            return None
+        if futr_df is None:
+            raise ValueError(f"the models use future exogenous columns {cols}; pass futr_df with "
+                             f"unique_id, ds and those columns for the {h} steps after each series.")
+        futr_df = validate_frame(futr_df, self.freq, cols, name="futr_df", target=False)
+        expected = pd.DataFrame({"unique_id": np.repeat(panel.uids, h),
+                                 "ds": future_dates(panel.ds[last_rows], self.freq, h)})
+        merged = expected.merge(futr_df, on=["unique_id", "ds"], how="left")
+        missing = merged[cols].isna().any(axis=1)
+        if missing.any():
+            row = merged.loc[missing, ["unique_id", "ds"]].iloc[0].tolist()
+            raise ValueError(f"futr_df does not cover the horizon: {int(missing.sum())} of the "
+                             f"{len(expected)} (unique_id, ds) rows needed are missing, e.g. {row}.")
+        values = merged[cols].to_numpy(np.float32).reshape(panel.n_series, h, len(cols))
+        return values, [panel.temporal_cols.index(c) for c in cols]
+
+    # --- cross-validation ------------------------------------------------------------
+    def cross_validation(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None,
+                         n_windows: int = 1, step_size: int = 1, val_size: int = 0,
+                         refit: bool | int = False, verbose: bool = True) -> pd.DataFrame:
+        """Forecast n_windows horizons at the end of each series, step_size apart.
+
+        refit=False trains once on the data before the first window; True retrains for
+        every window; an integer k retrains every k windows. Returns unique_id, ds,
+        cutoff (the last timestamp seen), y and the model columns.
+        """
+        if n_windows < 1 or step_size < 1:
+            raise ValueError("n_windows and step_size must be positive integers.")
+        panel = self._panel(df, static_df)
+        h = self._horizon()
+        frames = []
+        every = n_windows if refit is False else (1 if refit is True else int(refit))
+        if every < 1:
+            raise ValueError(f"refit={refit!r} must be a bool or a positive integer.")
+        for w in range(n_windows):
+            test_size = h + (n_windows - 1 - w) * step_size
+            if w % every == 0:
+                self._fit_panel(panel, val_size, test_size, False, verbose)
+            frame = self._forecast_frame(panel, test_size, futr_df=self._futr_from_panel(
+                panel, test_size, h))
+            last_rows = panel.indptr[1:] - 1 - test_size
+            frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
+            rows = (last_rows[:, None] + np.arange(1, h + 1)).reshape(-1)
+            frame.insert(3, "y", panel.y[rows])
+            frames.append(frame)
+        self.panel = panel
+        return pd.concat(frames, ignore_index=True).sort_values(
+            ["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
+
+    def _futr_from_panel(self, panel, test_size, h):
+        cols = self._futr_cols
+        if not cols:
+            return None
+        last_rows = panel.indptr[1:] - 1 - test_size
+        rows = (last_rows[:, None] + np.arange(1, h + 1)).reshape(-1)
+        idx = [panel.temporal_cols.index(c) for c in cols]
+        frame = pd.DataFrame(panel.temporal[rows][:, idx], columns=cols)
+        frame.insert(0, "unique_id", panel.uids.repeat(h))
+        frame.insert(1, "ds", panel.ds[rows])
+        return frame
+
+    # --- persistence -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the models, their optimizer state and the training data to directory path."""
+        self._check_fitted()
+        arrays, meta_models = {}, []
+        for i, (model, state) in enumerate(zip(self.models, self.states, strict=True)):
+            name = f"model-{i}"
+            arrays[name] = {"params": state.params, "sampler_order": state.sampler_order,
+                            "train_losses": np.asarray(state.train_losses, np.float64).reshape(-1, 2),
+                            "valid_losses": np.asarray(state.valid_losses, np.float64).reshape(-1, 2),
+                            **{f"optimizer.{k}": v for k, v in state.optimizer.buffers.items()}}
+            meta_models.append({"class": type(model).__name__,
+                                "hyperparameters": model.hyperparameters(),
+                                "optimizer_step": state.optimizer.step,
+                                "rng": checkpoint.rng_to_json(state.rng)})
+        p = self.panel
+        uids = p.uids.astype(str) if p.uids.dtype == object else p.uids
+        arrays["dataset"] = {"uids": uids, "indptr": p.indptr, "y": p.y, "ds": p.ds,
+                             "temporal": p.temporal, "static": p.static}
+        meta = {"ndwork_version": __version__, "freq": self.freq, "models": meta_models,
+                "temporal_cols": p.temporal_cols, "static_cols": p.static_cols}
+        checkpoint.write_atomic(path, meta, arrays, overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> NeuralForecast:
+        """Read a directory written by save; checks version, files and shapes."""
+        meta = checkpoint.read_meta(path)
+        if meta.get("ndwork_version", "").split(".")[:2] != __version__.split(".")[:2]:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path} was written by ndwork {meta.get('ndwork_version')}; this is "
+                f"{__version__}. Load it with that version or retrain.")
+        models, states = [], []
+        for i, entry in enumerate(meta["models"]):
+            if entry.get("class") not in MODELS:
+                raise checkpoint.CheckpointError(f"checkpoint model class {entry.get('class')!r} "
+                                                 f"is not an ndwork model.")
+            model = MODELS[entry["class"]](**entry["hyperparameters"])
+            state = initial_state(model)
+            size = state.params.size
+            expected = {"params": (size,), **{f"optimizer.{k}": (size,)
+                                              for k in state.optimizer.buffers}}
+            arrays = checkpoint.read_arrays(path, f"model-{i}", expected)
+            optimizer = Optimizer(model.optimizer, size, model.optimizer_kwargs)
+            optimizer.step = int(entry["optimizer_step"])
+            optimizer.buffers = {k: arrays[f"optimizer.{k}"] for k in optimizer.buffers}
+            states.append(TrainState(arrays["params"], optimizer,
+                                     checkpoint.rng_from_json(entry["rng"]),
+                                     arrays["sampler_order"],
+                                     [tuple(r) for r in arrays["train_losses"].tolist()],
+                                     [tuple(r) for r in arrays["valid_losses"].tolist()]))
+            models.append(model)
+        nf = cls(models, meta["freq"])
+        nf.states = states
+        data = checkpoint.read_arrays(path, "dataset")
+        nf.panel = Panel(uids=data["uids"], indptr=data["indptr"], y=data["y"], ds=data["ds"],
+                         temporal=data["temporal"], temporal_cols=meta["temporal_cols"],
+                         static=data["static"], static_cols=meta["static_cols"])
+        return nf
+
+
+def _output_order(model: BaseModel) -> list[int]:
+    """NeuralForecast's column order: the median (or the point) first, then by quantile."""
+    names = model.loss.output_names
+    first = names.index("-median") if "-median" in names else 0
+    return [first] + [k for k in range(len(names)) if k != first]

@@ -1,0 +1,166 @@
+"""Validation of long-format frames and their flat-array form."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+REQUIRED = ("unique_id", "ds", "y")
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def validate_frame(df: pd.DataFrame, freq, columns: list[str] = (), name: str = "df",
+                   target: bool = True) -> pd.DataFrame:
+    """Check a long-format frame and return it sorted by (unique_id, ds).
+
+    Raises ValueError naming the problem and the fix: missing columns, non-numeric or
+    non-finite values, duplicated (unique_id, ds) rows, timestamps off the frequency.
+    """
+    if not isinstance(df, pd.DataFrame):
+        _fail(f"{name} must be a pandas DataFrame in long format ({', '.join(REQUIRED)}), "
+              f"got {type(df).__name__}.")
+    required = list(REQUIRED if target else REQUIRED[:2]) + list(columns)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        _fail(f"{name} is missing column(s) {missing}; it has {list(df.columns)}. "
+              f"Rename yours, e.g. df.rename(columns={{'your_id': 'unique_id', "
+              f"'your_time': 'ds', 'your_target': 'y'}}), or add the exogenous columns.")
+    numeric = (["y"] if target else []) + list(columns)
+    for col in numeric:
+        if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+            _fail(f"column {col!r} of {name} must be numeric, got dtype {df[col].dtype}; "
+                  f"convert it with pd.to_numeric(df[{col!r}]).")
+        values = df[col].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            ids = df.loc[bad, "unique_id"].unique()[:5].tolist()
+            _fail(f"column {col!r} of {name} has {int(bad.sum())} NaN or inf value(s) "
+                  f"(series {ids}); fill or drop them before fitting.")
+    ds = df["ds"]
+    if freq == 1 or isinstance(freq, int):
+        if not pd.api.types.is_integer_dtype(ds):
+            _fail(f"freq={freq!r} needs integer ds, but {name}['ds'] has dtype {ds.dtype}; "
+                  f"pass a pandas frequency string such as freq='D' for timestamps.")
+    else:
+        if not pd.api.types.is_datetime64_any_dtype(ds):
+            _fail(f"{name}['ds'] must be datetime for freq={freq!r}, got dtype {ds.dtype}; "
+                  f"convert it with pd.to_datetime(df['ds']), or use integer ds with freq=1.")
+    out = df.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
+    dup = out.duplicated(["unique_id", "ds"])
+    if dup.any():
+        first = out.loc[dup, ["unique_id", "ds"]].iloc[0].tolist()
+        _fail(f"{name} has {int(dup.sum())} duplicated (unique_id, ds) row(s), e.g. {first}; "
+              f"aggregate or drop duplicates first.")
+    _check_regular(out, freq, name)
+    return out
+
+
+def _check_regular(df: pd.DataFrame, freq, name: str) -> None:
+    uids = df["unique_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, uids[1:] != uids[:-1]])
+    ends = np.r_[starts[1:], len(df)]
+    ds = df["ds"]
+    if isinstance(freq, int):
+        step = np.diff(ds.to_numpy())
+        ok = (step == freq) | np.isin(np.arange(1, len(df)), starts)
+        bad_rows = np.flatnonzero(~ok) + 1
+    else:
+        offset = pd.tseries.frequencies.to_offset(freq)
+        values = ds.to_numpy()
+        bad_rows = []
+        for a, b in zip(starts, ends, strict=True):
+            expected = pd.date_range(values[a], periods=b - a, freq=offset).to_numpy()
+            if expected[0] != values[a] or not np.array_equal(expected, values[a:b]):
+                bad_rows.append(a)
+    if len(bad_rows):
+        uid = uids[bad_rows[0]]
+        _fail(f"series {uid!r} of {name} has timestamps that are not regular at freq={freq!r} "
+              f"(gaps, or dates off the frequency's anchor); fill the gaps or pass the right freq.")
+
+
+def future_dates(last: np.ndarray, freq, h: int) -> np.ndarray:
+    """(n_series * h,) timestamps after each series' last one."""
+    if isinstance(freq, int):
+        return (last[:, None] + freq * np.arange(1, h + 1)).reshape(-1)
+    offset = pd.tseries.frequencies.to_offset(freq)
+    steps = [pd.DatetimeIndex(last) + k * offset for k in range(1, h + 1)]
+    return np.stack([s.to_numpy() for s in steps], axis=1).reshape(-1)
+
+
+@dataclasses.dataclass
+class Panel:
+    """Series as slices of flat arrays: series i is rows indptr[i]:indptr[i + 1]."""
+
+    uids: np.ndarray            # (n_series,)
+    indptr: np.ndarray          # (n_series + 1,) int64
+    y: np.ndarray               # (total,) float32
+    ds: np.ndarray              # (total,) datetime64 or int64
+    temporal: np.ndarray        # (total, n_temporal) float32, the exogenous columns
+    temporal_cols: list[str]
+    static: np.ndarray          # (n_series, n_static) float32
+    static_cols: list[str]
+
+    @property
+    def n_series(self) -> int:
+        return len(self.uids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, freq, temporal_cols: list[str] = (),
+                   static_df: pd.DataFrame | None = None, static_cols: list[str] = (),
+                   dtype=np.float32) -> Panel:
+        df = validate_frame(df, freq, list(temporal_cols))
+        uids_all = df["unique_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, uids_all[1:] != uids_all[:-1]])
+        indptr = np.r_[starts, len(df)].astype(np.int64)
+        uids = uids_all[starts]
+        temporal = (df[list(temporal_cols)].to_numpy(dtype=dtype) if temporal_cols
+                    else np.zeros((len(df), 0), dtype))
+        return cls(uids=uids, indptr=indptr, y=df["y"].to_numpy(dtype=dtype),
+                   ds=df["ds"].to_numpy(), temporal=temporal, temporal_cols=list(temporal_cols),
+                   static=static_array(static_df, uids, list(static_cols), dtype),
+                   static_cols=list(static_cols))
+
+    def last_ds(self) -> np.ndarray:
+        return self.ds[self.indptr[1:] - 1]
+
+    def head(self, cut: np.ndarray | int) -> Panel:
+        """The panel without the last `cut` points of each series (for holdouts)."""
+        keep_len = self.lengths - cut
+        if (keep_len <= 0).any():
+            _fail("a holdout removes whole series; use fewer or shorter windows.")
+        rows = np.concatenate([np.arange(a, a + n) for a, n in
+                               zip(self.indptr[:-1], keep_len, strict=True)])
+        return dataclasses.replace(self, indptr=np.r_[0, np.cumsum(keep_len)].astype(np.int64),
+                                   y=self.y[rows], ds=self.ds[rows], temporal=self.temporal[rows])
+
+
+def static_array(static_df, uids, cols: list[str], dtype) -> np.ndarray:
+    if not cols:
+        return np.zeros((len(uids), 0), dtype)
+    if static_df is None:
+        _fail(f"stat_exog_list {cols} needs static_df with unique_id and those columns; "
+              f"pass fit(df, static_df=...).")
+    missing = [c for c in ["unique_id", *cols] if c not in static_df.columns]
+    if missing:
+        _fail(f"static_df is missing column(s) {missing}; it has {list(static_df.columns)}.")
+    table = static_df.drop_duplicates("unique_id").set_index("unique_id")
+    absent = [u for u in uids if u not in table.index]
+    if absent:
+        _fail(f"static_df has no row for series {absent[:5]}; add one per series.")
+    values = table.loc[uids, cols]
+    for col in cols:
+        if not pd.api.types.is_numeric_dtype(values[col]):
+            _fail(f"static column {col!r} must be numeric, got dtype {values[col].dtype}.")
+    array = values.to_numpy(dtype=dtype)
+    if not np.isfinite(array).all():
+        _fail(f"static_df has NaN or inf in {cols}; fill them first.")
+    return array

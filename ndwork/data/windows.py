@@ -1,0 +1,87 @@
+"""Training windows: sampled by index, gathered at each step, scaled per window."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ndwork.data.panel import Panel
+from ndwork.kernels import kernel
+
+
+class WindowSampler:
+    """NeuralForecast's sampling: each step takes `batch_size` series (an epoch-wise
+    shuffle of the series), then `windows_batch_size` windows among theirs (without
+    replacement when there are enough, with replacement otherwise).
+
+    Windows start every `step_size` points and lie wholly inside the first
+    `train_lengths[i]` points of series i. Deterministic under `rng`.
+    """
+
+    def __init__(self, panel: Panel, train_lengths: np.ndarray, input_size: int, h: int,
+                 step_size: int, batch_size: int, windows_batch_size: int):
+        self.window = input_size + h
+        short = np.flatnonzero(train_lengths < self.window)
+        if len(short):
+            ids = panel.uids[short[:5]].tolist()
+            raise ValueError(
+                f"series {ids} ({len(short)} in all) have fewer than input_size + h = "
+                f"{self.window} training points (after any validation/test holdout); drop them, "
+                f"or use a smaller input_size or h.")
+        self.starts = panel.indptr[:-1]
+        self.counts = (train_lengths - self.window) // step_size + 1
+        self.step_size = step_size
+        self.batch_size = min(batch_size, panel.n_series)
+        self.windows_batch_size = windows_batch_size
+        self._order = np.zeros(0, dtype=np.int64)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """Absolute start rows (windows_batch_size,) into the panel's flat arrays."""
+        if len(self._order) < self.batch_size:
+            self._order = rng.permutation(len(self.counts))
+        series, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
+        counts = self.counts[series]
+        total = int(counts.sum())
+        if total >= self.windows_batch_size:
+            flat = rng.choice(total, self.windows_batch_size, replace=False)
+        else:
+            flat = rng.integers(0, total, self.windows_batch_size)
+        ends = np.cumsum(counts)
+        which = np.searchsorted(ends, flat, side="right")
+        offset = flat - (ends[which] - counts[which])
+        return self.starts[series[which]] + offset * self.step_size
+
+    def state(self) -> np.ndarray:
+        return self._order.copy()
+
+    def set_state(self, order: np.ndarray) -> None:
+        self._order = np.asarray(order, dtype=np.int64)
+
+
+def gather_windows(panel: Panel, starts: np.ndarray, length: int) -> dict:
+    """Windows of `length` points starting at absolute rows `starts`.
+
+    Returns y (W, length), temporal (W, length, n_temporal) and the series index (W,).
+    """
+    rows = starts[:, None] + np.arange(length)
+    series = np.searchsorted(panel.indptr, starts, side="right") - 1
+    return {"y": panel.y[rows], "temporal": panel.temporal[rows], "series": series}
+
+
+def scale_windows(y: np.ndarray, temporal: np.ndarray, input_size: int, scaler_type: str):
+    """Scale each window by statistics of its input part (NeuralForecast's temporal norm).
+
+    y (W, T), temporal (W, T, C). Returns the scaled arrays and y's (shift, scale),
+    each (W,), which predict uses to map forecasts back.
+    """
+    mask = np.ones((y.shape[0], input_size), dtype=y.dtype)
+    stats = kernel("scaler_statistics")
+    shift, scale = stats(scaler_type, np.ascontiguousarray(y[:, :input_size]), mask)
+    if scaler_type == "identity":
+        return y, temporal, shift, scale
+    y_scaled = (y - shift[:, None]) / scale[:, None]
+    if temporal.shape[2]:
+        w, t, c = temporal.shape
+        flat = np.ascontiguousarray(temporal[:, :input_size].transpose(0, 2, 1)).reshape(w * c, -1)
+        t_shift, t_scale = stats(scaler_type, flat, np.ones_like(flat))
+        temporal = ((temporal - t_shift.reshape(w, 1, c)) / t_scale.reshape(w, 1, c))
+    return y_scaled, temporal.astype(y.dtype, copy=False), shift, scale

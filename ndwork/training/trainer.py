@@ -1,0 +1,176 @@
+"""The training step as a pure function, the training loop, and batched inference."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ndwork.autodiff.tensor import Parameters, Tensor, backward
+from ndwork.config import active
+from ndwork.data import Panel, WindowSampler, gather_windows, scale_windows
+from ndwork.models.base import BaseModel
+from ndwork.training.optimizers import Optimizer, learning_rate
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or its gradient stopped being finite; the model keeps its last good state."""
+
+
+def layout(model: BaseModel) -> Parameters:
+    """The flat-vector layout of the model's parameters (cached on the model)."""
+    if getattr(model, "_layout", None) is None:
+        model._layout = Parameters(model.spec.shapes, active().dtypes.param)
+    return model._layout
+
+
+def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
+                temporal_cols: list[str], static: np.ndarray, static_cols: list[str]):
+    """Scale windows y (W, L + h), temporal (W, L + h, C) and split them into the
+    model's inputs. Returns (batch, shift, scale)."""
+    L = model.input_size
+    y_s, temporal_s, shift, scale = scale_windows(y, temporal, L, model.scaler_type)
+    w = y.shape[0]
+    insample = np.ascontiguousarray(y_s[:, :L])
+    batch = {
+        "insample_y": insample * 0 if model.exclude_insample_y else insample,
+        "insample_mask": np.ones((w, L), dtype=y.dtype),
+        "outsample_y": np.ascontiguousarray(y_s[:, L:]),
+        "outsample_mask": np.ones((w, y.shape[1] - L), dtype=y.dtype),
+        "hist_exog": None, "futr_exog": None, "stat_exog": None,
+    }
+    if model.hist_exog_list:
+        idx = [temporal_cols.index(c) for c in model.hist_exog_list]
+        batch["hist_exog"] = np.ascontiguousarray(temporal_s[:, :L][:, :, idx])
+    if model.futr_exog_list:
+        idx = [temporal_cols.index(c) for c in model.futr_exog_list]
+        batch["futr_exog"] = np.ascontiguousarray(temporal_s[:, :, idx])
+    if model.stat_exog_list:
+        idx = [static_cols.index(c) for c in model.stat_exog_list]
+        batch["stat_exog"] = np.ascontiguousarray(static[:, idx])
+    return batch, shift, scale
+
+
+def forward(model: BaseModel, params: np.ndarray, batch: dict, rng=None) -> tuple[Tensor, dict]:
+    p = layout(model).tensors(params)
+    inputs = {**batch, "insample_y": Tensor(batch["insample_y"])}
+    return model.forward(p, inputs, rng), p
+
+
+def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
+                  rng: np.random.Generator | None = None) -> tuple[float, np.ndarray]:
+    """One training step's loss and its gradient with respect to the flat parameters.
+
+    Pure: reads params and batch, changes neither (rng only drives dropout)."""
+    out, p = forward(model, params, batch, rng)
+    loss = model.loss(out, batch["outsample_y"], batch["outsample_mask"])
+    backward(loss)
+    return float(loss.data), layout(model).gather_grads(p)
+
+
+def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np.ndarray,
+                    scale: np.ndarray) -> np.ndarray:
+    """Forecasts (W, h, n_outputs) in the data's scale; quantiles sorted (never cross)."""
+    chunk = model.inference_windows_batch_size
+    n = batch["insample_y"].shape[0]
+    chunk = n if chunk is None or chunk <= 0 else chunk
+    outs = []
+    for a in range(0, n, chunk):
+        part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
+        outs.append(forward(model, params, part)[0].data)
+    out = np.concatenate(outs) if len(outs) > 1 else outs[0]
+    out = out * scale[:, None, None] + shift[:, None, None]
+    return np.sort(out, axis=-1) if out.shape[-1] > 1 else out
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything training needs to continue exactly where it stopped."""
+
+    params: np.ndarray
+    optimizer: Optimizer
+    rng: np.random.Generator
+    sampler_order: np.ndarray
+    train_losses: list = dataclasses.field(default_factory=list)
+    valid_losses: list = dataclasses.field(default_factory=list)
+
+
+def initial_state(model: BaseModel) -> TrainState:
+    rng = np.random.default_rng(model.random_seed)
+    params = model.spec.initialize(rng, active().dtypes.param)
+    return TrainState(params, Optimizer(model.optimizer, params.size, model.optimizer_kwargs),
+                      rng, np.zeros(0, np.int64))
+
+
+def validation_loss(model: BaseModel, params, panel: Panel, val_size: int, test_size: int) -> float:
+    """valid_loss over the windows whose horizon lies in each series' validation part."""
+    window = model.input_size + model.h
+    if val_size < model.h:
+        raise ValueError(f"val_size={val_size} is shorter than h={model.h}; use val_size >= h.")
+    ends = panel.indptr[1:] - test_size
+    offsets = np.arange(window, window + val_size - model.h + 1, model.step_size)
+    starts = (ends[:, None] - val_size - model.input_size + offsets[None, :] - window).reshape(-1)
+    w = gather_windows(panel, starts, window)
+    batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
+                                      panel.static[w["series"]], panel.static_cols)
+    y_hat = predict_windows(model, params, batch, shift, scale)
+    target = w["y"][:, model.input_size:]
+    loss = model.valid_loss or model.loss
+    if not loss.outputsize_multiplier == y_hat.shape[-1]:
+        y_hat = model.loss.to_point(y_hat)[..., None]
+    return float(loss.value(y_hat, target, np.ones_like(target)))
+
+
+def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
+          state: TrainState | None = None, verbose: bool = True,
+          callback: Callable[[int, float, float | None], bool | None] | None = None) -> TrainState:
+    """Train for model.max_steps steps from `state` (fresh weights when None).
+
+    `callback(step, train_loss, valid_loss)` runs after every step; returning True
+    stops training at that step boundary. Raises TrainingDiverged when the loss or
+    gradient is not finite; the state then holds the last finite parameters.
+    """
+    state = state or initial_state(model)
+    train_lengths = panel.lengths - val_size - test_size
+    sampler = WindowSampler(panel, train_lengths, model.input_size, model.h, model.step_size,
+                            model.batch_size, model.windows_batch_size)
+    sampler.set_state(state.sampler_order)
+    window = model.input_size + model.h
+    patience, best, bad_checks = model.early_stop_patience_steps, np.inf, 0
+    first = state.optimizer.step
+    bar = tqdm(total=model.max_steps, initial=0, disable=not (verbose and model.enable_progress_bar),
+               desc=repr(model), leave=False)
+    try:
+        for step in range(first, first + model.max_steps):
+            starts = sampler.sample(state.rng)
+            w = gather_windows(panel, starts, window)
+            batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
+                                      panel.static[w["series"]], panel.static_cols)
+            loss, grads = loss_and_grad(model, state.params, batch, state.rng)
+            if not (np.isfinite(loss) and np.isfinite(grads).all()):
+                raise TrainingDiverged(
+                    f"{model!r}: the training loss became {loss} at step {step + 1}; training "
+                    f"stopped and the model keeps the parameters of step {step}. Lower "
+                    f"learning_rate, use scaler_type='robust' or 'standard', or check the data.")
+            lr = learning_rate(model.learning_rate, step - first, model.max_steps,
+                               model.num_lr_decays)
+            state.optimizer.update(state.params, grads, lr)
+            state.sampler_order = sampler.state()
+            state.train_losses.append((step + 1, loss))
+            valid = None
+            if val_size > 0 and (step + 1 - first) % model.val_check_steps == 0:
+                valid = validation_loss(model, state.params, panel, val_size, test_size)
+                state.valid_losses.append((step + 1, valid))
+                best, bad_checks = (valid, 0) if valid < best else (best, bad_checks + 1)
+            bar.update(1)
+            if (step - first) % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            if callback is not None and callback(step + 1, loss, valid):
+                break
+            if patience > 0 and bad_checks >= patience:
+                break
+    finally:
+        bar.close()
+    return state
