@@ -86,7 +86,9 @@ class Parameters:
         return {name: Tensor(view, requires_grad=True) for name, view in self.views(flat).items()}
 
     def gather_grads(self, tensors: dict[str, Tensor]) -> np.ndarray:
-        grads = np.zeros(self.size, dtype=self.dtype)
+        """The gradients of `tensors` as one flat vector (zeros where none flowed)."""
+        dtype = next(iter(tensors.values())).data.dtype if tensors else self.dtype
+        grads = np.zeros(self.size, dtype=dtype)
         for name, (a, b) in self.offsets.items():
             grad = tensors[name].grad
             if grad is not None:

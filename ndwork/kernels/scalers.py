@@ -21,13 +21,11 @@ def _masked_mean(x, observed):
 
 
 def _masked_median(x, observed):
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            median = np.nanmedian(np.where(observed, x, np.nan), axis=1)
-    return np.nan_to_num(median, nan=0.0).astype(x.dtype)
+    """torch.nanmedian's median: the lower of the two middle values; 0 if none observed."""
+    count = observed.sum(axis=1)
+    ordered = np.sort(np.where(observed, x, np.inf), axis=1)
+    middle = np.take_along_axis(ordered, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
+    return np.where(count > 0, middle, 0).astype(x.dtype)
 
 
 def scaler_statistics_reference(kind, x, mask):

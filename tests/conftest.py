@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+# Kernel tolerance of the issue: max|x - ref| <= RTOL_F32 * max|ref| per tensor.
+RTOL_F32 = 1e-5
+# Finite differences in float64: central differences with this step and tolerance.
+FD_EPS = 1e-6
+FD_RTOL = 1e-5
+
+
+def assert_close_f32(x, ref, rtol=RTOL_F32):
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    assert x.shape == ref.shape
+    scale = max(np.abs(ref).max(), 1e-30) if ref.size else 1.0
+    err = np.abs(x - ref).max() if ref.size else 0.0
+    assert err <= rtol * scale, f"max error {err:.3g} > {rtol} * {scale:.3g}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,125 @@
+"""Every op's gradient against float64 central finite differences, on both kernel paths."""
+
+import numpy as np
+import pytest
+from conftest import FD_EPS, FD_RTOL
+
+import ndwork
+from ndwork.autodiff import Tensor, backward, ops
+
+
+def check_gradients(fn, *arrays, seed=0):
+    """fn(*tensors) -> Tensor; compares d sum(R * fn) / d input with central differences."""
+    rng = np.random.default_rng(seed)
+    inputs = [Tensor(a.astype(np.float64), requires_grad=True) for a in arrays]
+    out = fn(*inputs)
+    weights = rng.normal(size=out.shape)
+    backward(out, weights)
+    for tensor in inputs:
+        numeric = np.zeros_like(tensor.data)
+        flat, grad = tensor.data.reshape(-1), numeric.reshape(-1)
+        for i in range(flat.size):
+            keep = flat[i]
+            flat[i] = keep + FD_EPS
+            up = (fn(*inputs).data * weights).sum()
+            flat[i] = keep - FD_EPS
+            down = (fn(*inputs).data * weights).sum()
+            flat[i] = keep
+            grad[i] = (up - down) / (2 * FD_EPS)
+        analytic = tensor.grad if tensor.grad is not None else np.zeros_like(numeric)
+        scale = max(np.abs(numeric).max(), 1e-8)
+        assert np.abs(analytic - numeric).max() <= FD_RTOL * scale + 1e-9, (
+            f"gradient mismatch {np.abs(analytic - numeric).max():.3g} (scale {scale:.3g})")
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def kernels(request):
+    with ndwork.optimizations(kernels=request.param):
+        yield request.param
+
+
+def away_from_kinks(x, width=1e-3):
+    """Move values off 0, where ReLU, |x| and max have no derivative."""
+    return np.where(np.abs(x) < width, width * 3, x)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid"])
+def test_linear(kernels, activation, rng):
+    x = rng.normal(size=(5, 4))
+    w = rng.normal(size=(4, 3))
+    b = rng.normal(size=3)
+    if activation == "relu":  # keep pre-activations off the kink
+        b = b + np.sign(b) * 0.5
+    check_gradients(lambda x, w, b: ops.linear(x, w, b, activation), x, w, b)
+    check_gradients(lambda x, w: ops.linear(x, w, None, activation), x, w)
+
+
+@pytest.mark.parametrize("kind", ["relu", "tanh", "sigmoid", "gelu", "softmax"])
+def test_activation(kernels, kind, rng):
+    x = away_from_kinks(rng.normal(size=(4, 6)))
+    check_gradients(lambda x: ops.activation(x, kind), x)
+
+
+def test_elementwise_with_broadcasting(kernels, rng):
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(1, 4))
+    check_gradients(ops.add, a, b)
+    check_gradients(ops.sub, a, b)
+    check_gradients(ops.mul, a, b)
+
+
+def test_shape_ops(kernels, rng):
+    x = rng.normal(size=(3, 8))
+    check_gradients(lambda x: ops.reshape(x, (6, 4)), x)
+    check_gradients(lambda x: ops.transpose(ops.reshape(x, (3, 2, 4)), (0, 2, 1)), x)
+    check_gradients(lambda x: ops.index(x, (slice(None), slice(2, 5))), x)
+    check_gradients(lambda x: ops.flip(x), x)
+    check_gradients(lambda x: ops.concat([x, ops.flip(x)], axis=1), x)
+
+
+def test_einsum(kernels, rng):
+    check_gradients(lambda a, b: ops.einsum("bp,pt->bt", a, b), rng.normal(size=(3, 4)),
+                    rng.normal(size=(4, 5)))
+    check_gradients(lambda a, b: ops.einsum("bpq,bpt->btq", a, b), rng.normal(size=(2, 3, 2)),
+                    rng.normal(size=(2, 3, 4)))
+
+
+@pytest.mark.parametrize("length,k", [(8, 2), (9, 2), (7, 3)])
+def test_maxpool(kernels, length, k, rng):
+    x = rng.permutation(np.arange(2 * length, dtype=float)).reshape(2, length)  # no ties
+    check_gradients(lambda x: ops.maxpool(x, k), x)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(3, 12), (6, 12), (5, 7), (1, 4)])
+def test_interpolate(kernels, n_in, n_out, rng):
+    check_gradients(lambda x: ops.interpolate(x, n_out), rng.normal(size=(3, n_in)))
+
+
+def test_layernorm(kernels, rng):
+    check_gradients(ops.layernorm, rng.normal(size=(4, 6)), rng.normal(size=6),
+                    rng.normal(size=6))
+
+
+def test_dropout(kernels, rng):
+    x = rng.normal(size=(5, 6))
+    check_gradients(lambda x: ops.dropout(x, 0.3, np.random.default_rng(1)), x)
+
+
+@pytest.mark.parametrize("kind,param", [("mae", 0), ("mse", 0), ("huber", 0.5),
+                                        ("quantile", 0.2), ("mape", 0), ("smape", 0)])
+def test_point_losses(kernels, kind, param, rng):
+    y = rng.normal(size=(4, 5)) + 2
+    mask = (rng.random((4, 5)) > 0.3).astype(float)
+    y_hat = y + away_from_kinks(rng.normal(size=(4, 5)), 1e-2)
+    check_gradients(lambda y_hat: ops.point_loss(y_hat, y, mask, kind, param), y_hat)
+
+
+def test_multi_quantile_loss(kernels, rng):
+    y = rng.normal(size=(3, 4))
+    y_hat = y[..., None] + away_from_kinks(rng.normal(size=(3, 4, 3)), 1e-2)
+    q = np.array([0.1, 0.5, 0.9])
+    check_gradients(lambda y_hat: ops.multi_quantile_loss(y_hat, y, np.ones_like(y), q), y_hat)
+
+
+def test_shared_input_accumulates(kernels, rng):
+    """A tensor used twice gets the sum of both gradients."""
+    check_gradients(lambda x: ops.mul(x, ops.activation(x, "tanh")), rng.normal(size=(3, 3)))

@@ -1,0 +1,157 @@
+"""Every numba kernel against its numpy reference, float32, same inputs."""
+
+import numpy as np
+import pytest
+from conftest import assert_close_f32
+
+from ndwork.kernels import REGISTRY, compiled, reference
+from ndwork.kernels.losses import POINT_LOSSES
+from ndwork.kernels.scalers import SCALERS
+
+
+def both(name, *args):
+    return compiled(name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args]), \
+        reference(name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+
+
+@pytest.mark.parametrize("kind", ["relu", "tanh", "sigmoid", "gelu", "softmax"])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 300)])
+def test_activation_forward_backward(kind, shape, rng):
+    x = rng.normal(0, 3, shape).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    y, y_ref = both(f"{kind}_forward", x)
+    assert_close_f32(y, y_ref)
+    saved = x if kind == "gelu" else y_ref
+    assert_close_f32(*both(f"{kind}_backward", saved, dy))
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("n,fan_in,fan_out", [(1, 1, 1), (33, 24, 70), (256, 128, 64)])
+def test_linear(activation, n, fan_in, fan_out, rng):
+    x = rng.normal(size=(n, fan_in)).astype(np.float32)
+    w = rng.normal(size=(fan_in, fan_out)).astype(np.float32) / np.sqrt(fan_in)
+    b = rng.normal(size=fan_out).astype(np.float32)
+    y, y_ref = both("linear_forward", x, w, b, activation)
+    assert_close_f32(y, y_ref)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    for got, ref in zip(*both("linear_backward", x, w, y_ref, dy, activation), strict=True):
+        assert_close_f32(got, ref)
+    dx, _, _ = compiled("linear_backward")(x, w, y_ref, dy, activation, False)
+    assert dx is None
+
+
+@pytest.mark.parametrize("kind", list(POINT_LOSSES))
+def test_point_losses(kind, rng):
+    y = rng.normal(size=(50, 12)).astype(np.float32)
+    y[0, :3] = 0  # MAPE's zero-division guard
+    y_hat = (y + rng.normal(size=y.shape)).astype(np.float32)
+    mask = (rng.random(y.shape) > 0.2).astype(np.float32)
+    param = 0.3 if kind == "quantile" else 0.7
+    (v, g), (v_ref, g_ref) = both("point_loss", kind, y_hat, y, mask, param)
+    assert v == pytest.approx(v_ref, rel=1e-5)
+    assert_close_f32(g, g_ref)
+
+
+def test_empty_mask_gives_zero_loss(rng):
+    y = rng.normal(size=(4, 3)).astype(np.float32)
+    for impl in (compiled, reference):
+        value, grad = impl("point_loss")("mae", y + 1, y, np.zeros_like(y))
+        assert value == 0 and not grad.any()
+
+
+def test_mqloss(rng):
+    y = rng.normal(size=(40, 12)).astype(np.float32)
+    y_hat = (y[..., None] + rng.normal(size=(40, 12, 5))).astype(np.float32)
+    mask = np.ones_like(y)
+    q = np.array([0.05, 0.1, 0.5, 0.9, 0.95])
+    (v, g), (v_ref, g_ref) = both("mqloss", y_hat, y, mask, q)
+    assert v == pytest.approx(v_ref, rel=1e-5)
+    assert_close_f32(g, g_ref)
+
+
+@pytest.mark.parametrize("length,kernel_size", [(1, 1), (24, 2), (25, 2), (96, 8), (7, 3)])
+def test_maxpool(length, kernel_size, rng):
+    x = rng.normal(size=(9, length)).astype(np.float32)
+    (y, arg), (y_ref, arg_ref) = both("maxpool_forward", x, kernel_size)
+    assert_close_f32(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    assert_close_f32(*both("maxpool_backward", dy, arg_ref, length))
+
+
+@pytest.mark.parametrize("n_in,n_out", [(1, 12), (3, 12), (6, 12), (12, 12), (5, 7), (30, 8)])
+def test_interpolate(n_in, n_out, rng):
+    x = rng.normal(size=(11, n_in)).astype(np.float32)
+    assert_close_f32(*both("interpolate_forward", x, n_out))
+    dy = rng.normal(size=(11, n_out)).astype(np.float32)
+    assert_close_f32(*both("interpolate_backward", dy, n_in))
+
+
+def test_interpolate_matches_torch_semantics():
+    # torch.nn.functional.interpolate([0, 1, 2], size=6, mode="linear") (align_corners=False)
+    x = np.array([[0.0, 1.0, 2.0]], np.float32)
+    expected = [0.0, 0.25, 0.75, 1.25, 1.75, 2.0]
+    for impl in (compiled, reference):
+        np.testing.assert_allclose(impl("interpolate_forward")(x, 6)[0], expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (5, 17), (64, 512)])
+def test_layernorm(rows, cols, rng):
+    x = rng.normal(2, 3, (rows, cols)).astype(np.float32)
+    gamma = rng.normal(size=cols).astype(np.float32)
+    beta = rng.normal(size=cols).astype(np.float32)
+    out, out_ref = both("layernorm_forward", x, gamma, beta)
+    for got, ref in zip(out, out_ref, strict=True):
+        assert_close_f32(got, ref)
+    _, mean, rstd = out_ref
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    for got, ref in zip(*both("layernorm_backward", x, gamma, mean, rstd, dy), strict=True):
+        assert_close_f32(got, ref, rtol=2e-5 if cols > 1 else 1e-5)
+
+
+@pytest.mark.parametrize("decoupled,weight_decay", [(False, 0.0), (False, 0.1), (True, 0.01)])
+def test_adam_update(decoupled, weight_decay, rng):
+    p = rng.normal(size=1000).astype(np.float32)
+    states = [[p.copy(), np.zeros_like(p), np.zeros_like(p)] for _ in range(2)]
+    for step in range(1, 6):
+        g = rng.normal(size=p.size).astype(np.float32)
+        for impl, (pp, m, v) in zip((compiled, reference), states, strict=True):
+            impl("adam_update")(pp, g, m, v, step, 1e-2, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+    for a, b in zip(*states, strict=True):
+        assert_close_f32(a, b)
+    assert not np.allclose(states[0][0], p)
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.01)])
+def test_sgd_update(momentum, weight_decay, rng):
+    p = rng.normal(size=500).astype(np.float32)
+    states = [[p.copy(), np.zeros_like(p)] for _ in range(2)]
+    for _ in range(4):
+        g = rng.normal(size=p.size).astype(np.float32)
+        for impl, (pp, buf) in zip((compiled, reference), states, strict=True):
+            impl("sgd_update")(pp, g, buf, 0.1, momentum, weight_decay)
+    for a, b in zip(*states, strict=True):
+        assert_close_f32(a, b)
+
+
+@pytest.mark.parametrize("kind", SCALERS)
+def test_scalers(kind, rng):
+    x = rng.normal(5, 2, (30, 24)).astype(np.float32)
+    x[0] = 3.0  # a constant window: scale falls back to 1
+    x[1, ::2] = 7.0  # median absolute deviation 0 for robust: falls back to std
+    mask = np.ones_like(x)
+    mask[2, :20] = 0
+    mask[3] = 0  # a window with nothing observed
+    (shift, scale), (shift_ref, scale_ref) = both("scaler_statistics", kind, x, mask)
+    assert_close_f32(shift, shift_ref)
+    assert_close_f32(scale, scale_ref)
+    assert np.all(np.isfinite(scale)) and np.all(scale > 0)
+
+
+def test_every_kernel_has_a_reference_and_a_test():
+    tested = {"relu", "tanh", "sigmoid", "gelu", "softmax", "linear", "point_loss", "mqloss",
+              "maxpool", "interpolate", "layernorm", "adam_update", "sgd_update",
+              "scaler_statistics"}
+    for name, (fast, ref) in REGISTRY.items():
+        assert fast is not ref
+        assert name.removesuffix("_forward").removesuffix("_backward") in tested, name

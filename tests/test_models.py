@@ -1,0 +1,131 @@
+"""Models: NeuralForecast's parameter counts, whole-model gradients, training, I/O."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ndwork import NeuralForecast
+from ndwork.data import Panel, WindowSampler, gather_windows
+from ndwork.datasets import air_passengers, synthetic_panel
+from ndwork.models import DLinear, MLP, NBEATS, NBEATSx, NHITS, NLinear, TiDE
+from ndwork.training.trainer import build_batch, initial_state, loss_and_grad
+
+# NeuralForecast 3.3, h=12, input_size=24, every other hyper-parameter at its default.
+NEURALFORECAST_PARAMETER_COUNTS = {
+    MLP: 1_087_500, NHITS: 2_437_725, NBEATS: 2_447_322, TiDE: 951_376, DLinear: 600,
+    NLinear: 300,
+}
+FD_EPS, FD_RTOL = 1e-6, 1e-4
+
+SMALL = {
+    MLP: dict(hidden_size=16),
+    NLinear: {},
+    DLinear: dict(moving_avg_window=5),
+    NBEATS: dict(mlp_units=[[16, 16]]),
+    NBEATSx: dict(mlp_units=[[16, 16]], stack_types=["identity", "trend", "seasonality",
+                                                     "exogenous"], n_blocks=[1, 1, 1, 1]),
+    NHITS: dict(mlp_units=[[16, 16]]),
+    TiDE: dict(hidden_size=16, decoder_output_dim=4, temporal_decoder_dim=8, dropout=0.0),
+}
+EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
+
+
+@pytest.mark.parametrize("cls,count", NEURALFORECAST_PARAMETER_COUNTS.items(),
+                         ids=lambda v: getattr(v, "__name__", str(v)))
+def test_parameter_count_matches_neuralforecast(cls, count):
+    assert cls(h=12, input_size=24).num_parameters() == count
+
+
+def exog_frame(n_series=3, length=60, seed=0):
+    df = synthetic_panel(n_series, length, seed)
+    rng = np.random.default_rng(seed)
+    df["f"] = np.sin(np.arange(len(df)) / 3).astype(np.float32)
+    df["x"] = rng.normal(size=len(df)).astype(np.float32)
+    static = pd.DataFrame({"unique_id": df.unique_id.unique(), "s": np.arange(n_series, dtype=float)})
+    return df, static
+
+
+def sample_batch(model, dtype=np.float64, seed=0):
+    df, static = exog_frame()
+    cols = list(dict.fromkeys(model.futr_exog_list + model.hist_exog_list))
+    panel = Panel.from_frame(df, "D", cols, static, model.stat_exog_list, dtype=dtype)
+    sampler = WindowSampler(panel, panel.lengths, model.input_size, model.h, 1, 3, 6)
+    w = gather_windows(panel, sampler.sample(np.random.default_rng(seed)),
+                       model.input_size + model.h)
+    batch, _, _ = build_batch(model, w["y"], w["temporal"], cols, panel.static[w["series"]],
+                              model.stat_exog_list)
+    return batch
+
+
+GRADIENT_CASES = ([(cls, False) for cls in SMALL if cls is not NBEATSx]  # its exogenous
+                  + [(cls, True) for cls in SMALL if cls.EXOGENOUS_FUTR])  # stack needs exog
+
+
+@pytest.mark.parametrize("cls,exog", GRADIENT_CASES,
+                         ids=lambda v: v.__name__ if isinstance(v, type) else ("exog" if v else ""))
+def test_whole_model_gradient(cls, exog):
+    from ndwork.losses import MSE
+
+    model = cls(h=4, input_size=8, loss=MSE(), scaler_type="standard", **SMALL[cls],
+                **(EXOG if exog else {}))
+    batch = sample_batch(model)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    _, grads = loss_and_grad(model, params, batch)
+    rng = np.random.default_rng(1)
+    for i in rng.choice(params.size, 25, replace=False):
+        up, down = params.copy(), params.copy()
+        up[i] += FD_EPS
+        down[i] -= FD_EPS
+        numeric = (loss_and_grad(model, up, batch)[0] - loss_and_grad(model, down, batch)[0]) \
+            / (2 * FD_EPS)
+        assert grads[i] == pytest.approx(numeric, rel=FD_RTOL, abs=1e-7), f"parameter {i}"
+
+
+@pytest.fixture(scope="module")
+def air():
+    df = air_passengers()
+    return df.iloc[:-12], df.iloc[-12:]
+
+
+@pytest.mark.parametrize("cls", list(SMALL), ids=lambda c: c.__name__)
+def test_train_predict_save_load(cls, air, tmp_path):
+    train, _ = air
+    kwargs = dict(h=12, input_size=24, max_steps=30, windows_batch_size=32,
+                  scaler_type="robust", **SMALL[cls])
+    if cls is NBEATSx:
+        kwargs["stack_types"], kwargs["n_blocks"] = ["identity", "trend"], [1, 1]
+    nf = NeuralForecast([cls(**kwargs)], freq="MS")
+    nf.fit(train, verbose=False)
+    losses = [loss for _, loss in nf.states[0].train_losses]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    fcst = nf.predict()
+    assert list(fcst.columns) == ["unique_id", "ds", cls.__name__]
+    assert len(fcst) == 12 and fcst[cls.__name__].notna().all()
+    assert fcst.ds.iloc[0] == pd.Timestamp("1960-01-01") and fcst.ds.iloc[-1] == pd.Timestamp("1960-12-01")
+    nf.save(tmp_path / "run")
+    again = NeuralForecast.load(tmp_path / "run").predict()
+    pd.testing.assert_frame_equal(fcst, again)
+    same_seed = NeuralForecast([cls(**kwargs)], freq="MS").fit(train, verbose=False).predict()
+    pd.testing.assert_frame_equal(fcst, same_seed)
+    other_seed = NeuralForecast([cls(**kwargs, random_seed=7)], freq="MS").fit(
+        train, verbose=False).predict()
+    assert not np.allclose(fcst[cls.__name__], other_seed[cls.__name__])
+
+
+def test_kernel_paths_agree_on_a_training_run(air):
+    """The numba and numpy paths train the same model to the same forecasts."""
+    import ndwork
+
+    train, _ = air
+    outs = []
+    for kernels in ("numba", "numpy"):
+        with ndwork.optimizations(kernels=kernels):
+            nf = NeuralForecast([NHITS(h=12, input_size=24, max_steps=10, mlp_units=[[32, 32]],
+                                       windows_batch_size=16, scaler_type="standard")], "MS")
+            outs.append(nf.fit(train, verbose=False).predict().NHITS.to_numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4)
+
+
+def test_initial_state_is_seeded():
+    a, b = initial_state(MLP(h=2, input_size=4)), initial_state(MLP(h=2, input_size=4))
+    np.testing.assert_array_equal(a.params, b.params)
