@@ -10,11 +10,18 @@ import numpy as np
 import pandas as pd
 
 from ndwork import __version__
-from ndwork.data import Panel, future_dates, gather_windows, validate_frame
+from ndwork.data import Panel, future_dates, validate_frame
 from ndwork.models import MODELS, BaseModel
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
-from ndwork.training.trainer import TrainState, build_batch, initial_state, predict_windows, train
+from ndwork.training.trainer import (
+    TrainingDiverged,
+    TrainState,
+    build_batch,
+    initial_state,
+    predict_windows,
+    train,
+)
 
 
 class NeuralForecast:
@@ -78,7 +85,11 @@ class NeuralForecast:
     def _fit_panel(self, panel, val_size, test_size, warm_start, verbose, callback=None):
         for i, model in enumerate(self.models):
             state = self.states[i] if warm_start else None
-            self.states[i] = train(model, panel, val_size, test_size, state, verbose, callback)
+            try:
+                self.states[i] = train(model, panel, val_size, test_size, state, verbose, callback)
+            except TrainingDiverged as diverged:
+                self.states[i], self.panel = diverged.state, panel  # keep the last good state
+                raise
 
     def _check_fitted(self):
         if any(s is None for s in self.states):

@@ -7,7 +7,7 @@ import pytest
 from ndwork import NeuralForecast
 from ndwork.data import Panel, WindowSampler, gather_windows
 from ndwork.datasets import air_passengers, synthetic_panel
-from ndwork.models import DLinear, MLP, NBEATS, NBEATSx, NHITS, NLinear, TiDE
+from ndwork.models import MLP, NBEATS, NHITS, DLinear, NBEATSx, NLinear, TiDE
 from ndwork.training.trainer import build_batch, initial_state, loss_and_grad
 
 # NeuralForecast 3.3, h=12, input_size=24, every other hyper-parameter at its default.

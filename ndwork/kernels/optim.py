@@ -10,7 +10,6 @@ import math
 import numba as nb
 import numpy as np
 
-
 # --- numpy reference -----------------------------------------------------------
 
 def adam_update_reference(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,

@@ -7,7 +7,6 @@ interpolate: x (R, n_in) -> (R, n_out), torch's `linear` with align_corners=Fals
 import numba as nb
 import numpy as np
 
-
 # --- numpy reference -----------------------------------------------------------
 
 def maxpool_forward_reference(x, kernel):

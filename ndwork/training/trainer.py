@@ -16,7 +16,11 @@ from ndwork.training.optimizers import Optimizer, learning_rate
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or its gradient stopped being finite; the model keeps its last good state."""
+    """The loss or its gradient stopped being finite; `state` holds the last good state."""
+
+    def __init__(self, message: str, state: TrainState):
+        super().__init__(message)
+        self.state = state
 
 
 def layout(model: BaseModel) -> Parameters:
@@ -118,7 +122,7 @@ def validation_loss(model: BaseModel, params, panel: Panel, val_size: int, test_
     y_hat = predict_windows(model, params, batch, shift, scale)
     target = w["y"][:, model.input_size:]
     loss = model.valid_loss or model.loss
-    if not loss.outputsize_multiplier == y_hat.shape[-1]:
+    if loss.outputsize_multiplier != y_hat.shape[-1]:
         y_hat = model.loss.to_point(y_hat)[..., None]
     return float(loss.value(y_hat, target, np.ones_like(target)))
 
@@ -148,12 +152,13 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
             w = gather_windows(panel, starts, window)
             batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                                       panel.static[w["series"]], panel.static_cols)
-            loss, grads = loss_and_grad(model, state.params, batch, state.rng)
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
+                loss, grads = loss_and_grad(model, state.params, batch, state.rng)
             if not (np.isfinite(loss) and np.isfinite(grads).all()):
                 raise TrainingDiverged(
                     f"{model!r}: the training loss became {loss} at step {step + 1}; training "
                     f"stopped and the model keeps the parameters of step {step}. Lower "
-                    f"learning_rate, use scaler_type='robust' or 'standard', or check the data.")
+                    f"learning_rate, use scaler_type='robust' or 'standard', or check the data.", state)
             lr = learning_rate(model.learning_rate, step - first, model.max_steps,
                                model.num_lr_decays)
             state.optimizer.update(state.params, grads, lr)

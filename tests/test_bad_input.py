@@ -1,0 +1,138 @@
+"""Each bad input raises an error that names the problem and the fix."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ndwork
+from ndwork import NeuralForecast
+from ndwork.datasets import air_passengers, synthetic_panel
+from ndwork.losses import MAE, MQLoss, loss_from_config
+from ndwork.models import MLP, NHITS
+
+
+def fit(df, **kwargs):
+    model = MLP(h=12, input_size=24, max_steps=2, hidden_size=8, **kwargs)
+    return NeuralForecast([model], freq="MS").fit(df, verbose=False)
+
+
+@pytest.fixture
+def df():
+    return air_passengers()
+
+
+def test_missing_column(df):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['y'\].*rename"):
+        fit(df.rename(columns={"y": "value"}))
+
+
+def test_non_numeric_y(df):
+    with pytest.raises(ValueError, match="'y' .* must be numeric.*to_numeric"):
+        fit(df.assign(y=df.y.astype(str)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_y(df, bad):
+    df.loc[5, "y"] = bad
+    with pytest.raises(ValueError, match="NaN or inf.*AirPassengers.*fill or drop"):
+        fit(df)
+
+
+def test_duplicate_rows(df):
+    with pytest.raises(ValueError, match=r"duplicated \(unique_id, ds\)"):
+        fit(pd.concat([df, df.iloc[[3]]]))
+
+
+def test_series_too_short_names_it(df):
+    short = df.iloc[:20].assign(unique_id="tiny")
+    with pytest.raises(ValueError, match=r"series \['tiny'\].*input_size \+ h = 36"):
+        fit(pd.concat([df, short]))
+
+
+def test_irregular_timestamps_name_the_series(df):
+    with pytest.raises(ValueError, match="series 'AirPassengers'.*not regular"):
+        fit(df.drop(index=10))
+
+
+def test_wrong_ds_dtype(df):
+    with pytest.raises(ValueError, match="must be datetime.*to_datetime"):
+        fit(df.assign(ds=df.ds.astype(str)))
+    with pytest.raises(ValueError, match="needs integer ds"):
+        NeuralForecast([MLP(h=2, input_size=4)], freq=1).fit(df)
+
+
+def test_integer_ds_with_freq_1():
+    df = pd.DataFrame({"unique_id": "a", "ds": np.arange(40), "y": np.arange(40.0)})
+    nf = NeuralForecast([MLP(h=3, input_size=6, max_steps=2, hidden_size=8)], freq=1)
+    fcst = nf.fit(df, verbose=False).predict()
+    assert fcst.ds.tolist() == [40, 41, 42]
+
+
+def test_unknown_model_option():
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['hiden_size'\].*hidden_size"):
+        MLP(h=12, input_size=24, hiden_size=8)
+
+
+def test_unknown_loss_and_scaler_and_optimizer():
+    with pytest.raises(ValueError, match="unknown loss 'Pinball'"):
+        loss_from_config({"name": "Pinball"})
+    with pytest.raises(ValueError, match="ndwork.losses loss"):
+        MLP(h=12, input_size=24, loss="mae")
+    with pytest.raises(ValueError, match="scaler_type 'zscore' is not known"):
+        MLP(h=12, input_size=24, scaler_type="zscore")
+    with pytest.raises(ValueError, match="optimizer 'lion' is not known"):
+        MLP(h=12, input_size=24, optimizer="lion")
+    with pytest.raises(ValueError, match="optimizer_kwargs"):
+        fit(air_passengers(), optimizer_kwargs={"betaz": 1})
+    with pytest.raises(ValueError, match="level"):
+        MQLoss(level=[120])
+
+
+@pytest.mark.parametrize("name,value", [("h", 0), ("h", -1), ("input_size", 0),
+                                        ("input_size", 2.5)])
+def test_h_and_input_size_positive(name, value):
+    kwargs = {"h": 12, "input_size": 24, name: value}
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+        MLP(**kwargs)
+
+
+def test_predict_before_fit():
+    with pytest.raises(ValueError, match="not fitted.*call fit"):
+        NeuralForecast([MLP(h=12, input_size=24)], freq="MS").predict()
+
+
+def test_unknown_optimization_switch():
+    with pytest.raises(ValueError, match="kernels='cuda' is not known"):
+        ndwork.Optimizations(kernels="cuda")
+    with pytest.raises(ValueError, match="threads"):
+        ndwork.Optimizations(threads=0)
+
+
+def test_diverging_run_stops_and_keeps_last_finite_parameters(df):
+    model = MLP(h=12, input_size=24, max_steps=200, learning_rate=1e12, hidden_size=16,
+                loss=MAE(), optimizer="sgd")
+    nf = NeuralForecast([model], freq="MS")
+    with pytest.raises(ndwork.training.TrainingDiverged, match="keeps the parameters of step"):
+        nf.fit(df, verbose=False)
+    state = nf.states[0]
+    assert np.isfinite(state.params).all()
+    good_steps = len(state.train_losses)
+    assert good_steps < 200
+    # the kept parameters are exactly those after the last finite step
+    replay = MLP(h=12, input_size=24, max_steps=good_steps, learning_rate=1e12, hidden_size=16,
+                 loss=MAE(), optimizer="sgd")
+    replayed = NeuralForecast([replay], freq="MS").fit(df, verbose=False)
+    np.testing.assert_array_equal(replayed.states[0].params, state.params)
+    assert len(nf.predict()) == 12
+
+
+def test_models_need_distinct_names():
+    with pytest.raises(ValueError, match="alias"):
+        NeuralForecast([MLP(h=1, input_size=2), MLP(h=1, input_size=2)], freq="D")
+
+
+def test_val_size_shorter_than_h():
+    df = synthetic_panel(2, 100)
+    with pytest.raises(ValueError, match="val_size=5 is shorter than h=12"):
+        NeuralForecast([NHITS(h=12, input_size=24, max_steps=2, val_check_steps=1,
+                              mlp_units=[[8, 8]])], "D").fit(df, val_size=5, verbose=False)
