@@ -6,7 +6,7 @@ import pytest
 
 from ndwork import NeuralForecast
 from ndwork.datasets import synthetic_panel
-from ndwork.models import MLP, NBEATS, NBEATSx, NHITS, TiDE
+from ndwork.models import MLP, NBEATS, NHITS, NBEATSx, TiDE
 
 H, L = 7, 14
 

@@ -1,0 +1,119 @@
+"""The NeuralForecast-style front: cross-validation, validation, warm start, quiet runs."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ndwork import NeuralForecast
+from ndwork.datasets import air_passengers, synthetic_panel
+from ndwork.losses import MQLoss
+from ndwork.models import MLP, NHITS
+
+SMALL_MLP = dict(hidden_size=32, windows_batch_size=64, scaler_type="robust")
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return synthetic_panel(3, 80, seed=1)
+
+
+@pytest.mark.parametrize("refit", [False, True, 2])
+def test_cross_validation_frame(panel, refit):
+    nf = NeuralForecast([MLP(h=5, input_size=10, max_steps=5, **SMALL_MLP)], freq="D")
+    cv = nf.cross_validation(panel, n_windows=3, step_size=4, refit=refit, verbose=False)
+    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "y", "MLP"]
+    assert len(cv) == 3 * 3 * 5
+    one = cv[cv.unique_id == "s0"]
+    cutoffs = sorted(one.cutoff.unique())
+    last = panel[panel.unique_id == "s0"].ds.max()
+    day = pd.Timedelta(days=1)
+    assert cutoffs == [last - 5 * day - 8 * day, last - 5 * day - 4 * day, last - 5 * day]
+    for cutoff, group in one.groupby("cutoff"):
+        assert (group.ds > cutoff).all() and (group.ds <= cutoff + 5 * day).all()
+        truth = panel.set_index(["unique_id", "ds"]).loc[[("s0", d) for d in group.ds], "y"]
+        np.testing.assert_array_equal(group.y.to_numpy(), truth.to_numpy())
+
+
+def test_cross_validation_refit_changes_the_fits(panel):
+    kwargs = dict(h=5, input_size=10, max_steps=5, **SMALL_MLP)
+    once = NeuralForecast([MLP(**kwargs)], "D").cross_validation(panel, 2, 5, verbose=False)
+    every = NeuralForecast([MLP(**kwargs)], "D").cross_validation(panel, 2, 5, refit=True,
+                                                                   verbose=False)
+    first = once.cutoff == once.cutoff.min()
+    np.testing.assert_allclose(once.MLP[first], every.MLP[first])  # same training data
+    assert not np.allclose(once.MLP[~first], every.MLP[~first])  # retrained with more data
+
+
+def test_validation_and_early_stopping(panel):
+    model = NHITS(h=5, input_size=10, max_steps=400, val_check_steps=5,
+                  early_stop_patience_steps=2, mlp_units=[[16, 16]], learning_rate=0.05)
+    nf = NeuralForecast([model], "D").fit(panel, val_size=10, verbose=False)
+    valid = nf.states[0].valid_losses
+    assert len(valid) >= 3
+    assert len(nf.states[0].train_losses) < 400  # stopped early
+    best = min(range(len(valid)), key=lambda i: valid[i][1])
+    assert len(valid) - 1 - best == 2  # stopped after `patience` checks without improvement
+
+
+def test_predict_on_new_series(panel):
+    nf = NeuralForecast([MLP(h=5, input_size=10, max_steps=5, **SMALL_MLP)], "D")
+    nf.fit(panel, verbose=False)
+    other = synthetic_panel(2, 30, seed=9).assign(unique_id=lambda d: "new-" + d.unique_id)
+    fcst = nf.predict(df=other)
+    assert sorted(fcst.unique_id.unique()) == ["new-s0", "new-s1"]
+    assert fcst.ds.min() == other.ds.max() + pd.Timedelta(days=1)
+
+
+def test_mqloss_columns_and_non_crossing_quantiles():
+    df = air_passengers()
+    model = NHITS(h=12, input_size=24, max_steps=30, loss=MQLoss(level=[80, 90]),
+                  mlp_units=[[32, 32]], windows_batch_size=32, scaler_type="robust")
+    fcst = NeuralForecast([model], "MS").fit(df, verbose=False).predict()
+    columns = ["NHITS-median", "NHITS-lo-90", "NHITS-lo-80", "NHITS-hi-80", "NHITS-hi-90"]
+    assert list(fcst.columns) == ["unique_id", "ds", *columns]
+    ordered = fcst[["NHITS-lo-90", "NHITS-lo-80", "NHITS-median", "NHITS-hi-80", "NHITS-hi-90"]]
+    assert (np.diff(ordered.to_numpy(), axis=1) >= 0).all()
+
+
+def test_alias_and_learning_rate_decay():
+    from ndwork.training.optimizers import learning_rate
+
+    assert [learning_rate(1.0, s, 9, 3) for s in (0, 2, 3, 6, 8)] == [1, 1, 0.5, 0.25, 0.25]
+    assert learning_rate(1.0, 500, 1000, -1) == 1.0
+    nf = NeuralForecast([MLP(h=3, input_size=6, max_steps=2, alias="fast", hidden_size=8)], "MS")
+    assert "fast" in nf.fit(air_passengers(), verbose=False).predict().columns
+
+
+def test_warm_start_continues_instead_of_restarting():
+    df = air_passengers()
+
+    def model():
+        return MLP(h=12, input_size=24, max_steps=20, **SMALL_MLP)
+
+    nf = NeuralForecast([model()], "MS").fit(df, verbose=False)
+    after_20 = nf.states[0].params.copy()
+    nf.fit(df, warm_start=True, verbose=False)
+    assert nf.states[0].optimizer.step == 40
+    assert len(nf.states[0].train_losses) == 40
+    assert not np.array_equal(nf.states[0].params, after_20)
+    fresh = NeuralForecast([model()], "MS").fit(df, verbose=False)
+    nf.fit(df, verbose=False)  # without warm_start: fresh weights again
+    np.testing.assert_array_equal(nf.states[0].params, fresh.states[0].params)
+
+
+def test_fit_and_predict_are_quiet(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    nf = NeuralForecast([MLP(h=12, input_size=24, max_steps=5, **SMALL_MLP)], "MS")
+    nf.fit(air_passengers(), verbose=False)
+    nf.predict()
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert os.listdir(tmp_path) == []
+
+
+def test_progress_bar_when_verbose(capsys):
+    NeuralForecast([MLP(h=12, input_size=24, max_steps=5, **SMALL_MLP)], "MS").fit(
+        air_passengers())
+    assert "MLP" in capsys.readouterr().err
