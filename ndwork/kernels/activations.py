@@ -4,14 +4,18 @@ Arrays are any shape, float32 or float64. Backward takes what forward cached:
 ReLU, tanh and sigmoid need only their output y; GELU needs its input x.
 """
 
-import math
-
-import numba as nb
 import numpy as np
 from scipy.special import erf
 
+from ndwork.kernels._jit import jit
+from ndwork.kernels.fastmath import erf_from_exp, exp_into
+
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
+# float32 constants keep float32 loops in float32 (an int or float64 literal would
+# promote every element to float64 and stop vectorization); float64 inputs stay float64.
+_0, _HALF, _1, _2 = np.float32(0), np.float32(0.5), np.float32(1), np.float32(2)
+_F_SQRT_HALF, _F_INV_SQRT_2PI = np.float32(_SQRT_HALF), np.float32(_INV_SQRT_2PI)
 
 
 # --- numpy references -------------------------------------------------------
@@ -62,73 +66,86 @@ def softmax_backward_reference(y, dy):
 
 # --- numba kernels: flat loops over the raveled arrays ----------------------
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _relu_fwd(x, out):
     for i in range(x.size):
-        out[i] = x[i] if x[i] > 0 else 0
+        out[i] = x[i] if x[i] > _0 else _0
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _relu_bwd(y, dy, out):
     for i in range(y.size):
-        out[i] = dy[i] if y[i] > 0 else 0
+        out[i] = dy[i] if y[i] > _0 else _0
 
 
-@nb.njit(cache=True)
+@jit
 def _tanh_fwd(x, out):
+    exp_into(x, out, 2.0)
     for i in range(x.size):
-        out[i] = math.tanh(x[i])
+        out[i] = _1 - _2 / (out[i] + _1)
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _tanh_bwd(y, dy, out):
     for i in range(y.size):
-        out[i] = dy[i] * (1 - y[i] * y[i])
+        out[i] = dy[i] * (_1 - y[i] * y[i])
 
 
-@nb.njit(cache=True)
+@jit
 def _sigmoid_fwd(x, out):
+    exp_into(x, out, -1.0)
     for i in range(x.size):
-        out[i] = 1 / (1 + math.exp(-x[i]))
+        out[i] = _1 / (_1 + out[i])
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _sigmoid_bwd(y, dy, out):
     for i in range(y.size):
-        out[i] = dy[i] * y[i] * (1 - y[i])
+        out[i] = dy[i] * y[i] * (_1 - y[i])
 
 
-@nb.njit(cache=True)
+@jit
+def _gaussian(x, out):
+    """out = exp(-x^2 / 2), the shared factor of GELU's cdf and pdf."""
+    for i in range(x.size):
+        out[i] = x[i] * x[i]
+    exp_into(out, out, -0.5)
+
+
+@jit
 def _gelu_fwd(x, out):
+    _gaussian(x, out)
     for i in range(x.size):
-        out[i] = 0.5 * x[i] * (1 + math.erf(x[i] * _SQRT_HALF))
+        out[i] = _HALF * x[i] * (_1 + erf_from_exp(x[i] * _F_SQRT_HALF, out[i]))
 
 
-@nb.njit(cache=True)
+@jit
 def _gelu_bwd(x, dy, out):
+    _gaussian(x, out)
     for i in range(x.size):
-        v = x[i]
-        cdf = 0.5 * (1 + math.erf(v * _SQRT_HALF))
-        out[i] = dy[i] * (cdf + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
+        cdf = _HALF * (_1 + erf_from_exp(x[i] * _F_SQRT_HALF, out[i]))
+        out[i] = dy[i] * (cdf + x[i] * _F_INV_SQRT_2PI * out[i])
 
 
-@nb.njit(cache=True)
+@jit
 def _softmax_fwd(x, out):
-    for r in range(x.shape[0]):
+    rows, cols = x.shape
+    for r in range(rows):
         m = x[r, 0]
-        for j in range(1, x.shape[1]):
-            m = max(m, x[r, j])
-        s = 0.0
-        for j in range(x.shape[1]):
-            e = math.exp(x[r, j] - m)
-            out[r, j] = e
-            s += e
-        inv = 1.0 / s
-        for j in range(x.shape[1]):
+        for j in range(1, cols):
+            if x[r, j] > m:  # a select, where max() would branch on NaN and stay scalar
+                m = x[r, j]
+        for j in range(cols):
+            out[r, j] = x[r, j] - m
+    flat = out.reshape(-1)
+    exp_into(flat, flat)  # one bulk call: exp_into allocates scratch per call
+    for r in range(rows):
+        inv = _1 / out[r].sum()
+        for j in range(cols):
             out[r, j] *= inv
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _softmax_bwd(y, dy, out):
     for r in range(y.shape[0]):
         s = 0.0

@@ -9,8 +9,9 @@ activation-derivative + bias-gradient before the backward GEMMs, saving passes o
 
 import math
 
-import numba as nb
 import numpy as np
+
+from ndwork.kernels._jit import jit
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 
@@ -58,22 +59,23 @@ def linear_backward_reference(x, W, y, dy, activation="identity", need_dx=True):
 
 # --- numba path ----------------------------------------------------------------
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _bias_activation(z, b, code):
     n, m = z.shape
+    zero, one = z.dtype.type(0), z.dtype.type(1)
     for i in range(n):
         for j in range(m):
             v = z[i, j] + b[j]
             if code == 1:
-                v = v if v > 0 else 0
+                v = max(v, zero)
             elif code == 2:
                 v = math.tanh(v)
             elif code == 3:
-                v = 1 / (1 + math.exp(-v))
+                v = one / (one + math.exp(-v))
             z[i, j] = v
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _activation_grad_and_bias(y, dy, code):
     """dz = dy * act'(y) and db = sum_rows(dz) in one pass."""
     n, m = y.shape

@@ -5,8 +5,9 @@ The value is NeuralForecast's weighted mean sum(mask * l) / sum(mask) (0 when th
 mask is empty). Ties of a kink (|e| = 0) get a zero subgradient in both paths.
 """
 
-import numba as nb
 import numpy as np
+
+from ndwork.kernels._jit import jit
 
 POINT_LOSSES = {"mae": 0, "mse": 1, "huber": 2, "quantile": 3, "mape": 4, "smape": 5}
 
@@ -65,7 +66,7 @@ def mqloss_reference(y_hat, y, mask, quantiles):
 
 # --- numba kernels ---------------------------------------------------------------
 
-@nb.njit(cache=True, fastmath=True, inline="always")
+@jit(inline="always")
 def _point(code, yh, yv, param):
     e = yh - yv
     s = 1.0 if e > 0 else (-1.0 if e < 0 else 0.0)
@@ -95,7 +96,7 @@ def _point(code, yh, yv, param):
     return 2 * a / d, 2 * (s * d - a * sh) / (d * d)
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _point_loss(code, y_hat, y, mask, param):
     grad = np.empty_like(y_hat)
     lsum = 0.0
@@ -112,7 +113,7 @@ def _point_loss(code, y_hat, y, mask, param):
     return lsum / wsum, grad
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _mqloss(y_hat, y, mask, quantiles):
     n, n_q = y_hat.shape
     grad = np.empty_like(y_hat)

@@ -5,8 +5,9 @@ The forward caches mean and rstd (R,) for the backward, as llm.c does.
 
 import math
 
-import numba as nb
 import numpy as np
+
+from ndwork.kernels._jit import jit
 
 EPS = 1e-5
 
@@ -28,7 +29,7 @@ def layernorm_backward_reference(x, gamma, mean, rstd, dy):
     return dx, dgamma, dbeta
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _ln_fwd(x, gamma, beta, out, mean, rstd):
     rows, cols = x.shape
     for r in range(rows):
@@ -46,7 +47,7 @@ def _ln_fwd(x, gamma, beta, out, mean, rstd):
             out[r, c] = (x[r, c] - m) * rs * gamma[c] + beta[c]
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _ln_bwd(x, gamma, mean, rstd, dy, dx):
     rows, cols = x.shape
     sums = np.zeros((2, cols))

@@ -7,8 +7,9 @@ The math is torch's Adam, AdamW and SGD (momentum, weight decay) at step t (1-ba
 
 import math
 
-import numba as nb
 import numpy as np
+
+from ndwork.kernels._jit import jit
 
 # --- numpy reference -----------------------------------------------------------
 
@@ -38,22 +39,21 @@ def sgd_update_reference(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
 
 
 # --- numba kernels ---------------------------------------------------------------
+# Scalars arrive in the parameters' dtype: a float64 scalar would promote every element.
 
-@nb.njit(cache=True, fastmath=True)
-def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bias1, bias2_sqrt):
-    step_size = lr / bias1
-    shrink = 1 - lr * weight_decay if decoupled else 1.0
-    coupled = 0.0 if decoupled else weight_decay
+@jit
+def _adam(p, g, m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, inv_bias2_sqrt,
+          eps, shrink, coupled):
     for i in range(p.size):
         gi = g[i] + coupled * p[i]
-        mi = beta1 * m[i] + (1 - beta1) * gi
-        vi = beta2 * v[i] + (1 - beta2) * gi * gi
+        mi = beta1 * m[i] + one_minus_beta1 * gi
+        vi = beta2 * v[i] + one_minus_beta2 * gi * gi
         m[i] = mi
         v[i] = vi
-        p[i] = p[i] * shrink - step_size * mi / (math.sqrt(vi) / bias2_sqrt + eps)
+        p[i] = p[i] * shrink - step_size * mi / (np.sqrt(vi) * inv_bias2_sqrt + eps)
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _sgd(p, g, buf, lr, momentum, weight_decay):
     for i in range(p.size):
         gi = g[i] + weight_decay * p[i]
@@ -65,12 +65,16 @@ def _sgd(p, g, buf, lr, momentum, weight_decay):
 
 def adam_update(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
                 weight_decay=0.0, decoupled=False):
-    _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
-          1 - beta1**step, math.sqrt(1 - beta2**step))
+    t = p.dtype.type
+    shrink = 1 - lr * weight_decay if decoupled else 1.0
+    coupled = 0.0 if decoupled else weight_decay
+    _adam(p, g, m, v, t(beta1), t(beta2), t(1 - beta1), t(1 - beta2), t(lr / (1 - beta1**step)),
+          t(1 / math.sqrt(1 - beta2**step)), t(eps), t(shrink), t(coupled))
 
 
 def sgd_update(p, g, buf, lr, momentum=0.0, weight_decay=0.0):
-    _sgd(p, g, buf, lr, momentum, weight_decay)
+    t = p.dtype.type
+    _sgd(p, g, buf, t(lr), t(momentum), t(weight_decay))
 
 
 KERNELS = {

@@ -4,8 +4,9 @@ maxpool: x (R, L) -> (R, ceil(L / k)); the forward caches the argmax per window.
 interpolate: x (R, n_in) -> (R, n_out), torch's `linear` with align_corners=False.
 """
 
-import numba as nb
 import numpy as np
+
+from ndwork.kernels._jit import jit, jit_exact
 
 # --- numpy reference -----------------------------------------------------------
 
@@ -52,7 +53,7 @@ def interpolate_backward_reference(dy, n_in):
 
 # --- numba kernels ---------------------------------------------------------------
 
-@nb.njit(cache=True)
+@jit_exact
 def _maxpool_fwd(x, kernel, out, argmax):
     rows, length = x.shape
     for r in range(rows):
@@ -68,21 +69,21 @@ def _maxpool_fwd(x, kernel, out, argmax):
             argmax[r, o] = best_j
 
 
-@nb.njit(cache=True)
+@jit_exact
 def _maxpool_bwd(dy, argmax, dx):
     for r in range(dy.shape[0]):
         for o in range(dy.shape[1]):
             dx[r, argmax[r, o]] += dy[r, o]
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _interp_fwd(x, left, right, w, out):
     for r in range(x.shape[0]):
         for o in range(out.shape[1]):
             out[r, o] = x[r, left[o]] * (1 - w[o]) + x[r, right[o]] * w[o]
 
 
-@nb.njit(cache=True, fastmath=True)
+@jit
 def _interp_bwd(dy, left, right, w, dx):
     for r in range(dy.shape[0]):
         for o in range(dy.shape[1]):

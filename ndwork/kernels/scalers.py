@@ -4,8 +4,9 @@ x, mask: (W, L). Each returns (shift, scale), both (W,), so that z = (x - shift)
 A constant window gets scale 1 (+eps) instead of a division by zero.
 """
 
-import numba as nb
 import numpy as np
+
+from ndwork.kernels._jit import jit_exact
 
 SCALERS = ("identity", "standard", "robust", "minmax")
 EPS = 1e-6
@@ -54,7 +55,7 @@ def scaler_statistics_reference(kind, x, mask):
 
 # --- numba kernels ---------------------------------------------------------------
 
-@nb.njit(cache=True)
+@jit_exact
 def _median(values):
     n = values.size
     if n == 0:
@@ -64,7 +65,7 @@ def _median(values):
     return s[(n - 1) // 2]
 
 
-@nb.njit(cache=True)
+@jit_exact
 def _statistics(code, x, mask, shift, scale):
     rows, length = x.shape
     for r in range(rows):

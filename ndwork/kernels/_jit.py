@@ -1,0 +1,15 @@
+"""The one numba configuration of ndwork's kernels.
+
+cache=True: compiled code is kept on disk, so only the first run compiles.
+error_model="numpy": division by zero gives inf/nan instead of raising, which is what
+lets LLVM vectorize loops that divide (the Python model adds a branch per division).
+fastmath: reassociation and no NaN/inf checks; kernels that rely on infinities
+(max/min with -inf/+inf sentinels) use `jit_exact` instead.
+"""
+
+import functools
+
+import numba as nb
+
+jit = functools.partial(nb.njit, cache=True, fastmath=True, error_model="numpy")
+jit_exact = functools.partial(nb.njit, cache=True, error_model="numpy")

@@ -1,0 +1,70 @@
+"""Vectorizable exp and erf for numba kernels.
+
+numba's `math.exp` is a scalar library call (no SVML in the llvmlite wheels), which
+keeps loops from vectorizing. `exp_into` range-reduces x = k ln2 + r, evaluates a
+degree-7 polynomial for e^r and adds k to the float32 exponent bits, in two simple
+loops that LLVM vectorizes. Relative error below 4e-7 on [-87, 88];
+inputs are clamped there, so the result is always finite and positive.
+"""
+
+import math
+
+import numpy as np
+
+from ndwork.kernels._jit import jit
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_LOW, _HIGH = np.float32(-87.0), np.float32(88.0)
+
+
+@jit
+def exp_into(x, out, scale=1.0):
+    """out[i] = exp(scale * x[i]) for 1-D arrays (x may alias out).
+
+    float32 takes the polynomial; other dtypes (float64 in gradient checks) math.exp.
+    """
+    n = x.size
+    if x.itemsize != 4:
+        for i in range(n):
+            out[i] = math.exp(scale * x[i])
+        return
+    a = np.float32(scale)
+    # separate scratch for e^r and k: when x aliases out, a loop that read x and wrote
+    # out would fail LLVM's overlap check and run scalar
+    mantissas = np.empty(n, dtype=np.float32)
+    powers = np.empty(n, dtype=np.int32)
+    for i in range(n):
+        v = min(max(a * x[i], _LOW), _HIGH)
+        k = np.floor(v * _LOG2E + np.float32(0.5))
+        r = v - k * _LN2_HI - k * _LN2_LO
+        p = np.float32(1 / 5040)
+        p = p * r + np.float32(1 / 720)
+        p = p * r + np.float32(1 / 120)
+        p = p * r + np.float32(1 / 24)
+        p = p * r + np.float32(1 / 6)
+        p = p * r + np.float32(0.5)
+        p = p * r + np.float32(1)
+        mantissas[i] = p * r + np.float32(1)
+        powers[i] = np.int32(k)
+    bits, mantissa_bits = out.view(np.int32), mantissas.view(np.int32)
+    for i in range(n):
+        bits[i] = mantissa_bits[i] + (powers[i] << 23)
+
+
+# Abramowitz & Stegun 7.1.26: erf(z) = 1 - poly(t) exp(-z^2), t = 1 / (1 + P z), z >= 0,
+# absolute error below 1.5e-7.
+_P = np.float32(0.3275911)
+_A = (np.float32(0.254829592), np.float32(-0.284496736), np.float32(1.421413741),
+      np.float32(-1.453152027), np.float32(1.061405429))
+_1 = np.float32(1)
+
+
+@jit(inline="always")
+def erf_from_exp(z, exp_minus_z2):
+    """erf(z) given exp(-z*z) (computed in bulk by exp_into)."""
+    t = _1 / (_1 + _P * abs(z))
+    poly = t * (_A[0] + t * (_A[1] + t * (_A[2] + t * (_A[3] + t * _A[4]))))
+    e = _1 - poly * exp_minus_z2
+    return e if z >= 0 else -e
