@@ -12,7 +12,9 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 
+import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 KERNELS = ("numba", "numpy")
 ATTENTION = ("flash", "naive")
@@ -69,44 +71,31 @@ class Optimizations:
 
 
 _state = threading.local()
-_default = Optimizations()
+_DEFAULT = Optimizations()
 
 
 def active() -> Optimizations:
-    """The configuration in force in this thread."""
-    return getattr(_state, "current", _default)
-
-
-def set_default(opts: Optimizations) -> None:
-    """Make `opts` the process-wide default (threads that never entered a context use it)."""
-    global _default
-    _default = opts
-    _apply_threads(opts.threads)
-
-
-def _apply_threads(threads: int | None) -> contextlib.AbstractContextManager:
-    """Set numba's and BLAS's thread counts together so they never oversubscribe."""
-    if threads is None:
-        return contextlib.nullcontext()
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    return threadpool_limits(limits=threads)
+    """The configuration in force in this thread (the defaults outside any context)."""
+    return getattr(_state, "current", _DEFAULT)
 
 
 @contextlib.contextmanager
 def optimizations(**switches) -> Iterator[Optimizations]:
-    """Run a block under changed switches: `with ndwork.optimizations(kernels="numpy"): ...`."""
+    """Run a block under changed switches: `with ndwork.optimizations(kernels="numpy"): ...`.
+
+    `threads` sets numba's and BLAS's thread counts together so they never oversubscribe;
+    both are restored on exit.
+    """
     previous = active()
     opts = dataclasses.replace(previous, **switches)
-    import numba
-
     numba_threads = numba.get_num_threads()
-    limiter = _apply_threads(opts.threads)
+    limits = contextlib.nullcontext()
+    if opts.threads is not None:
+        numba.set_num_threads(min(opts.threads, numba.config.NUMBA_NUM_THREADS))
+        limits = threadpool_limits(limits=opts.threads)
     _state.current = opts
     try:
-        with limiter:
+        with limits:
             yield opts
     finally:
         _state.current = previous

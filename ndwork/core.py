@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ndwork import __version__
-from ndwork.data import Panel, future_dates, validate_frame
+from ndwork.data import Panel, validate_frame
 from ndwork.models import MODELS, BaseModel
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
@@ -106,7 +106,7 @@ class NeuralForecast:
         self._check_fitted()
         panel = self.panel if df is None else self._panel(df, static_df)
         if df is None and static_df is not None:
-            panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df))
+            panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
         return self._forecast_frame(panel, test_size=0, futr_df=futr_df)
 
     def _panel_static(self, panel, static_df):
@@ -125,9 +125,8 @@ class NeuralForecast:
         if len(short):
             raise ValueError(f"series {panel.uids[short[:5]].tolist()} are shorter than input_size;"
                              f" they cannot be forecast.")
-        futr = self._future_exog(panel, last_rows, h, futr_df)
-        out = {"unique_id": np.repeat(panel.uids, h),
-               "ds": future_dates(panel.ds[last_rows], self.freq, h)}
+        futr = self._future_exog(panel, test_size, h, futr_df)
+        out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):
             L = model.input_size
             window = L + model.h
@@ -148,7 +147,7 @@ class NeuralForecast:
                 out[f"{model!r}{model.loss.output_names[k]}"] = full[:, :, k].reshape(-1)
         return pd.DataFrame(out)
 
-    def _future_exog(self, panel, last_rows, h, futr_df):
+    def _future_exog(self, panel, test_size, h, futr_df):
         cols = self._futr_cols
         if not cols:
             return None
@@ -157,7 +156,7 @@ class NeuralForecast:
                              f"unique_id, ds and those columns for the {h} steps after each series.")
         futr_df = validate_frame(futr_df, self.freq, cols, name="futr_df", target=False)
         expected = pd.DataFrame({"unique_id": np.repeat(panel.uids, h),
-                                 "ds": future_dates(panel.ds[last_rows], self.freq, h)})
+                                 "ds": panel.future_dates(self.freq, h, test_size)})
         merged = expected.merge(futr_df, on=["unique_id", "ds"], how="left")
         missing = merged[cols].isna().any(axis=1)
         if missing.any():

@@ -8,12 +8,13 @@ FD_EPS = 1e-6
 FD_RTOL = 1e-5
 
 
-def assert_close_f32(x, ref, rtol=RTOL_F32):
+def assert_close_f32(x, ref, rtol=RTOL_F32, atol=0.0):
+    """max|x - ref| <= rtol * max|ref| (+ atol, for tensors that are zero in exact math)."""
     x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
     assert x.shape == ref.shape
     scale = max(np.abs(ref).max(), 1e-30) if ref.size else 1.0
     err = np.abs(x - ref).max() if ref.size else 0.0
-    assert err <= rtol * scale, f"max error {err:.3g} > {rtol} * {scale:.3g}"
+    assert err <= rtol * scale + atol, f"max error {err:.3g} > {rtol} * {scale:.3g} + {atol}"
 
 
 @pytest.fixture

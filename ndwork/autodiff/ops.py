@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ndwork.autodiff.tensor import Tensor
+from ndwork.config import active
 from ndwork.kernels import kernel
+from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
 
 
 def constant(array: np.ndarray) -> Tensor:
@@ -153,6 +155,20 @@ def dropout(x: Tensor, p: float, rng: np.random.Generator | None) -> Tensor:
         return x
     keep = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.data.dtype) / (1 - p)
     return Tensor(x.data * keep, (x,), lambda g: (g * keep,))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
+              key_padding_mask: np.ndarray | None = None) -> Tensor:
+    """softmax(q kᵀ / sqrt(d)) v over (B, H, N, d); flash or naive per Optimizations.attention.
+
+    Saves only the output and the per-row log-sum-exp for the backward."""
+    forward, backward = ATTENTION[active().attention]
+    out, lse = forward(q.data, k.data, v.data, causal, key_padding_mask)
+
+    def backward_fn(g):
+        return backward(q.data, k.data, v.data, out, lse, g, causal, key_padding_mask)
+
+    return Tensor(out, (q, k, v), backward_fn)
 
 
 def point_loss(y_hat: Tensor, y: np.ndarray, mask: np.ndarray, kind: str,

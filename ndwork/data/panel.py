@@ -87,9 +87,9 @@ def future_dates(last: np.ndarray, freq, h: int) -> np.ndarray:
     """(n_series * h,) timestamps after each series' last one."""
     if isinstance(freq, int):
         return (last[:, None] + freq * np.arange(1, h + 1)).reshape(-1)
-    offset = pd.tseries.frequencies.to_offset(freq)
-    steps = [pd.DatetimeIndex(last) + k * offset for k in range(1, h + 1)]
-    return np.stack([s.to_numpy() for s in steps], axis=1).reshape(-1)
+    unique, which = np.unique(last, return_inverse=True)  # panels mostly share end dates
+    ahead = np.stack([pd.date_range(u, periods=h + 1, freq=freq).to_numpy()[1:] for u in unique])
+    return ahead[which].reshape(-1)
 
 
 @dataclasses.dataclass
@@ -104,6 +104,7 @@ class Panel:
     temporal_cols: list[str]
     static: np.ndarray          # (n_series, n_static) float32
     static_cols: list[str]
+    _dates: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_series(self) -> int:
@@ -129,18 +130,13 @@ class Panel:
                    static=static_array(static_df, uids, list(static_cols), dtype),
                    static_cols=list(static_cols))
 
-    def last_ds(self) -> np.ndarray:
-        return self.ds[self.indptr[1:] - 1]
-
-    def head(self, cut: np.ndarray | int) -> Panel:
-        """The panel without the last `cut` points of each series (for holdouts)."""
-        keep_len = self.lengths - cut
-        if (keep_len <= 0).any():
-            _fail("a holdout removes whole series; use fewer or shorter windows.")
-        rows = np.concatenate([np.arange(a, a + n) for a, n in
-                               zip(self.indptr[:-1], keep_len, strict=True)])
-        return dataclasses.replace(self, indptr=np.r_[0, np.cumsum(keep_len)].astype(np.int64),
-                                   y=self.y[rows], ds=self.ds[rows], temporal=self.temporal[rows])
+    def future_dates(self, freq, h: int, test_size: int = 0) -> np.ndarray:
+        """The h timestamps after each series' end minus test_size (cached: predict
+        calls it on every forecast)."""
+        key = (freq, h, test_size)
+        if key not in self._dates:
+            self._dates[key] = future_dates(self.ds[self.indptr[1:] - 1 - test_size], freq, h)
+        return self._dates[key]
 
 
 def static_array(static_df, uids, cols: list[str], dtype) -> np.ndarray:

@@ -8,8 +8,10 @@ from ndwork.models.nbeatsx import NBEATSx
 from ndwork.models.nhits import NHITS
 from ndwork.models.nlinear import NLinear
 from ndwork.models.tide import TiDE
+from ndwork.models.vanillatransformer import VanillaTransformer
 
-MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE)}
+MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
+                                         VanillaTransformer)}
 
 __all__ = ["MODELS", "BaseModel", "DLinear", "MLP", "NBEATS", "NBEATSx", "NHITS", "NLinear",
-           "TiDE"]
+           "TiDE", "VanillaTransformer"]

@@ -24,12 +24,15 @@ class ParameterSpec:
         return name
 
     def initialize(self, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
-        """torch's defaults: Linear weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        """Draw every parameter: "uniform" U(-scale, scale) (torch's Linear default with
+        scale = 1/sqrt(fan_in)), "normal" N(0, scale), "constant" scale."""
         parts = []
         for name, shape in self.shapes.items():
             init, scale = self.inits[name]
             if init == "uniform":
                 parts.append(rng.uniform(-scale, scale, size=shape).ravel())
+            elif init == "normal":
+                parts.append(rng.normal(0, scale, size=shape).ravel())
             else:
                 parts.append(np.full(int(np.prod(shape)), scale))
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)

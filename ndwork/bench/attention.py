@@ -1,0 +1,144 @@
+"""Attention suite: flash against naive (and torch's scaled_dot_product_attention when
+the peers extra is installed) over sequence lengths, causal and not: forward and
+forward+backward time, GFLOP/s and peak extra memory.
+
+FLOPs: forward 4·B·H·N²·d (half when causal), forward+backward 2.5x that (the backward
+recomputes the scores). Peak extra memory is measured in a fresh process per point
+(peak RSS over the inputs and outputs), so numba's allocations count too. Naive points
+whose score matrices would pass the memory cap are not run, and the table says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from ndwork.bench.common import table
+
+SCRIPT = textwrap.dedent("""
+    import json, sys, time, statistics
+    import numpy as np
+    kind, b, h, n, d, causal, repeat = sys.argv[1:8]
+    b, h, n, d, repeat, causal = int(b), int(h), int(n), int(d), int(repeat), causal == "1"
+
+    def rss(field):
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field))
+
+    rng = np.random.default_rng(0)
+    q, k, v, do = (rng.normal(size=(b, h, n, d)).astype(np.float32) for _ in range(4))
+    if kind == "torch":
+        import torch
+        torch.set_num_threads(2)
+        tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+        tdo = torch.tensor(do)
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        def fwd():
+            with torch.no_grad():
+                return sdpa(tq, tk, tv, is_causal=causal)
+        def fwd_bwd():
+            out = sdpa(tq, tk, tv, is_causal=causal)
+            out.backward(tdo)
+    else:
+        from ndwork.kernels import attention as a
+        forward = getattr(a, f"{kind}_attention_forward")
+        backward = getattr(a, f"{kind}_attention_backward")
+        def fwd():
+            return forward(q, k, v, causal)
+        def fwd_bwd():
+            out, lse = forward(q, k, v, causal)
+            backward(q, k, v, out, lse, do, causal)
+    fwd(); fwd_bwd()  # warm-up and compile
+    before = rss("VmRSS:")
+    open("/proc/self/clear_refs", "w").write("5")
+    fwd_bwd()
+    outputs = 4 * q.nbytes + b * h * n * 4  # out, dq, dk, dv and the log-sum-exp
+    peak = max(rss("VmHWM:") - before - outputs, 0)
+    times = {}
+    for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
+        samples = []
+        for _ in range(repeat):
+            t = time.perf_counter(); fn(); samples.append(time.perf_counter() - t)
+        times[name] = statistics.median(samples)
+    print(json.dumps({"peak_extra_bytes": peak, **times}))
+""")
+
+
+def _point(kind, b, h, n, d, causal, repeat):
+    result = subprocess.run([sys.executable, "-c", SCRIPT, kind, str(b), str(h), str(n), str(d),
+                             str(int(causal)), str(repeat)], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{kind} attention at N={n} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: int = 64,
+        naive_cap_bytes: int = 6 * 2**30) -> dict:
+    lengths = lengths or ([256, 1024, 2048] if quick else [256, 1024, 2048, 4096, 8192, 16384])
+    kinds = ["flash", "naive"] + (["torch"] if _has_torch() else [])
+    rows = []
+    for causal in (False, True):
+        for n in lengths:
+            flops = 4 * batch * heads * n * n * d * (0.5 if causal else 1.0)
+            repeat = 3 if n <= 4096 else 1
+            for kind in kinds:
+                row = {"N": n, "causal": causal, "kind": kind}
+                # naive keeps about four (B, H, N, N) float32 arrays alive in its backward
+                if kind == "naive" and 4 * 4 * batch * heads * n * n > naive_cap_bytes:
+                    row["note"] = "not run: over the memory cap"
+                    rows.append(row)
+                    continue
+                m = _point(kind, batch, heads, n, d, causal, repeat)
+                row.update({"forward ms": m["forward"] * 1e3,
+                            "fwd+bwd ms": m["forward_backward"] * 1e3,
+                            "forward GFLOP/s": flops / m["forward"] / 1e9,
+                            "fwd+bwd GFLOP/s": 2.5 * flops / m["forward_backward"] / 1e9,
+                            "peak extra MiB": m["peak_extra_bytes"] / 2**20})
+                rows.append(row)
+    return {"rows": rows, "batch": batch, "heads": heads, "d": d,
+            "naive_cap_bytes": naive_cap_bytes, "memory_ratio": _memory_ratios(rows)}
+
+
+def _memory_ratios(rows) -> dict:
+    """naive / flash peak memory per N (non-causal), and the fitted slope in N."""
+    flash = {r["N"]: r.get("peak extra MiB") for r in rows if r["kind"] == "flash" and not r["causal"]}
+    naive = {r["N"]: r.get("peak extra MiB") for r in rows if r["kind"] == "naive" and not r["causal"]}
+    ratios = {n: naive[n] / max(flash[n], 1e-3) for n in naive if naive.get(n) and flash.get(n)}
+    out = {"by_N": ratios}
+    if len(ratios) >= 2:
+        ns = np.array(sorted(ratios), dtype=float)
+        slope, intercept = np.polyfit(ns, [ratios[int(n)] for n in ns], 1)
+        out.update(slope_per_token=slope, extrapolated_at_320000=slope * 320_000 + intercept)
+    return out
+
+
+def frame(results: dict):
+    """The results as a pandas frame, for the workbench's plots."""
+    import pandas as pd
+
+    return pd.DataFrame(results["rows"])
+
+
+def render(results: dict) -> str:
+    cols = ["N", "causal", "kind", "forward ms", "fwd+bwd ms", "forward GFLOP/s",
+            "fwd+bwd GFLOP/s", "peak extra MiB", "note"]
+    ratio = results["memory_ratio"]
+    lines = [table(results["rows"], cols),
+             f"\nB={results['batch']} H={results['heads']} d={results['d']}; naive/flash peak "
+             f"memory by N: { {n: round(r) for n, r in ratio['by_N'].items()} }"]
+    if "extrapolated_at_320000" in ratio:
+        lines.append(f"linear fit of that ratio in N, extrapolated to N=320,000: "
+                     f"{ratio['extrapolated_at_320000']:,.0f}x")
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""Peer suite: the same configurations trained in ndwork and in NeuralForecast, on the
+same data and threads, in one run; ratios of fit time, predict latency and MAE.
+
+Needs the `peers` extra (neuralforecast, torch); `make peers` builds that environment.
+NeuralForecast runs with accelerator='cpu', logger=False, enable_progress_bar=False,
+enable_checkpointing=False, and also with precision='bf16-mixed' for the default MLP.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+import ndwork
+from ndwork.bench.common import latencies, table
+from ndwork.datasets import air_passengers, synthetic_panel
+
+THREADS = 2
+H, INPUT = 12, 24
+# (name, model, hyper-parameters, dataset, steps): defaults at 1,024 windows a step are
+# compute-bound; small networks at 64 windows on AirPassengers are overhead-bound.
+CONFIGS = [
+    ("MLP default", "MLP", {}, "synthetic", 100),
+    ("NHITS default", "NHITS", {}, "synthetic", 60),
+    ("NBEATS default", "NBEATS", {}, "synthetic", 60),
+    ("MLP small", "MLP", dict(hidden_size=128, windows_batch_size=64), "air", 300),
+    ("NHITS small", "NHITS", dict(mlp_units=3 * [[128, 128]], windows_batch_size=64), "air",
+     300),
+    ("NBEATS small", "NBEATS", dict(mlp_units=3 * [[128, 128]], windows_batch_size=64), "air",
+     300),
+]
+NF_TRAINER = dict(accelerator="cpu", logger=False, enable_progress_bar=False,
+                  enable_checkpointing=False, enable_model_summary=False)
+
+
+def _split(name: str):
+    df = air_passengers() if name == "air" else synthetic_panel(64, 600, seed=0)
+    freq = "MS" if name == "air" else "D"
+    df = df.astype({"y": np.float64})
+    tail = df.groupby("unique_id").cumcount(ascending=False) < H
+    return df[~tail].reset_index(drop=True), df[tail].reset_index(drop=True), freq
+
+
+def _mae(fcst, test, column) -> float:
+    merged = test.merge(fcst, on=["unique_id", "ds"])
+    return float(np.abs(merged[column] - merged["y"]).mean())
+
+
+def _fit_ndwork(model_name, kwargs, steps, train, freq, seed=1):
+    from ndwork import NeuralForecast
+    from ndwork.models import MODELS
+
+    model = MODELS[model_name](h=H, input_size=INPUT, max_steps=steps, scaler_type="standard",
+                               random_seed=seed, **kwargs)
+    nf = NeuralForecast([model], freq)
+    start = time.perf_counter()
+    nf.fit(train, verbose=False)
+    return nf, time.perf_counter() - start
+
+
+def _fit_neuralforecast(model_name, kwargs, steps, train, freq, seed=1, **trainer):
+    import neuralforecast
+    import neuralforecast.models
+
+    cls = getattr(neuralforecast.models, model_name)
+    model = cls(h=H, input_size=INPUT, max_steps=steps, scaler_type="standard",
+                random_seed=seed, **kwargs, **{**NF_TRAINER, **trainer})
+    nf = neuralforecast.NeuralForecast(models=[model], freq=freq)
+    start = time.perf_counter()
+    nf.fit(train)
+    return nf, time.perf_counter() - start
+
+
+def _measure(fit, model_name, kwargs, steps, data, repeat):
+    """Fit `repeat` times with seeds 1..repeat: median fit time, mean MAE over the seeds
+    (one seed's MAE on a small dataset is mostly noise)."""
+    train, test, freq = _split(data)
+    fit(model_name, kwargs, 5, train, freq)  # warm-up: imports, kernel caches, thread pools
+    times, maes = [], []
+    for seed in range(1, repeat + 1):
+        nf, seconds = fit(model_name, kwargs, steps, train, freq, seed)
+        times.append(seconds)
+        maes.append(_mae(nf.predict(), test, model_name))
+        time.sleep(0.3)  # let the other library's spinning threads go idle
+    mae = statistics.mean(maes)
+    one_train, _, one_freq = _split("air")
+    one = fit(model_name, kwargs, 5, one_train[one_train.unique_id == one_train.unique_id[0]],
+              one_freq)[0]
+    lat = latencies(one.predict, calls=100)
+    return {"fit_s": statistics.median(times), "steps_per_s": steps / statistics.median(times),
+            "mae": mae, "predict_ms": lat["median_s"] * 1e3, "predict_p99_ms": lat["p99_s"] * 1e3}
+
+
+def run(quick: bool = False) -> dict:
+    try:
+        import torch
+    except ImportError as e:
+        raise SystemExit("the peers suite needs the `peers` extra (neuralforecast, torch): "
+                         "run `make peers`.") from e
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric",
+                 "lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero", "lightning_fabric.utilities.seed",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    torch.set_num_threads(THREADS)
+    rows = []
+    repeat = 1 if quick else 3
+    for name, model_name, kwargs, data, steps in CONFIGS:
+        steps = max(10, steps // 10) if quick else steps
+        with ndwork.optimizations(threads=THREADS):
+            ours = _measure(_fit_ndwork, model_name, kwargs, steps, data, repeat)
+        peer = _measure(_fit_neuralforecast, model_name, kwargs, steps, data, repeat)
+        row = {"config": name, "steps": steps,
+               "ndwork steps/s": ours["steps_per_s"], "NF steps/s": peer["steps_per_s"],
+               "fit speed-up": peer["fit_s"] / ours["fit_s"],
+               "ndwork MAE": ours["mae"], "NF MAE": peer["mae"],
+               "MAE ratio": ours["mae"] / peer["mae"],
+               "ndwork predict ms": ours["predict_ms"], "NF predict ms": peer["predict_ms"],
+               "predict speed-up": peer["predict_ms"] / ours["predict_ms"]}
+        if name == "MLP default":
+            bf16 = _measure(lambda *a: _fit_neuralforecast(*a, precision="bf16-mixed"),
+                            model_name, kwargs, steps, data, repeat)
+            row["NF bf16 steps/s"] = bf16["steps_per_s"]
+            row["NF bf16 MAE"] = bf16["mae"]
+            row["vs NF bf16"] = bf16["fit_s"] / ours["fit_s"]
+        rows.append(row)
+    from threadpoolctl import threadpool_info
+
+    return {"rows": rows, "threads": THREADS, "torch": torch.__version__,
+            "numpy_blas_kernel": sorted({p["architecture"] for p in threadpool_info()
+                                         if p.get("architecture")}),
+            "neuralforecast": __import__("neuralforecast").__version__}
+
+
+def render(results: dict) -> str:
+    cols = ["config", "steps", "ndwork steps/s", "NF steps/s", "fit speed-up", "ndwork MAE",
+            "NF MAE", "MAE ratio", "ndwork predict ms", "NF predict ms", "predict speed-up",
+            "NF bf16 steps/s", "vs NF bf16"]
+    return (table(results["rows"], cols)
+            + f"\n\nthreads={results['threads']} torch {results['torch']} "
+              f"neuralforecast {results['neuralforecast']}; numpy BLAS kernel "
+              f"{results['numpy_blas_kernel']}; MAE is the mean over the seeds of the repeats")

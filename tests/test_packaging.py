@@ -1,0 +1,23 @@
+"""Conda users get the same dependencies as pip users."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _normalize(spec: str) -> tuple[str, str]:
+    name, version = re.match(r"^([A-Za-z0-9_.\-\[\]]+)\s*(.*)$", spec.strip()).groups()
+    return re.sub(r"\[.*\]", "", name).lower(), version.replace(" ", "")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = dict(_normalize(s) for s in project["dependencies"]
+                  + project["optional-dependencies"]["dev"])
+    text = (ROOT / "environment.yml").read_text()
+    dependencies = text.split("dependencies:", 1)[1].splitlines()
+    specs = [m.group(1) for m in map(re.compile(r"^  - ([a-z].*)$").match, dependencies) if m]
+    conda = dict(_normalize(s) for s in specs if _normalize(s)[0] not in ("python", "pip", "pip:"))
+    assert conda == wanted
