@@ -15,7 +15,7 @@ def make_panel(lengths):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(12, 80), min_size=1, max_size=6),
+@given(lengths=st.lists(st.integers(15, 80), min_size=1, max_size=6),  # >= 6 + 4 + 5
        input_size=st.integers(1, 6), h=st.integers(1, 4), step=st.integers(1, 3),
        holdout=st.integers(0, 5), batch_size=st.integers(1, 6), windows=st.integers(1, 50),
        seed=st.integers(0, 10_000))
