@@ -74,15 +74,13 @@ def mul(a: Tensor, b: Tensor) -> Tensor:
                   lambda g: (_unbroadcast(g * b.data, a.shape), _unbroadcast(g * a.data, b.shape)))
 
 
-def einsum(spec: str, a: Tensor, b: Tensor) -> Tensor:
-    """Two-operand einsum whose indices each appear in the output or in both operands."""
-    inputs, out = spec.split("->")
-    sa, sb = inputs.split(",")
-    y = np.einsum(spec, a.data, b.data, optimize=True)
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """np.matmul with broadcasting over leading axes (a constant operand gets no gradient)."""
+    y = a.data @ b.data
 
     def backward_fn(g):
-        da = np.einsum(f"{out},{sb}->{sa}", g, b.data, optimize=True) if a.requires_grad else None
-        db = np.einsum(f"{sa},{out}->{sb}", a.data, g, optimize=True) if b.requires_grad else None
+        da = _unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape) if a.requires_grad else None
+        db = _unbroadcast(np.swapaxes(a.data, -1, -2) @ g, b.shape) if b.requires_grad else None
         return da, db
 
     return Tensor(y, (a, b), backward_fn)

@@ -76,6 +76,32 @@ def _point(kind, b, h, n, d, causal, repeat):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def block_sweep(n: int = 2048, heads: int = 4, d: int = 64, sizes=(32, 64, 128, 256),
+                repeat: int = 3) -> list[dict]:
+    """Forward + backward time of flash attention per (block_q, block_k), in this process."""
+    import statistics
+    import time
+
+    from ndwork.kernels.attention import flash_attention_backward, flash_attention_forward
+
+    rng = np.random.default_rng(0)
+    q, k, v, do = (rng.normal(size=(1, heads, n, d)).astype(np.float32) for _ in range(4))
+    rows = []
+    for bq in sizes:
+        for bk in sizes:
+            def step(bq=bq, bk=bk):
+                out, lse = flash_attention_forward(q, k, v, False, None, bq, bk)
+                flash_attention_backward(q, k, v, out, lse, do, False, None, bq, bk)
+            step()
+            samples = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                step()
+                samples.append(time.perf_counter() - start)
+            rows.append({"block_q": bq, "block_k": bk, "fwd+bwd ms": statistics.median(samples) * 1e3})
+    return rows
+
+
 def _has_torch() -> bool:
     try:
         import torch  # noqa: F401
@@ -108,7 +134,8 @@ def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: in
                             "peak extra MiB": m["peak_extra_bytes"] / 2**20})
                 rows.append(row)
     return {"rows": rows, "batch": batch, "heads": heads, "d": d,
-            "naive_cap_bytes": naive_cap_bytes, "memory_ratio": _memory_ratios(rows)}
+            "naive_cap_bytes": naive_cap_bytes, "memory_ratio": _memory_ratios(rows),
+            "block_sweep": block_sweep(n=1024 if quick else 2048)}
 
 
 def _memory_ratios(rows) -> dict:
@@ -138,6 +165,8 @@ def render(results: dict) -> str:
     lines = [table(results["rows"], cols),
              f"\nB={results['batch']} H={results['heads']} d={results['d']}; naive/flash peak "
              f"memory by N: { {n: round(r) for n, r in ratio['by_N'].items()} }"]
+    lines.append("\nblock sweep (flash, non-causal, forward+backward):\n"
+                 + table(results["block_sweep"], ["block_q", "block_k", "fwd+bwd ms"]))
     if "extrapolated_at_320000" in ratio:
         lines.append(f"linear fit of that ratio in N, extrapolated to N=320,000: "
                      f"{ratio['extrapolated_at_320000']:,.0f}x")

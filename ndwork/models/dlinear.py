@@ -38,7 +38,7 @@ class DLinear(BaseModel):
 
     def forward(self, p, batch, rng=None):
         y = batch["insample_y"]
-        trend = ops.einsum("bl,lt->bt", y, ops.constant(self.trend_matrix.astype(y.data.dtype)))
+        trend = ops.matmul(y, ops.constant(self.trend_matrix.astype(y.data.dtype)))
         season = ops.sub(y, trend)
         out = ops.add(self.linear_trend(p, trend), self.linear_season(p, season))
         return ops.reshape(out, (y.shape[0], self.h, self.n_outputs))

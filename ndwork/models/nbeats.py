@@ -28,11 +28,10 @@ def basis_outputs(theta, backcast_basis, forecast_basis, n_outputs):
     """theta (B, P + P * Q) -> backcast (B, L), forecast (B, h, Q) through fixed bases."""
     size = backcast_basis.shape[0]
     b = theta.shape[0]
-    back = ops.einsum("bp,pt->bt", ops.index(theta, (slice(None), slice(0, size))),
-                      ops.constant(backcast_basis))
+    back = ops.matmul(ops.index(theta, (slice(None), slice(0, size))), ops.constant(backcast_basis))
     coeffs = ops.reshape(ops.index(theta, (slice(None), slice(size, None))), (b, size, n_outputs))
-    fore = ops.einsum("bpq,pt->btq", coeffs, ops.constant(forecast_basis))
-    return back, fore
+    fore = ops.matmul(ops.transpose(coeffs, (0, 2, 1)), ops.constant(forecast_basis))  # (B, Q, h)
+    return back, ops.transpose(fore, (0, 2, 1))
 
 
 def identity_outputs(theta, length, h, n_outputs):

@@ -61,11 +61,13 @@ class NBEATSx(NBEATS):
             parts.append(np.broadcast_to(stat, (stat.shape[0], self.input_size + self.h,
                                                 stat.shape[2])))
         exog = np.concatenate(parts, axis=2).transpose(0, 2, 1)  # (B, X, L + h)
-        n = exog.shape[1]
-        back = ops.einsum("bp,bpt->bt", ops.index(theta, (slice(None), slice(n, None))),
-                          ops.constant(exog[:, :, : self.input_size]))
-        coeffs = ops.reshape(ops.index(theta, (slice(None), slice(0, n))), (theta.shape[0], n, 1))
-        fore = ops.einsum("bpq,bpt->btq", coeffs, ops.constant(exog[:, :, self.input_size:]))
+        b, n = theta.shape[0], exog.shape[1]
+        back_coeffs = ops.reshape(ops.index(theta, (slice(None), slice(n, None))), (b, 1, n))
+        back = ops.reshape(ops.matmul(back_coeffs, ops.constant(exog[:, :, : self.input_size])),
+                           (b, self.input_size))
+        coeffs = ops.reshape(ops.index(theta, (slice(None), slice(0, n))), (b, 1, n))
+        fore = ops.transpose(ops.matmul(coeffs, ops.constant(exog[:, :, self.input_size:])),
+                             (0, 2, 1))  # (B, h, 1)
         if self.n_outputs > 1:
             fore = ops.mul(fore, ops.constant(np.ones((1, 1, self.n_outputs), fore.data.dtype)))
         return back, fore

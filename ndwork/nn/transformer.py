@@ -114,7 +114,7 @@ class DataEmbedding:
     def __call__(self, p, x: np.ndarray, exog: np.ndarray | None, rng) -> Tensor:
         """x (B, N) values, exog (B, N, X) -> (B, N, C)."""
         taps = np.stack([np.roll(x, 1, axis=1), x, np.roll(x, -1, axis=1)], axis=2)
-        y = ops.einsum("bnk,kc->bnc", ops.constant(taps), p[self.value])
+        y = ops.matmul(ops.constant(taps), p[self.value])
         positions = sinusoidal_positions(x.shape[1], self.hidden_size).astype(x.dtype)
         y = ops.add(y, ops.constant(positions))
         if self.temporal is not None:
