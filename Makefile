@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint bench peers clean
+.PHONY: report test lint bench peers clean clean-cache
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,5 +38,10 @@ $(PEERS)/.installed: pyproject.toml
 peers: $(PEERS)/.installed
 	$(PEERS)/bin/python -m ndwork.bench peers
 
-clean:
+# numba's on-disk cache is keyed on each function's own file, not on the kernels it calls
+# from other files: after editing a shared kernel (fastmath.py), clear it.
+clean-cache:
+	find ndwork -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
 	rm -rf $(VENV) $(PEERS) results

@@ -140,7 +140,7 @@ class NeuralForecast:
                 temporal[:, L:, futr[1]] = futr[0][:, : model.h]
             batch, shift, scale = build_batch(model, y, temporal, panel.temporal_cols,
                                               panel.static, panel.static_cols)
-            y_hat = predict_windows(model, state.params, batch, shift, scale)
+            y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
             full = np.full((len(starts), h, y_hat.shape[2]), np.nan, y_hat.dtype)
             full[:, : model.h] = y_hat
             for k in _output_order(model):
@@ -221,7 +221,8 @@ class NeuralForecast:
             arrays[name] = {"params": state.params, "sampler_order": state.sampler_order,
                             "train_losses": np.asarray(state.train_losses, np.float64).reshape(-1, 2),
                             "valid_losses": np.asarray(state.valid_losses, np.float64).reshape(-1, 2),
-                            **{f"optimizer.{k}": v for k, v in state.optimizer.buffers.items()}}
+                            **{f"optimizer.{k}": v for k, v in state.optimizer.buffers.items()},
+                            **{f"buffer.{k}": v for k, v in state.buffers.items()}}
             meta_models.append({"class": type(model).__name__,
                                 "hyperparameters": model.hyperparameters(),
                                 "optimizer_step": state.optimizer.step,
@@ -251,7 +252,8 @@ class NeuralForecast:
             state = initial_state(model)
             size = state.params.size
             expected = {"params": (size,), **{f"optimizer.{k}": (size,)
-                                              for k in state.optimizer.buffers}}
+                                              for k in state.optimizer.buffers},
+                        **{f"buffer.{k}": v.shape for k, v in state.buffers.items()}}
             arrays = checkpoint.read_arrays(path, f"model-{i}", expected)
             optimizer = Optimizer(model.optimizer, size, model.optimizer_kwargs)
             optimizer.step = int(entry["optimizer_step"])
@@ -259,6 +261,7 @@ class NeuralForecast:
             states.append(TrainState(arrays["params"], optimizer,
                                      checkpoint.rng_from_json(entry["rng"]),
                                      arrays["sampler_order"],
+                                     {k: arrays[f"buffer.{k}"] for k in state.buffers},
                                      [tuple(r) for r in arrays["train_losses"].tolist()],
                                      [tuple(r) for r in arrays["valid_losses"].tolist()]))
             models.append(model)

@@ -7,15 +7,20 @@ import pytest
 import ndwork
 from ndwork import NeuralForecast
 from ndwork.datasets import air_passengers, synthetic_panel
-from ndwork.models import VanillaTransformer
+from ndwork.models import PatchTST, VanillaTransformer
+from ndwork.training.trainer import build_batch, initial_state, loss_and_grad
 
 # NeuralForecast 3.3, h=12, input_size=24, defaults
-NEURALFORECAST_PARAMETER_COUNTS = {VanillaTransformer: 292_449}
+NEURALFORECAST_PARAMETER_COUNTS = {VanillaTransformer: 292_449, PatchTST: 404_623}
 ATTENTION_RTOL = 1e-5
 LOSS_ATOL = 1e-4
 
-SMALL = dict(hidden_size=16, n_head=2, conv_hidden_size=8, windows_batch_size=16,
-             learning_rate=1e-3, scaler_type="standard")
+TRAINING = dict(windows_batch_size=16, learning_rate=1e-3, scaler_type="standard")
+SMALL = dict(hidden_size=16, n_head=2, conv_hidden_size=8, **TRAINING)
+SMALL_ARCHITECTURES = {
+    VanillaTransformer: dict(hidden_size=16, n_head=2, conv_hidden_size=8),
+    PatchTST: dict(hidden_size=16, n_heads=2, linear_hidden_size=8, encoder_layers=2),
+}
 
 
 @pytest.mark.parametrize("cls,count", NEURALFORECAST_PARAMETER_COUNTS.items(),
@@ -24,24 +29,30 @@ def test_parameter_count_matches_neuralforecast(cls, count):
     assert cls(h=12, input_size=24).num_parameters() == count
 
 
-def test_trains_saves_and_loads(tmp_path):
+@pytest.mark.parametrize("cls", list(SMALL_ARCHITECTURES), ids=lambda c: c.__name__)
+def test_trains_saves_and_loads(cls, tmp_path):
     df = air_passengers()
-    nf = NeuralForecast([VanillaTransformer(h=12, input_size=24, max_steps=40, **SMALL)], "MS")
+    nf = NeuralForecast([cls(h=12, input_size=24, max_steps=40, **SMALL_ARCHITECTURES[cls],
+                             **TRAINING)], "MS")
     nf.fit(df, verbose=False)
     losses = [loss for _, loss in nf.states[0].train_losses]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     fcst = nf.predict()
-    nf.save(tmp_path / "vt")
-    pd.testing.assert_frame_equal(fcst, NeuralForecast.load(tmp_path / "vt").predict())
+    nf.save(tmp_path / "run")
+    pd.testing.assert_frame_equal(fcst, NeuralForecast.load(tmp_path / "run").predict())
 
 
-def test_flash_and_naive_agree_on_training_and_prediction():
+FLASH_CASES = [(VanillaTransformer, {}), (PatchTST, dict(res_attention=False))]
+
+
+@pytest.mark.parametrize("cls,extra", FLASH_CASES, ids=lambda v: getattr(v, "__name__", ""))
+def test_flash_and_naive_agree_on_training_and_prediction(cls, extra):
     df = synthetic_panel(3, 200, seed=2)
     runs = {}
     for kind in ("flash", "naive"):
         with ndwork.optimizations(attention=kind):
-            nf = NeuralForecast([VanillaTransformer(h=8, input_size=48, max_steps=10, dropout=0.0,
-                                                    **SMALL)], "D")
+            nf = NeuralForecast([cls(h=8, input_size=48, max_steps=10, dropout=0.0,
+                                     **SMALL_ARCHITECTURES[cls], **extra, **TRAINING)], "D")
             nf.fit(df, verbose=False)
             runs[kind] = nf
     losses = {k: np.array([loss for _, loss in nf.states[0].train_losses])
@@ -51,7 +62,7 @@ def test_flash_and_naive_agree_on_training_and_prediction():
     predictions = {}
     for kind in ("flash", "naive"):
         with ndwork.optimizations(attention=kind):
-            predictions[kind] = trained.predict().VanillaTransformer.to_numpy()
+            predictions[kind] = trained.predict()[cls.__name__].to_numpy()
     scale = np.abs(predictions["naive"]).max()
     assert np.abs(predictions["flash"] - predictions["naive"]).max() <= ATTENTION_RTOL * scale
 
@@ -67,3 +78,42 @@ def test_futr_exog_reaches_the_model():
     a = nf.predict(futr_df=futr).VanillaTransformer
     b = nf.predict(futr_df=futr.assign(event=3.0)).VanillaTransformer
     assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_patchtst_gradient_against_finite_differences(training):
+    """Whole model in float64; training mode normalizes with batch statistics."""
+    from ndwork.data import Panel, WindowSampler, gather_windows
+
+    model = PatchTST(h=4, input_size=16, patch_len=8, stride=4, dropout=0.0,
+                     **SMALL_ARCHITECTURES[PatchTST])
+    panel = Panel.from_frame(synthetic_panel(2, 60, seed=5), "D", dtype=np.float64)
+    sampler = WindowSampler(panel, panel.lengths, 16, 4, 1, 2, 6)
+    w = gather_windows(panel, sampler.sample(np.random.default_rng(0)), 20)
+    batch, _, _ = build_batch(model, w["y"], w["temporal"], [], panel.static[w["series"]], [])
+    state = initial_state(model)
+    params = state.params.astype(np.float64)
+
+    def run(flat):
+        rng = np.random.default_rng(0) if training else None
+        return loss_and_grad(model, flat, batch, rng, model.spec.initial_buffers())
+
+    _, grads = run(params)
+    rng = np.random.default_rng(1)
+    for i in rng.choice(params.size, 30, replace=False):
+        up, down = params.copy(), params.copy()
+        up[i] += 1e-6
+        down[i] -= 1e-6
+        numeric = (run(up)[0] - run(down)[0]) / 2e-6
+        assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-7)
+
+
+def test_patchtst_running_statistics_are_trained_and_saved(tmp_path):
+    nf = NeuralForecast([PatchTST(h=12, input_size=24, max_steps=5, **SMALL_ARCHITECTURES[PatchTST],
+                                  **TRAINING)], "MS").fit(air_passengers(), verbose=False)
+    buffers = nf.states[0].buffers
+    assert any(not np.allclose(v, 0) for k, v in buffers.items() if k.endswith("running_mean"))
+    nf.save(tmp_path / "p")
+    loaded = NeuralForecast.load(tmp_path / "p").states[0].buffers
+    for name, value in buffers.items():
+        np.testing.assert_array_equal(loaded[name], value)

@@ -19,6 +19,9 @@ _LN2_LO = np.float32(-2.12194440e-4)
 _LOW, _HIGH = np.float32(-87.0), np.float32(88.0)
 
 
+_CHUNK = 2048  # scratch stays in L1/L2: fresh full-size scratch would page-fault per call
+
+
 @jit
 def exp_into(x, out, scale=1.0):
     """out[i] = exp(scale * x[i]) for 1-D arrays (x may alias out).
@@ -33,24 +36,28 @@ def exp_into(x, out, scale=1.0):
     a = np.float32(scale)
     # separate scratch for e^r and k: when x aliases out, a loop that read x and wrote
     # out would fail LLVM's overlap check and run scalar
-    mantissas = np.empty(n, dtype=np.float32)
-    powers = np.empty(n, dtype=np.int32)
-    for i in range(n):
-        v = min(max(a * x[i], _LOW), _HIGH)
-        k = np.floor(v * _LOG2E + np.float32(0.5))
-        r = v - k * _LN2_HI - k * _LN2_LO
-        p = np.float32(1 / 5040)
-        p = p * r + np.float32(1 / 720)
-        p = p * r + np.float32(1 / 120)
-        p = p * r + np.float32(1 / 24)
-        p = p * r + np.float32(1 / 6)
-        p = p * r + np.float32(0.5)
-        p = p * r + np.float32(1)
-        mantissas[i] = p * r + np.float32(1)
-        powers[i] = np.int32(k)
-    bits, mantissa_bits = out.view(np.int32), mantissas.view(np.int32)
-    for i in range(n):
-        bits[i] = mantissa_bits[i] + (powers[i] << 23)
+    mantissas = np.empty(_CHUNK, dtype=np.float32)
+    powers = np.empty(_CHUNK, dtype=np.int32)
+    mantissa_bits = mantissas.view(np.int32)
+    bits = out.view(np.int32)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        xs, bs = x[start:stop], bits[start:stop]  # plain slices: simple induction, vectorizes
+        for i in range(stop - start):
+            v = min(max(a * xs[i], _LOW), _HIGH)
+            k = np.floor(v * _LOG2E + np.float32(0.5))
+            r = v - k * _LN2_HI - k * _LN2_LO
+            p = np.float32(1 / 5040)
+            p = p * r + np.float32(1 / 720)
+            p = p * r + np.float32(1 / 120)
+            p = p * r + np.float32(1 / 24)
+            p = p * r + np.float32(1 / 6)
+            p = p * r + np.float32(0.5)
+            p = p * r + np.float32(1)
+            mantissas[i] = p * r + np.float32(1)
+            powers[i] = np.int32(k)
+        for i in range(stop - start):
+            bs[i] = mantissa_bits[i] + (powers[i] << 23)
 
 
 # Abramowitz & Stegun 7.1.26: erf(z) = 1 - poly(t) exp(-z^2), t = 1 / (1 + P z), z >= 0,

@@ -7,11 +7,12 @@ from ndwork.models.nbeats import NBEATS
 from ndwork.models.nbeatsx import NBEATSx
 from ndwork.models.nhits import NHITS
 from ndwork.models.nlinear import NLinear
+from ndwork.models.patchtst import PatchTST
 from ndwork.models.tide import TiDE
 from ndwork.models.vanillatransformer import VanillaTransformer
 
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
-                                         VanillaTransformer)}
+                                         VanillaTransformer, PatchTST)}
 
-__all__ = ["MODELS", "BaseModel", "DLinear", "MLP", "NBEATS", "NBEATSx", "NHITS", "NLinear",
+__all__ = ["MODELS", "BaseModel", "DLinear", "MLP", "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST",
            "TiDE", "VanillaTransformer"]

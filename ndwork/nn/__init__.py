@@ -15,6 +15,7 @@ class ParameterSpec:
     def __init__(self):
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.inits: dict[str, tuple[str, float]] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # running statistics: state, not parameters
 
     def add(self, name: str, shape: tuple[int, ...], init: str, scale: float = 0.0) -> str:
         if name in self.shapes:
@@ -22,6 +23,15 @@ class ParameterSpec:
         self.shapes[name] = tuple(int(s) for s in shape)
         self.inits[name] = (init, scale)
         return name
+
+    def add_buffer(self, name: str, initial: np.ndarray) -> str:
+        if name in self.buffers or name in self.shapes:
+            raise ValueError(f"{name!r} declared twice")
+        self.buffers[name] = np.asarray(initial, dtype=np.float32)
+        return name
+
+    def initial_buffers(self) -> dict[str, np.ndarray]:
+        return {name: value.copy() for name, value in self.buffers.items()}
 
     def initialize(self, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
         """Draw every parameter: "uniform" U(-scale, scale) (torch's Linear default with
@@ -77,3 +87,41 @@ class MLPStack:
         for layer in self.hidden:
             x = ops.dropout(layer(p, x, self.activation), self.dropout, rng)
         return self.out(p, x)
+
+
+class BatchNorm:
+    """BatchNorm1d over the last (channel) axis, as torch: in training (rng given)
+    batch statistics, and the running statistics move by `momentum`; in inference the
+    running statistics. The running statistics live in p beside the parameters, as
+    arrays the training forward updates in place."""
+
+    EPS = 1e-5  # torch's default; equal to the LayerNorm kernel's, which this reuses
+
+    def __init__(self, spec: ParameterSpec, name: str, features: int, momentum: float = 0.1):
+        self.gamma = spec.add(f"{name}.weight", (features,), "constant", 1.0)
+        self.beta = spec.add(f"{name}.bias", (features,), "constant", 0.0)
+        self.mean = spec.add_buffer(f"{name}.running_mean", np.zeros(features))
+        self.var = spec.add_buffer(f"{name}.running_var", np.ones(features))
+        self.momentum = momentum
+
+    def __call__(self, p, x: Tensor, training: bool) -> Tensor:
+        shape, channels = x.shape, x.shape[-1]
+        x2 = ops.reshape(x, (-1, channels))
+        if training:
+            rows = x2.shape[0]
+            data = x2.data
+            running_mean, running_var = p[self.mean], p[self.var]
+            running_mean *= 1 - self.momentum
+            running_mean += self.momentum * data.mean(axis=0)
+            running_var *= 1 - self.momentum
+            running_var += self.momentum * data.var(axis=0) * rows / max(rows - 1, 1)
+            # per-channel normalization = LayerNorm of the transpose, without its affine part
+            ones = ops.constant(np.ones(rows, data.dtype))
+            zeros = ops.constant(np.zeros(rows, data.dtype))
+            xhat = ops.transpose(ops.layernorm(ops.transpose(x2, (1, 0)), ones, zeros), (1, 0))
+        else:
+            mean = p[self.mean].astype(x.data.dtype)
+            inv_std = (1 / np.sqrt(p[self.var] + self.EPS)).astype(x.data.dtype)
+            xhat = ops.mul(ops.sub(x2, ops.constant(mean)), ops.constant(inv_std))
+        y = ops.add(ops.mul(xhat, p[self.gamma]), p[self.beta])
+        return ops.reshape(y, shape)

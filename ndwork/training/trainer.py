@@ -57,25 +57,30 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
     return batch, shift, scale
 
 
-def forward(model: BaseModel, params: np.ndarray, batch: dict, rng=None) -> tuple[Tensor, dict]:
+def forward(model: BaseModel, params: np.ndarray, batch: dict, rng=None,
+            buffers: dict | None = None) -> tuple[Tensor, dict]:
+    """The model's forward; `rng` given means training (dropout, batch statistics)."""
     p = layout(model).tensors(params)
+    p.update(buffers if buffers is not None else model.spec.initial_buffers())
     inputs = {**batch, "insample_y": Tensor(batch["insample_y"])}
     return model.forward(p, inputs, rng), p
 
 
 def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
-                  rng: np.random.Generator | None = None) -> tuple[float, np.ndarray]:
+                  rng: np.random.Generator | None = None,
+                  buffers: dict | None = None) -> tuple[float, np.ndarray]:
     """One training step's loss and its gradient with respect to the flat parameters.
 
-    Pure: reads params and batch, changes neither (rng only drives dropout)."""
-    out, p = forward(model, params, batch, rng)
+    Pure in params and batch (rng only drives dropout); a model with running
+    statistics (BatchNorm) updates `buffers` in place when rng is given."""
+    out, p = forward(model, params, batch, rng, buffers)
     loss = model.loss(out, batch["outsample_y"], batch["outsample_mask"])
     backward(loss)
-    return float(loss.data), layout(model).gather_grads(p)
+    return float(loss.data), layout(model).gather_grads({k: p[k] for k in model.spec.shapes})
 
 
 def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np.ndarray,
-                    scale: np.ndarray) -> np.ndarray:
+                    scale: np.ndarray, buffers: dict | None = None) -> np.ndarray:
     """Forecasts (W, h, n_outputs) in the data's scale; quantiles sorted (never cross)."""
     chunk = model.inference_windows_batch_size
     n = batch["insample_y"].shape[0]
@@ -83,7 +88,7 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     outs = []
     for a in range(0, n, chunk):
         part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
-        outs.append(forward(model, params, part)[0].data)
+        outs.append(forward(model, params, part, None, buffers)[0].data)
     out = np.concatenate(outs) if len(outs) > 1 else outs[0]
     out = out * scale[:, None, None] + shift[:, None, None]
     return np.sort(out, axis=-1) if out.shape[-1] > 1 else out
@@ -97,6 +102,7 @@ class TrainState:
     optimizer: Optimizer
     rng: np.random.Generator
     sampler_order: np.ndarray
+    buffers: dict = dataclasses.field(default_factory=dict)  # running statistics
     train_losses: list = dataclasses.field(default_factory=list)
     valid_losses: list = dataclasses.field(default_factory=list)
 
@@ -105,10 +111,11 @@ def initial_state(model: BaseModel) -> TrainState:
     rng = np.random.default_rng(model.random_seed)
     params = model.spec.initialize(rng, active().dtypes.param)
     return TrainState(params, Optimizer(model.optimizer, params.size, model.optimizer_kwargs),
-                      rng, np.zeros(0, np.int64))
+                      rng, np.zeros(0, np.int64), model.spec.initial_buffers())
 
 
-def validation_loss(model: BaseModel, params, panel: Panel, val_size: int, test_size: int) -> float:
+def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size: int,
+                    test_size: int) -> float:
     """valid_loss over the windows whose horizon lies in each series' validation part."""
     window = model.input_size + model.h
     if val_size < model.h:
@@ -119,7 +126,7 @@ def validation_loss(model: BaseModel, params, panel: Panel, val_size: int, test_
     w = gather_windows(panel, starts, window)
     batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                                       panel.static[w["series"]], panel.static_cols)
-    y_hat = predict_windows(model, params, batch, shift, scale)
+    y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
     target = w["y"][:, model.input_size:]
     loss = model.valid_loss or model.loss
     if loss.outputsize_multiplier != y_hat.shape[-1]:
@@ -153,7 +160,7 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
             batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                                       panel.static[w["series"]], panel.static_cols)
             with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
-                loss, grads = loss_and_grad(model, state.params, batch, state.rng)
+                loss, grads = loss_and_grad(model, state.params, batch, state.rng, state.buffers)
             if not (np.isfinite(loss) and np.isfinite(grads).all()):
                 raise TrainingDiverged(
                     f"{model!r}: the training loss became {loss} at step {step + 1}; training "
@@ -166,7 +173,7 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
             state.train_losses.append((step + 1, loss))
             valid = None
             if val_size > 0 and (step + 1 - first) % model.val_check_steps == 0:
-                valid = validation_loss(model, state.params, panel, val_size, test_size)
+                valid = validation_loss(model, state, panel, val_size, test_size)
                 state.valid_losses.append((step + 1, valid))
                 best, bad_checks = (valid, 0) if valid < best else (best, bad_checks + 1)
             bar.update(1)
