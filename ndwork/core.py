@@ -18,6 +18,7 @@ from ndwork.training.trainer import (
     TrainingDiverged,
     TrainState,
     build_batch,
+    check_aligned,
     initial_state,
     predict_windows,
     train,
@@ -128,6 +129,8 @@ class NeuralForecast:
         futr = self._future_exog(panel, test_size, h, futr_df)
         out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):
+            if model.MULTIVARIATE:
+                check_aligned(model, panel)
             L = model.input_size
             window = L + model.h
             starts = last_rows + 1 - L

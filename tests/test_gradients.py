@@ -54,7 +54,7 @@ def test_linear(kernels, activation, rng):
     check_gradients(lambda x, w: ops.linear(x, w, None, activation), x, w)
 
 
-@pytest.mark.parametrize("kind", ["relu", "tanh", "sigmoid", "gelu", "softmax"])
+@pytest.mark.parametrize("kind", ["relu", "tanh", "sigmoid", "gelu", "elu", "softmax"])
 def test_activation(kernels, kind, rng):
     x = away_from_kinks(rng.normal(size=(4, 6)))
     check_gradients(lambda x: ops.activation(x, kind), x)
@@ -122,3 +122,15 @@ def test_multi_quantile_loss(kernels, rng):
 def test_shared_input_accumulates(kernels, rng):
     """A tensor used twice gets the sum of both gradients."""
     check_gradients(lambda x: ops.mul(x, ops.activation(x, "tanh")), rng.normal(size=(3, 3)))
+
+
+def test_selection_ops(kernels, rng):
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    check_gradients(ops.maximum, a, b)
+    check_gradients(lambda x: ops.cumsum(x, 1), a)
+    check_gradients(lambda x: ops.mean(x, 0), a)
+    index = np.array([[[2, 0], [1, 3]]])  # (1, 2, 2): two rows of each of two heads
+    x = rng.normal(size=(1, 2, 4, 3))
+    check_gradients(lambda x: ops.take_rows(x, index), x)
+    check_gradients(lambda base, rows: ops.put_rows(base, index, rows), x,
+                    rng.normal(size=(1, 2, 2, 3)))

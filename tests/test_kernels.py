@@ -14,7 +14,7 @@ def both(name, *args):
         reference(name)(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
 
 
-@pytest.mark.parametrize("kind", ["relu", "tanh", "sigmoid", "gelu", "softmax"])
+@pytest.mark.parametrize("kind", ["relu", "tanh", "sigmoid", "gelu", "elu", "softmax"])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 300)])
 def test_activation_forward_backward(kind, shape, rng):
     x = rng.normal(0, 3, shape).astype(np.float32)
@@ -149,7 +149,7 @@ def test_scalers(kind, rng):
 
 
 def test_every_kernel_has_a_reference_and_a_test():
-    tested = {"relu", "tanh", "sigmoid", "gelu", "softmax", "linear", "point_loss", "mqloss",
+    tested = {"relu", "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss",
               "maxpool", "interpolate", "layernorm", "adam_update", "sgd_update",
               "scaler_statistics"}
     for name, (fast, ref) in REGISTRY.items():

@@ -7,11 +7,12 @@ import pytest
 import ndwork
 from ndwork import NeuralForecast
 from ndwork.datasets import air_passengers, synthetic_panel
-from ndwork.models import PatchTST, VanillaTransformer
+from ndwork.models import Informer, PatchTST, VanillaTransformer, iTransformer
 from ndwork.training.trainer import build_batch, initial_state, loss_and_grad
 
 # NeuralForecast 3.3, h=12, input_size=24, defaults
-NEURALFORECAST_PARAMETER_COUNTS = {VanillaTransformer: 292_449, PatchTST: 404_623}
+NEURALFORECAST_PARAMETER_COUNTS = {VanillaTransformer: 292_449, PatchTST: 404_623,
+                                   Informer: 341_985}
 ATTENTION_RTOL = 1e-5
 LOSS_ATOL = 1e-4
 
@@ -20,6 +21,7 @@ SMALL = dict(hidden_size=16, n_head=2, conv_hidden_size=8, **TRAINING)
 SMALL_ARCHITECTURES = {
     VanillaTransformer: dict(hidden_size=16, n_head=2, conv_hidden_size=8),
     PatchTST: dict(hidden_size=16, n_heads=2, linear_hidden_size=8, encoder_layers=2),
+    Informer: dict(hidden_size=16, n_head=2, conv_hidden_size=8),
 }
 
 
@@ -42,7 +44,7 @@ def test_trains_saves_and_loads(cls, tmp_path):
     pd.testing.assert_frame_equal(fcst, NeuralForecast.load(tmp_path / "run").predict())
 
 
-FLASH_CASES = [(VanillaTransformer, {}), (PatchTST, dict(res_attention=False))]
+FLASH_CASES = [(VanillaTransformer, {}), (PatchTST, dict(res_attention=False)), (Informer, {})]
 
 
 @pytest.mark.parametrize("cls,extra", FLASH_CASES, ids=lambda v: getattr(v, "__name__", ""))
@@ -80,13 +82,18 @@ def test_futr_exog_reaches_the_model():
     assert not np.allclose(a, b)
 
 
+GRADIENT_MODELS = {PatchTST: dict(patch_len=8, stride=4), Informer: {}}
+
+
+@pytest.mark.parametrize("cls", list(GRADIENT_MODELS), ids=lambda c: c.__name__)
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
-def test_patchtst_gradient_against_finite_differences(training):
-    """Whole model in float64; training mode normalizes with batch statistics."""
+def test_gradient_against_finite_differences(cls, training):
+    """Whole model in float64; training mode normalizes with batch statistics (and
+    Informer samples its queries from the same seed in every call)."""
     from ndwork.data import Panel, WindowSampler, gather_windows
 
-    model = PatchTST(h=4, input_size=16, patch_len=8, stride=4, dropout=0.0,
-                     **SMALL_ARCHITECTURES[PatchTST])
+    model = cls(h=4, input_size=16, dropout=0.0, **GRADIENT_MODELS[cls],
+                **SMALL_ARCHITECTURES[cls])
     panel = Panel.from_frame(synthetic_panel(2, 60, seed=5), "D", dtype=np.float64)
     sampler = WindowSampler(panel, panel.lengths, 16, 4, 1, 2, 6)
     w = gather_windows(panel, sampler.sample(np.random.default_rng(0)), 20)
@@ -117,3 +124,63 @@ def test_patchtst_running_statistics_are_trained_and_saved(tmp_path):
     loaded = NeuralForecast.load(tmp_path / "p").states[0].buffers
     for name, value in buffers.items():
         np.testing.assert_array_equal(loaded[name], value)
+
+
+ITRANSFORMER = dict(hidden_size=16, n_heads=2, d_ff=8, **TRAINING)
+
+
+def test_itransformer_parameter_count_matches_neuralforecast():
+    assert iTransformer(h=12, input_size=24, n_series=4).num_parameters() == 6_324_748
+
+
+def test_itransformer_trains_on_aligned_series_and_predicts_each(tmp_path):
+    df = synthetic_panel(4, 150, seed=6)
+    nf = NeuralForecast([iTransformer(h=6, input_size=24, n_series=4, max_steps=30,
+                                      val_check_steps=10, **ITRANSFORMER)], "D")
+    nf.fit(df, val_size=12, verbose=False)
+    losses = [loss for _, loss in nf.states[0].train_losses]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert len(nf.states[0].valid_losses) == 3
+    fcst = nf.predict()
+    assert sorted(fcst.unique_id.unique()) == sorted(df.unique_id.unique())
+    assert len(fcst) == 4 * 6 and np.isfinite(fcst.iTransformer).all()
+    nf.save(tmp_path / "it")
+    pd.testing.assert_frame_equal(fcst, NeuralForecast.load(tmp_path / "it").predict())
+    cv = nf.cross_validation(df, n_windows=2, step_size=6, verbose=False)
+    assert len(cv) == 2 * 4 * 6
+
+
+def test_itransformer_series_mix():
+    """Changing one series changes another's forecast: the model mixes series."""
+    df = synthetic_panel(3, 100, seed=7)
+    nf = NeuralForecast([iTransformer(h=4, input_size=16, n_series=3, max_steps=5,
+                                      **ITRANSFORMER)], "D").fit(df, verbose=False)
+    base = nf.predict()
+    changed = df.copy()
+    s0 = changed.unique_id == "s0"  # a change of shape: scalers would undo an affine one
+    changed.loc[s0, "y"] += np.random.default_rng(0).normal(0, 5, int(s0.sum())).astype(np.float32)
+    other = nf.predict(df=changed)
+    keep = base.unique_id == "s1"
+    assert not np.allclose(base.iTransformer[keep], other.iTransformer[keep])
+
+
+def test_itransformer_flash_and_naive_agree():
+    df = synthetic_panel(3, 120, seed=8)
+    losses = {}
+    for kind in ("flash", "naive"):
+        with ndwork.optimizations(attention=kind):
+            nf = NeuralForecast([iTransformer(h=4, input_size=16, n_series=3, max_steps=10,
+                                              dropout=0.0, **ITRANSFORMER)], "D")
+            nf.fit(df, verbose=False)
+            losses[kind] = [loss for _, loss in nf.states[0].train_losses]
+    np.testing.assert_allclose(losses["flash"], losses["naive"], atol=LOSS_ATOL)
+
+
+def test_itransformer_needs_aligned_series():
+    df = synthetic_panel(3, 100, seed=9)
+    ragged = df[~((df.unique_id == "s2") & (df.ds < df.ds.min() + pd.Timedelta(days=5)))]
+    model = iTransformer(h=4, input_size=16, n_series=3, max_steps=2, **ITRANSFORMER)
+    with pytest.raises(ValueError, match="same timestamps"):
+        NeuralForecast([model], "D").fit(ragged, verbose=False)
+    with pytest.raises(ValueError, match="n_series=3, the data has 2"):
+        NeuralForecast([model], "D").fit(df[df.unique_id != "s2"], verbose=False)

@@ -86,6 +86,51 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return Tensor(y, (a, b), backward_fn)
 
 
+def maximum(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise max; the gradient goes to the larger operand (to a on ties)."""
+    pick_a = a.data >= b.data
+    return Tensor(np.where(pick_a, a.data, b.data), (a, b),
+                  lambda g: (_unbroadcast(g * pick_a, a.shape), _unbroadcast(g * ~pick_a, b.shape)))
+
+
+def cumsum(x: Tensor, axis: int) -> Tensor:
+    return Tensor(np.cumsum(x.data, axis=axis), (x,),
+                  lambda g: (np.flip(np.cumsum(np.flip(g, axis), axis=axis), axis),))
+
+
+def mean(x: Tensor, axis: int) -> Tensor:
+    """Mean over one axis, kept as size 1."""
+    n = x.shape[axis]
+    return Tensor(x.data.mean(axis=axis, keepdims=True), (x,),
+                  lambda g: (np.broadcast_to(g / n, x.shape).astype(x.data.dtype),))
+
+
+def take_rows(x: Tensor, index: np.ndarray) -> Tensor:
+    """x (..., N, D), index (..., u) distinct per row -> x[..., index, :] (..., u, D)."""
+    idx = index[..., None]
+
+    def backward_fn(g):
+        dx = np.zeros_like(x.data)
+        np.put_along_axis(dx, idx, g, axis=-2)
+        return (dx,)
+
+    return Tensor(np.take_along_axis(x.data, idx, axis=-2), (x,), backward_fn)
+
+
+def put_rows(base: Tensor, index: np.ndarray, rows: Tensor) -> Tensor:
+    """base (..., N, D) with its rows at index (..., u) replaced by rows (..., u, D)."""
+    idx = index[..., None]
+    out = base.data.copy()
+    np.put_along_axis(out, idx, rows.data, axis=-2)
+
+    def backward_fn(g):
+        d_base = g.copy()
+        np.put_along_axis(d_base, idx, 0, axis=-2)
+        return d_base, np.take_along_axis(g, idx, axis=-2)
+
+    return Tensor(out, (base, rows), backward_fn)
+
+
 def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     return Tensor(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),))
 

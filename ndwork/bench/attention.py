@@ -3,9 +3,10 @@ the peers extra is installed) over sequence lengths, causal and not: forward and
 forward+backward time, GFLOP/s and peak extra memory.
 
 FLOPs: forward 4·B·H·N²·d (half when causal), forward+backward 2.5x that (the backward
-recomputes the scores). Peak extra memory is measured in a fresh process per point
-(peak RSS over the inputs and outputs), so numba's allocations count too. Naive points
-whose score matrices would pass the memory cap are not run, and the table says so.
+recomputes the scores). Peak memory is the growth of peak RSS during one forward+backward
+over the inputs, in a fresh process per point, so numba's allocations count too; it
+includes what attention returns (out, lse, dq, dk, dv). Naive points whose score
+matrices would pass the memory cap are not run, and the table says so.
 """
 
 from __future__ import annotations
@@ -56,8 +57,7 @@ SCRIPT = textwrap.dedent("""
     before = rss("VmRSS:")
     open("/proc/self/clear_refs", "w").write("5")
     fwd_bwd()
-    outputs = 4 * q.nbytes + b * h * n * 4  # out, dq, dk, dv and the log-sum-exp
-    peak = max(rss("VmHWM:") - before - outputs, 0)
+    peak = rss("VmHWM:") - before  # includes what it returns: out, lse, dq, dk, dv
     times = {}
     for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
         samples = []
@@ -131,7 +131,7 @@ def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: in
                             "fwd+bwd ms": m["forward_backward"] * 1e3,
                             "forward GFLOP/s": flops / m["forward"] / 1e9,
                             "fwd+bwd GFLOP/s": 2.5 * flops / m["forward_backward"] / 1e9,
-                            "peak extra MiB": m["peak_extra_bytes"] / 2**20})
+                            "peak MiB": m["peak_extra_bytes"] / 2**20})
                 rows.append(row)
     return {"rows": rows, "batch": batch, "heads": heads, "d": d,
             "naive_cap_bytes": naive_cap_bytes, "memory_ratio": _memory_ratios(rows),
@@ -140,8 +140,8 @@ def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: in
 
 def _memory_ratios(rows) -> dict:
     """naive / flash peak memory per N (non-causal), and the fitted slope in N."""
-    flash = {r["N"]: r.get("peak extra MiB") for r in rows if r["kind"] == "flash" and not r["causal"]}
-    naive = {r["N"]: r.get("peak extra MiB") for r in rows if r["kind"] == "naive" and not r["causal"]}
+    flash = {r["N"]: r.get("peak MiB") for r in rows if r["kind"] == "flash" and not r["causal"]}
+    naive = {r["N"]: r.get("peak MiB") for r in rows if r["kind"] == "naive" and not r["causal"]}
     ratios = {n: naive[n] / max(flash[n], 1e-3) for n in naive if naive.get(n) and flash.get(n)}
     out = {"by_N": ratios}
     if len(ratios) >= 2:
@@ -160,7 +160,7 @@ def frame(results: dict):
 
 def render(results: dict) -> str:
     cols = ["N", "causal", "kind", "forward ms", "fwd+bwd ms", "forward GFLOP/s",
-            "fwd+bwd GFLOP/s", "peak extra MiB", "note"]
+            "fwd+bwd GFLOP/s", "peak MiB", "note"]
     ratio = results["memory_ratio"]
     lines = [table(results["rows"], cols),
              f"\nB={results['batch']} H={results['heads']} d={results['d']}; naive/flash peak "

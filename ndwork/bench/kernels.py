@@ -30,7 +30,7 @@ def _cases(size: int, rng) -> list[tuple[str, tuple, float, str]]:
     dy2 = dy.reshape(rows, 1024)
     nbytes = x.nbytes
     cases = []
-    for name in ("relu", "tanh", "sigmoid", "gelu"):
+    for name in ("relu", "tanh", "sigmoid", "gelu", "elu"):
         cases.append((f"{name}_forward", (x,), 2 * nbytes, "GB/s"))
         cases.append((f"{name}_backward", (x, dy), 3 * nbytes, "GB/s"))
     cases.append(("softmax_forward", (x2,), 2 * nbytes, "GB/s"))

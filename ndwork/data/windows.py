@@ -15,10 +15,15 @@ class WindowSampler:
 
     Windows start every `step_size` points and lie wholly inside the first
     `train_lengths[i]` points of series i. Deterministic under `rng`.
+
+    `multivariate=True` (models that mix series, on aligned series) samples time
+    offsets instead and returns, for each, the window of every series at that offset:
+    window-major, series-minor, windows_batch_size * n_series starts in all.
     """
 
     def __init__(self, panel: Panel, train_lengths: np.ndarray, input_size: int, h: int,
-                 step_size: int, batch_size: int, windows_batch_size: int):
+                 step_size: int, batch_size: int, windows_batch_size: int,
+                 multivariate: bool = False):
         self.window = input_size + h
         short = np.flatnonzero(train_lengths < self.window)
         if len(short):
@@ -32,10 +37,16 @@ class WindowSampler:
         self.step_size = step_size
         self.batch_size = min(batch_size, panel.n_series)
         self.windows_batch_size = windows_batch_size
+        self.multivariate = multivariate
         self._order = np.zeros(0, dtype=np.int64)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """Absolute start rows (windows_batch_size,) into the panel's flat arrays."""
+        if self.multivariate:
+            count = int(self.counts.min())
+            replace = count < self.windows_batch_size
+            offsets = rng.choice(count, self.windows_batch_size, replace=replace)
+            return (self.starts[None, :] + offsets[:, None] * self.step_size).reshape(-1)
         if len(self._order) < self.batch_size:
             self._order = rng.permutation(len(self.counts))
         series, self._order = self._order[: self.batch_size], self._order[self.batch_size:]

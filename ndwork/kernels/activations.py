@@ -1,7 +1,7 @@
 """Elementwise activations, forward and backward, numba beside the numpy reference.
 
 Arrays are any shape, float32 or float64. Backward takes what forward cached:
-ReLU, tanh and sigmoid need only their output y; GELU needs its input x.
+ReLU, tanh, sigmoid and ELU need only their output y; GELU needs its input x.
 """
 
 import numpy as np
@@ -54,6 +54,14 @@ def gelu_backward_reference(x, dy):
     return (dy * (cdf + x * pdf)).astype(x.dtype, copy=False)
 
 
+def elu_forward_reference(x):
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+def elu_backward_reference(y, dy):
+    return dy * np.where(y > 0, 1, y + 1).astype(y.dtype, copy=False)
+
+
 def softmax_forward_reference(x):
     """Softmax over the last axis."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
@@ -102,6 +110,19 @@ def _sigmoid_fwd(x, out):
 def _sigmoid_bwd(y, dy, out):
     for i in range(y.size):
         out[i] = dy[i] * y[i] * (_1 - y[i])
+
+
+@jit
+def _elu_fwd(x, out):
+    exp_into(x, out)
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > _0 else out[i] - _1
+
+
+@jit
+def _elu_bwd(y, dy, out):
+    for i in range(y.size):
+        out[i] = dy[i] if y[i] > _0 else dy[i] * (y[i] + _1)
 
 
 @jit
@@ -188,10 +209,11 @@ relu_forward, relu_backward = _unary(_relu_fwd), _binary(_relu_bwd)
 tanh_forward, tanh_backward = _unary(_tanh_fwd), _binary(_tanh_bwd)
 sigmoid_forward, sigmoid_backward = _unary(_sigmoid_fwd), _binary(_sigmoid_bwd)
 gelu_forward, gelu_backward = _unary(_gelu_fwd), _binary(_gelu_bwd)
+elu_forward, elu_backward = _unary(_elu_fwd), _binary(_elu_bwd)
 softmax_forward, softmax_backward = _rows(_softmax_fwd, 1), _rows(_softmax_bwd, 2)
 
 KERNELS = {
     f"{name}_{way}": (globals()[f"{name}_{way}"], globals()[f"{name}_{way}_reference"])
-    for name in ("relu", "tanh", "sigmoid", "gelu", "softmax")
+    for name in ("relu", "tanh", "sigmoid", "gelu", "elu", "softmax")
     for way in ("forward", "backward")
 }

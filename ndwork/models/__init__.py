@@ -2,6 +2,8 @@
 
 from ndwork.models.base import BaseModel
 from ndwork.models.dlinear import DLinear
+from ndwork.models.informer import Informer
+from ndwork.models.itransformer import iTransformer
 from ndwork.models.mlp import MLP
 from ndwork.models.nbeats import NBEATS
 from ndwork.models.nbeatsx import NBEATSx
@@ -12,7 +14,8 @@ from ndwork.models.tide import TiDE
 from ndwork.models.vanillatransformer import VanillaTransformer
 
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
-                                         VanillaTransformer, PatchTST)}
+                                         VanillaTransformer, PatchTST, Informer,
+                                         iTransformer)}
 
-__all__ = ["MODELS", "BaseModel", "DLinear", "MLP", "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST",
-           "TiDE", "VanillaTransformer"]
+__all__ = ["MODELS", "BaseModel", "DLinear", "Informer", "MLP", "NBEATS", "NBEATSx", "NHITS",
+           "NLinear", "PatchTST", "TiDE", "VanillaTransformer", "iTransformer"]

@@ -83,6 +83,9 @@ class BaseModel:
     EXOGENOUS_FUTR = False
     EXOGENOUS_HIST = False
     EXOGENOUS_STAT = False
+    # A multivariate model sees the windows of all n_series series at one time offset,
+    # as consecutive rows of the batch (window-major), and mixes them.
+    MULTIVARIATE = False
     DEFAULTS: dict = {}
 
     def __init__(self, h: int, input_size: int, **kwargs):

@@ -85,6 +85,8 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     chunk = model.inference_windows_batch_size
     n = batch["insample_y"].shape[0]
     chunk = n if chunk is None or chunk <= 0 else chunk
+    if model.MULTIVARIATE:  # a window is n_series consecutive rows: never split one
+        chunk *= model.n_series
     outs = []
     for a in range(0, n, chunk):
         part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
@@ -122,7 +124,8 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
         raise ValueError(f"val_size={val_size} is shorter than h={model.h}; use val_size >= h.")
     ends = panel.indptr[1:] - test_size
     offsets = np.arange(window, window + val_size - model.h + 1, model.step_size)
-    starts = (ends[:, None] - val_size - model.input_size + offsets[None, :] - window).reshape(-1)
+    starts = ends[:, None] - val_size - model.input_size + offsets[None, :] - window
+    starts = (starts.T if model.MULTIVARIATE else starts).reshape(-1)  # window-major for MV
     w = gather_windows(panel, starts, window)
     batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                                       panel.static[w["series"]], panel.static_cols)
@@ -132,6 +135,18 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
     if loss.outputsize_multiplier != y_hat.shape[-1]:
         y_hat = model.loss.to_point(y_hat)[..., None]
     return float(loss.value(y_hat, target, np.ones_like(target)))
+
+
+def check_aligned(model: BaseModel, panel: Panel) -> None:
+    """A multivariate model needs n_series series over the same timestamps."""
+    if panel.n_series != model.n_series:
+        raise ValueError(f"{model!r} was built for n_series={model.n_series}, the data has "
+                         f"{panel.n_series} series; pass n_series={panel.n_series}.")
+    first = panel.ds[panel.indptr[:-1]]
+    last = panel.ds[panel.indptr[1:] - 1]
+    if (first != first[0]).any() or (last != last[0]).any():
+        raise ValueError(f"{model!r} mixes series at each time step, so every series must "
+                         f"cover the same timestamps; align them (same first and last ds).")
 
 
 def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
@@ -144,9 +159,11 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     gradient is not finite; the state then holds the last finite parameters.
     """
     state = state or initial_state(model)
+    if model.MULTIVARIATE:
+        check_aligned(model, panel)
     train_lengths = panel.lengths - val_size - test_size
     sampler = WindowSampler(panel, train_lengths, model.input_size, model.h, model.step_size,
-                            model.batch_size, model.windows_batch_size)
+                            model.batch_size, model.windows_batch_size, model.MULTIVARIATE)
     sampler.set_state(state.sampler_order)
     window = model.input_size + model.h
     patience, best, bad_checks = model.early_stop_patience_steps, np.inf, 0
