@@ -102,6 +102,52 @@ def block_sweep(n: int = 2048, heads: int = 4, d: int = 64, sizes=(32, 64, 128, 
     return rows
 
 
+TRAINING_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import numpy as np, pandas as pd
+    import ndwork
+    from ndwork import NeuralForecast
+    from ndwork.models import VanillaTransformer
+    kind, input_size, windows, steps = sys.argv[1], *map(int, sys.argv[2:5])
+    def rss(field):
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field))
+    n = input_size + 24 + 64
+    t = np.arange(n)
+    df = pd.DataFrame({"unique_id": "s", "ds": t, "y": np.sin(t / 50).astype(np.float32)})
+    def fit(size, count):
+        m = VanillaTransformer(h=24, input_size=size, windows_batch_size=windows, max_steps=count)
+        with ndwork.optimizations(attention=kind):
+            NeuralForecast([m], freq=1).fit(df, verbose=False)
+    fit(32, 1)  # compile first
+    open("/proc/self/clear_refs", "w").write("5")
+    start = time.perf_counter()
+    fit(input_size, steps)
+    print(rss("VmHWM:"), time.perf_counter() - start)
+""")
+
+
+def long_input_training(input_size: int = 8192, windows: int = 8, steps: int = 3,
+                        naive_sizes=(1024, 2048)) -> list[dict]:
+    """Peak RSS of VanillaTransformer training steps on long inputs (fresh process each):
+    flash at `input_size`; naive at smaller sizes, since at input_size its scores alone
+    (windows x heads x N² floats per attention) pass this machine's memory."""
+    rows = []
+    for kind, size in [("flash", input_size)] + [("naive", n) for n in naive_sizes] + \
+            [("flash", n) for n in naive_sizes]:
+        result = subprocess.run([sys.executable, "-c", TRAINING_SCRIPT, kind, str(size),
+                                 str(windows), str(steps)], capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(result.stderr[-2000:])
+        peak, seconds = result.stdout.split()
+        rows.append({"attention": kind, "input_size": size, "windows": windows, "steps": steps,
+                     "peak GiB": int(peak) / 2**30, "seconds": float(seconds)})
+    # one (windows, 4 heads, N, N) float32 score array per attention, at the flash size
+    rows.append({"attention": "naive (scores alone, computed)", "input_size": input_size,
+                 "windows": windows, "peak GiB": windows * 4 * input_size**2 * 4 / 2**30})
+    return rows
+
+
 def _has_torch() -> bool:
     try:
         import torch  # noqa: F401
@@ -135,7 +181,9 @@ def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: in
                 rows.append(row)
     return {"rows": rows, "batch": batch, "heads": heads, "d": d,
             "naive_cap_bytes": naive_cap_bytes, "memory_ratio": _memory_ratios(rows),
-            "block_sweep": block_sweep(n=1024 if quick else 2048)}
+            "block_sweep": block_sweep(n=1024 if quick else 2048),
+            "long_input_training": long_input_training(*((1024, 2, 1, (256,)) if quick
+                                                         else ()))}
 
 
 def _memory_ratios(rows) -> dict:
@@ -167,6 +215,9 @@ def render(results: dict) -> str:
              f"memory by N: { {n: round(r) for n, r in ratio['by_N'].items()} }"]
     lines.append("\nblock sweep (flash, non-causal, forward+backward):\n"
                  + table(results["block_sweep"], ["block_q", "block_k", "fwd+bwd ms"]))
+    lines.append("\nVanillaTransformer training on long inputs (peak RSS of the process):\n"
+                 + table(results["long_input_training"], ["attention", "input_size", "windows",
+                                                          "steps", "peak GiB", "seconds"]))
     if "extrapolated_at_320000" in ratio:
         lines.append(f"linear fit of that ratio in N, extrapolated to N=320,000: "
                      f"{ratio['extrapolated_at_320000']:,.0f}x")
