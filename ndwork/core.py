@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Sequence
 
@@ -15,7 +17,6 @@ from ndwork.models import MODELS, BaseModel
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
 from ndwork.training.trainer import (
-    TrainingDiverged,
     TrainState,
     build_batch,
     check_aligned,
@@ -41,6 +42,7 @@ class NeuralForecast:
             raise ValueError(f"model names {names} repeat; give each an alias=.")
         self.models, self.freq = models, freq
         self.panel: Panel | None = None
+        self.dashboard_link: str | None = None  # set by a distributed fit
         self.states: list[TrainState | None] = [None] * len(models)
 
     # --- columns the models need ---------------------------------------------------
@@ -63,34 +65,82 @@ class NeuralForecast:
     # --- fit / predict ---------------------------------------------------------------
     def fit(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
             val_size: int = 0, warm_start: bool = False, verbose: bool = True,
-            callback: Callable | None = None) -> NeuralForecast:
+            callback: Callable | None = None, distributed=None, sync_every: int = 1,
+            checkpoint_every: int | None = None, checkpoint_path: str | os.PathLike | None = None,
+            resume_from: str | os.PathLike | None = None) -> NeuralForecast:
         """Train every model on df.
 
         val_size: points held out at the end of each series for validation and early
         stopping. warm_start: continue from the current weights and optimizer state
         instead of fresh initial weights. callback(step, train_loss, valid_loss) runs
         after every step; returning True stops that model at the step boundary.
+
+        distributed: train on dask: True (a LocalCluster, one worker per core), a number
+        of workers, a dask.distributed.Client or a scheduler address. sync_every: steps
+        between synchronizations (1: gradients averaged every step, equal to training
+        in one process; K > 1: K local steps per worker, then parameters averaged).
+        checkpoint_every / checkpoint_path: save a checkpoint every N steps.
+        resume_from: continue an interrupted fit from a checkpoint of these models.
         """
+        if not isinstance(sync_every, int) or sync_every < 1:
+            raise ValueError(f"sync_every={sync_every!r} must be a positive integer.")
+        if (checkpoint_every is None) != (checkpoint_path is None):
+            raise ValueError("checkpoint_every and checkpoint_path go together.")
+        if resume_from is not None:
+            self._resume_states(resume_from)
+        elif warm_start:
+            if any(s is None for s in self.states):
+                raise ValueError("warm_start=True needs a fitted model; call fit once without it.")
+            for state in self.states:
+                state.restart()
         if df is None:
             if self.panel is None:
                 raise ValueError("fit needs df (long format: unique_id, ds, y).")
             panel = self.panel
         else:
             panel = self._panel(df, static_df)
-        if warm_start and any(s is None for s in self.states):
-            raise ValueError("warm_start=True needs a fitted model; call fit once without it.")
-        self._fit_panel(panel, val_size, 0, warm_start, verbose, callback)
-        self.panel = panel
+        keep = resume_from is not None or warm_start
+        self._fit_panel(panel, val_size, 0, keep, verbose, callback, distributed, sync_every,
+                        checkpoint_every, checkpoint_path)
         return self
 
-    def _fit_panel(self, panel, val_size, test_size, warm_start, verbose, callback=None):
-        for i, model in enumerate(self.models):
-            state = self.states[i] if warm_start else None
-            try:
-                self.states[i] = train(model, panel, val_size, test_size, state, verbose, callback)
-            except TrainingDiverged as diverged:
-                self.states[i], self.panel = diverged.state, panel  # keep the last good state
-                raise
+    def _resume_states(self, path) -> None:
+        saved = NeuralForecast.load(path)
+        mine = [(type(m).__name__, m.hyperparameters()) for m in self.models]
+        theirs = [(type(m).__name__, m.hyperparameters()) for m in saved.models]
+        if json.loads(json.dumps(mine)) != json.loads(json.dumps(theirs)):
+            raise checkpoint.CheckpointError(f"checkpoint {path} holds other models or "
+                                             f"hyper-parameters than this NeuralForecast.")
+        self.states = saved.states
+
+    def _fit_panel(self, panel, val_size, test_size, keep_states, verbose, callback=None,
+                   distributed=None, sync_every=1, checkpoint_every=None, checkpoint_path=None):
+        if not keep_states:
+            self.states = [initial_state(m) for m in self.models]
+        self.panel = panel  # checkpoints taken during the fit save this data
+        if checkpoint_every:
+            callback = self._checkpointing(callback, checkpoint_every, checkpoint_path)
+        with contextlib.ExitStack() as stack:
+            backend, note = None, ""
+            if distributed is not None:
+                from ndwork.distributed import DaskSteps, connect
+
+                client = stack.enter_context(connect(distributed))
+                backend = DaskSteps(client)
+                self.dashboard_link = client.dashboard_link
+                note = f" on {backend.ranks} dask workers"
+            for model, state in zip(self.models, self.states, strict=True):
+                # a TrainingDiverged leaves the last good parameters in `state`, kept here
+                train(model, panel, val_size, test_size, state, verbose, callback, backend,
+                      sync_every, note)
+
+    def _checkpointing(self, callback, every, path):
+        def save_then_call(step, loss, valid):
+            if step % every == 0:
+                self.save(path, overwrite=True)
+            return callback(step, loss, valid) if callback is not None else None
+
+        return save_then_call
 
     def _check_fitted(self):
         if any(s is None for s in self.states):
@@ -229,7 +279,11 @@ class NeuralForecast:
             meta_models.append({"class": type(model).__name__,
                                 "hyperparameters": model.hyperparameters(),
                                 "optimizer_step": state.optimizer.step,
-                                "rng": checkpoint.rng_to_json(state.rng)})
+                                "rng": checkpoint.rng_to_json(state.rng),
+                                "fit": {"start": state.fit_start, "done": state.done,
+                                        "bad_checks": state.bad_checks,
+                                        "best_valid": None if np.isinf(state.best_valid)
+                                        else state.best_valid}})
         p = self.panel
         uids = p.uids.astype(str) if p.uids.dtype == object else p.uids
         arrays["dataset"] = {"uids": uids, "indptr": p.indptr, "y": p.y, "ds": p.ds,
@@ -261,12 +315,15 @@ class NeuralForecast:
             optimizer = Optimizer(model.optimizer, size, model.optimizer_kwargs)
             optimizer.step = int(entry["optimizer_step"])
             optimizer.buffers = {k: arrays[f"optimizer.{k}"] for k in optimizer.buffers}
+            fit = entry["fit"]
+            best = np.inf if fit["best_valid"] is None else fit["best_valid"]
             states.append(TrainState(arrays["params"], optimizer,
                                      checkpoint.rng_from_json(entry["rng"]),
                                      arrays["sampler_order"],
                                      {k: arrays[f"buffer.{k}"] for k in state.buffers},
                                      [tuple(r) for r in arrays["train_losses"].tolist()],
-                                     [tuple(r) for r in arrays["valid_losses"].tolist()]))
+                                     [tuple(r) for r in arrays["valid_losses"].tolist()],
+                                     fit["start"], best, fit["bad_checks"], fit["done"]))
             models.append(model)
         nf = cls(models, meta["freq"])
         nf.states = states

@@ -1,4 +1,4 @@
-"""Conda users get the same dependencies as pip users."""
+"""Conda users get the same dependencies as pip users (runtime, dask and dev)."""
 
 import re
 import tomllib
@@ -14,8 +14,8 @@ def _normalize(spec: str) -> tuple[str, str]:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(_normalize(s) for s in project["dependencies"]
-                  + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = dict(_normalize(s) for s in project["dependencies"] + extras["dev"] + extras["dask"])
     text = (ROOT / "environment.yml").read_text()
     dependencies = text.split("dependencies:", 1)[1].splitlines()
     specs = [m.group(1) for m in map(re.compile(r"^  - ([a-z].*)$").match, dependencies) if m]

@@ -107,6 +107,15 @@ class TrainState:
     buffers: dict = dataclasses.field(default_factory=dict)  # running statistics
     train_losses: list = dataclasses.field(default_factory=list)
     valid_losses: list = dataclasses.field(default_factory=list)
+    fit_start: int = 0  # optimizer step where this fit began: the schedule counts from it
+    best_valid: float = np.inf  # early stopping: best validation loss so far ...
+    bad_checks: int = 0  # ... and checks since it last improved
+    done: bool = False  # this fit finished (max_steps, early stop, or a callback's stop)
+
+    def restart(self) -> None:
+        """Begin a new fit from the current weights and optimizer state (warm start)."""
+        self.fit_start, self.best_valid, self.bad_checks, self.done = (
+            self.optimizer.step, np.inf, 0, False)
 
 
 def initial_state(model: BaseModel) -> TrainState:
@@ -149,57 +158,90 @@ def check_aligned(model: BaseModel, panel: Panel) -> None:
                          f"cover the same timestamps; align them (same first and last ds).")
 
 
+def make_batch(model: BaseModel, panel: Panel, starts: np.ndarray) -> dict:
+    """The scaled training batch of the windows starting at absolute rows `starts`."""
+    w = gather_windows(panel, starts, model.input_size + model.h)
+    batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
+                              panel.static[w["series"]], panel.static_cols)
+    return batch
+
+
+def diverged(model: BaseModel, state: TrainState, step: int, loss: float) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"{model!r}: the training loss became {loss} at step {step + 1}; training stopped "
+        f"and the model keeps the parameters of step {step}. Lower learning_rate, use "
+        f"scaler_type='robust' or 'standard', or check the data.", state)
+
+
+class LocalSteps:
+    """The single-process backend: one optimizer step per batch, in this process."""
+
+    def run(self, model, panel, state: TrainState, batches, lrs) -> list[float]:
+        losses = []
+        for starts, lr in zip(batches, lrs, strict=True):
+            batch = make_batch(model, panel, starts)
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
+                loss, grads = loss_and_grad(model, state.params, batch, state.rng, state.buffers)
+            if not (np.isfinite(loss) and np.isfinite(grads).all()):
+                raise diverged(model, state, state.optimizer.step, loss)
+            state.optimizer.update(state.params, grads, lr)
+            losses.append(loss)
+        return losses
+
+
 def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
           state: TrainState | None = None, verbose: bool = True,
-          callback: Callable[[int, float, float | None], bool | None] | None = None) -> TrainState:
-    """Train for model.max_steps steps from `state` (fresh weights when None).
+          callback: Callable[[int, float, float | None], bool | None] | None = None,
+          backend=None, sync_every: int = 1, progress_note: str = "") -> TrainState:
+    """Train `state` (fresh weights when None) up to model.max_steps steps of this fit.
 
-    `callback(step, train_loss, valid_loss)` runs after every step; returning True
-    stops training at that step boundary. Raises TrainingDiverged when the loss or
-    gradient is not finite; the state then holds the last finite parameters.
+    Steps run in rounds of `sync_every` through `backend` (this process by default; the
+    dask backend spreads each round over workers). `callback(step, train_loss,
+    valid_loss)` runs after every step; returning True stops training at that round's
+    end. Raises TrainingDiverged when the loss or gradient is not finite; the state
+    then holds the last finite parameters.
     """
     state = state or initial_state(model)
+    backend = backend or LocalSteps()
     if model.MULTIVARIATE:
         check_aligned(model, panel)
     train_lengths = panel.lengths - val_size - test_size
     sampler = WindowSampler(panel, train_lengths, model.input_size, model.h, model.step_size,
                             model.batch_size, model.windows_batch_size, model.MULTIVARIATE)
     sampler.set_state(state.sampler_order)
-    window = model.input_size + model.h
-    patience, best, bad_checks = model.early_stop_patience_steps, np.inf, 0
-    first = state.optimizer.step
-    bar = tqdm(total=model.max_steps, initial=0, disable=not (verbose and model.enable_progress_bar),
-               desc=repr(model), leave=False)
+    end = state.fit_start + model.max_steps
+    step = state.optimizer.step
+    show = verbose and model.enable_progress_bar and not state.done
+    bar = tqdm(total=model.max_steps, initial=step - state.fit_start, disable=not show,
+               desc=f"{model!r}{progress_note}", leave=False)
     try:
-        for step in range(first, first + model.max_steps):
-            starts = sampler.sample(state.rng)
-            w = gather_windows(panel, starts, window)
-            batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
-                                      panel.static[w["series"]], panel.static_cols)
-            with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
-                loss, grads = loss_and_grad(model, state.params, batch, state.rng, state.buffers)
-            if not (np.isfinite(loss) and np.isfinite(grads).all()):
-                raise TrainingDiverged(
-                    f"{model!r}: the training loss became {loss} at step {step + 1}; training "
-                    f"stopped and the model keeps the parameters of step {step}. Lower "
-                    f"learning_rate, use scaler_type='robust' or 'standard', or check the data.", state)
-            lr = learning_rate(model.learning_rate, step - first, model.max_steps,
-                               model.num_lr_decays)
-            state.optimizer.update(state.params, grads, lr)
+        while step < end and not state.done:
+            k = min(sync_every, end - step)
+            batches = [sampler.sample(state.rng) for _ in range(k)]
+            lrs = [learning_rate(model.learning_rate, s - state.fit_start, model.max_steps,
+                                 model.num_lr_decays) for s in range(step, step + k)]
+            losses = backend.run(model, panel, state, batches, lrs)
             state.sampler_order = sampler.state()
-            state.train_losses.append((step + 1, loss))
-            valid = None
-            if val_size > 0 and (step + 1 - first) % model.val_check_steps == 0:
-                valid = validation_loss(model, state, panel, val_size, test_size)
-                state.valid_losses.append((step + 1, valid))
-                best, bad_checks = (valid, 0) if valid < best else (best, bad_checks + 1)
-            bar.update(1)
-            if (step - first) % 10 == 0:
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-            if callback is not None and callback(step + 1, loss, valid):
-                break
-            if patience > 0 and bad_checks >= patience:
-                break
+            stop = False
+            for loss in losses:
+                step += 1
+                state.train_losses.append((step, loss))
+                valid = None
+                if val_size > 0 and (step - state.fit_start) % model.val_check_steps == 0:
+                    valid = validation_loss(model, state, panel, val_size, test_size)
+                    state.valid_losses.append((step, valid))
+                    if valid < state.best_valid:
+                        state.best_valid, state.bad_checks = valid, 0
+                    else:
+                        state.bad_checks += 1
+                bar.update(1)
+                if (step - state.fit_start) % 10 == 1:
+                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                if callback is not None and callback(step, loss, valid):
+                    stop = True
+                patience = model.early_stop_patience_steps
+                stop = stop or (patience > 0 and state.bad_checks >= patience)
+            state.done = stop or step >= end
     finally:
         bar.close()
     return state

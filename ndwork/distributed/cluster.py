@@ -1,0 +1,78 @@
+"""Getting a dask client: an embedded LocalCluster, a given Client, or an address."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+CONNECT_TIMEOUT_S = 10
+# Measured on the team's 2-core machines (shared/dask/NOTES.md): a numpy step ran 2-5x
+# slower in a default worker because of the worker's statistical profiler and the
+# allocator settings the nanny sets; the nanny pins BLAS threads but not numba's.
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "16777216"}
+
+
+@contextlib.contextmanager
+def connect(distributed, timeout: float = CONNECT_TIMEOUT_S) -> Iterator:
+    """Yield a dask Client for `distributed`:
+
+    True: a LocalCluster with one single-threaded worker process per core;
+    an int n: n such workers; a `dask.distributed.Client`: that client, left open;
+    a string: the scheduler at that address (error within `timeout` seconds if
+    unreachable). Clusters and clients made here are closed on exit.
+    """
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError as e:
+        raise ImportError("distributed training needs the `dask` extra: "
+                          "pip install 'ndwork[dask]'.") from e
+    if isinstance(distributed, Client):
+        _check_workers(distributed, timeout)
+        yield distributed
+        return
+    if isinstance(distributed, str):
+        try:
+            client = Client(distributed, timeout=f"{timeout}s", direct_to_workers=True)
+        except (OSError, TimeoutError) as e:
+            raise ConnectionError(f"cannot reach a dask scheduler at {distributed!r} within "
+                                  f"{timeout:g} s: {e}. Check the address and that "
+                                  f"`dask scheduler` runs there.") from None
+        with client:
+            _check_workers(client, timeout)
+            yield client
+        return
+    if distributed is True:
+        n_workers = os.cpu_count() or 1
+    elif isinstance(distributed, int) and not isinstance(distributed, bool) and distributed > 0:
+        n_workers = distributed
+    else:
+        raise ValueError(f"distributed={distributed!r}: use True, a number of workers, a "
+                         f"dask.distributed.Client or a scheduler address.")
+    config = {"distributed.worker.profile.enabled": False,
+              "distributed.nanny.pre-spawn-environ": WORKER_ENV}
+    with dask.config.set(config), LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=_dashboard_address(), env=WORKER_ENV) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def _dashboard_address():
+    """A free port for the dashboard when bokeh is installed, else none."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return None
+    return "127.0.0.1:0"
+
+
+def _check_workers(client, timeout: float) -> None:
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ValueError(f"the dask client at {client.scheduler.address} has no workers "
+                         f"(waited {timeout:g} s); start some with `dask worker ADDRESS`.") \
+            from None

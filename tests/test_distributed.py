@@ -1,0 +1,116 @@
+"""Data-parallel training on a real dask.distributed cluster (processes on 127.0.0.1)."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from ndwork import NeuralForecast  # noqa: E402
+from ndwork.datasets import synthetic_panel  # noqa: E402
+from ndwork.distributed import connect  # noqa: E402
+from ndwork.models import MLP, NHITS  # noqa: E402
+
+SAME_TRAJECTORY_ATOL = 1e-5
+FAULT_LOSS_RTOL = 0.10
+
+
+@pytest.fixture(scope="module")
+def client():
+    with connect(2) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return synthetic_panel(8, 200, seed=3)
+
+
+def mlp(steps=20, **kwargs):
+    return MLP(h=6, input_size=24, max_steps=steps, hidden_size=32, windows_batch_size=64,
+               scaler_type="standard", **kwargs)
+
+
+def losses(nf):
+    return np.array([loss for _, loss in nf.states[0].train_losses])
+
+
+def test_sync_every_step_equals_single_process(client, panel):
+    alone = NeuralForecast([mlp()], "D").fit(panel, verbose=False)
+    spread = NeuralForecast([mlp()], "D").fit(panel, distributed=client, verbose=False)
+    np.testing.assert_allclose(losses(spread), losses(alone), atol=SAME_TRAJECTORY_ATOL)
+    np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
+
+
+def test_local_steps_then_averaging_trains(client, panel):
+    nf = NeuralForecast([mlp(steps=40)], "D").fit(panel, distributed=client, sync_every=8,
+                                                  val_size=12, verbose=False)
+    trajectory = losses(nf)
+    assert len(trajectory) == 40
+    assert trajectory[-8:].mean() < trajectory[:8].mean()
+    assert len(nf.predict()) == 8 * 6
+
+
+def test_a_killed_worker_does_not_lose_the_run(client, panel):
+    steps = 30
+    baseline = NeuralForecast([mlp(steps)], "D").fit(panel, distributed=client, sync_every=2,
+                                                     verbose=False)
+    killed_at = []
+
+    def kill_one_worker(step, loss, valid):
+        if step == 12:  # 60% of the steps remain
+            pids = client.run(os.getpid)
+            os.kill(next(iter(pids.values())), signal.SIGKILL)
+            killed_at.append(step)
+
+    nf = NeuralForecast([mlp(steps)], "D").fit(panel, distributed=client, sync_every=2,
+                                               callback=kill_one_worker, verbose=False)
+    assert killed_at and (steps - killed_at[0]) / steps >= 0.3
+    assert len(losses(nf)) == steps
+    final, reference = losses(nf)[-4:].mean(), losses(baseline)[-4:].mean()
+    assert abs(final - reference) <= FAULT_LOSS_RTOL * reference
+    client.wait_for_workers(2, timeout=60)  # the nanny brings a replacement
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, panel):
+    path = tmp_path / "ckpt"
+    whole = NeuralForecast([NHITS(h=6, input_size=24, max_steps=20, mlp_units=[[16, 16]],
+                                  windows_batch_size=32)], "D").fit(panel, verbose=False)
+
+    def interrupt(step, loss, valid):
+        if step == 13:
+            raise KeyboardInterrupt
+
+    def model():
+        return NHITS(h=6, input_size=24, max_steps=20, mlp_units=[[16, 16]], windows_batch_size=32)
+
+    with pytest.raises(KeyboardInterrupt):
+        NeuralForecast([model()], "D").fit(panel, checkpoint_every=5, checkpoint_path=path,
+                                           callback=interrupt, verbose=False)
+    resumed = NeuralForecast([model()], "D").fit(panel, resume_from=path, verbose=False)
+    np.testing.assert_array_equal(resumed.states[0].params, whole.states[0].params)
+    assert len(resumed.states[0].train_losses) == 20
+
+
+def test_resume_refuses_other_models(tmp_path, panel):
+    NeuralForecast([mlp(5)], "D").fit(panel, checkpoint_every=5, checkpoint_path=tmp_path / "c",
+                                      verbose=False)
+    with pytest.raises(ValueError, match="other models or hyper-parameters"):
+        NeuralForecast([mlp(5, learning_rate=0.1)], "D").fit(panel, resume_from=tmp_path / "c")
+
+
+def test_bad_distributed_arguments(panel):
+    with (pytest.raises(ConnectionError, match="cannot reach a dask scheduler"),
+          connect("tcp://127.0.0.1:9", timeout=2)):
+        pass
+    with (distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty,
+          distributed.Client(empty) as no_workers,
+          pytest.raises(ValueError, match="has no workers"),
+          connect(no_workers, timeout=1)):
+        pass
+    with pytest.raises(ValueError, match="sync_every=0"):
+        NeuralForecast([mlp()], "D").fit(panel, distributed=1, sync_every=0)
+    with pytest.raises(ValueError, match="distributed=-1"), connect(-1):
+        pass
