@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
@@ -147,18 +148,26 @@ class NeuralForecast:
             raise ValueError("the models are not fitted; call fit(df) before predict.")
 
     def predict(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
-                futr_df: pd.DataFrame | None = None) -> pd.DataFrame:
+                futr_df: pd.DataFrame | None = None, parallel=None) -> pd.DataFrame:
         """Forecast h steps after the end of each series of df (default: the fit data).
 
         futr_df holds the future exogenous values (unique_id, ds, futr_exog_list) for
         the h timestamps after each series. Returns unique_id, ds and one column per
-        model (plus interval columns for MQLoss).
+        model (plus interval columns for MQLoss). parallel: None, "threads" or dask (True,
+        n, Client, address) forecasts chunks of the series in parallel (batch inference).
         """
         self._check_fitted()
         panel = self.panel if df is None else self._panel(df, static_df)
         if df is None and static_df is not None:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
-        return self._forecast_frame(panel, test_size=0, futr_df=futr_df)
+        if parallel is None or any(m.MULTIVARIATE for m in self.models):
+            return self._forecast_frame(panel, test_size=0, futr_df=futr_df)
+        from ndwork.distributed.pool import executor
+
+        with executor(parallel) as pool:
+            chunks = np.array_split(np.arange(panel.n_series), pool.n_workers)
+            items = [(self._without_data(), panel.subset(c), futr_df) for c in chunks if len(c)]
+            return pd.concat(pool.map(_forecast_chunk, items), ignore_index=True)
 
     def _panel_static(self, panel, static_df):
         from ndwork.data.panel import static_array
@@ -222,35 +231,61 @@ class NeuralForecast:
     # --- cross-validation ------------------------------------------------------------
     def cross_validation(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None,
                          n_windows: int = 1, step_size: int = 1, val_size: int = 0,
-                         refit: bool | int = False, verbose: bool = True) -> pd.DataFrame:
+                         refit: bool | int = False, verbose: bool = True,
+                         parallel=None) -> pd.DataFrame:
         """Forecast n_windows horizons at the end of each series, step_size apart.
 
         refit=False trains once on the data before the first window; True retrains for
-        every window; an integer k retrains every k windows. Returns unique_id, ds,
-        cutoff (the last timestamp seen), y and the model columns.
+        every window; an integer k retrains every k windows. parallel: None, "threads" or
+        dask (True, n, Client, address): refit groups train in parallel; without refit
+        the windows are forecast in parallel. Returns unique_id, ds, cutoff (the last
+        timestamp seen), y and the model columns; the models keep the last training.
         """
         if n_windows < 1 or step_size < 1:
             raise ValueError("n_windows and step_size must be positive integers.")
-        panel = self._panel(df, static_df)
-        h = self._horizon()
-        frames = []
         every = n_windows if refit is False else (1 if refit is True else int(refit))
         if every < 1:
             raise ValueError(f"refit={refit!r} must be a bool or a positive integer.")
-        for w in range(n_windows):
-            test_size = h + (n_windows - 1 - w) * step_size
-            if w % every == 0:
-                self._fit_panel(panel, val_size, test_size, False, verbose)
-            frame = self._forecast_frame(panel, test_size, futr_df=self._futr_from_panel(
-                panel, test_size, h))
-            last_rows = panel.indptr[1:] - 1 - test_size
-            frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
-            rows = (last_rows[:, None] + np.arange(1, h + 1)).reshape(-1)
-            frame.insert(3, "y", panel.y[rows])
-            frames.append(frame)
+        panel = self._panel(df, static_df)
+        h = self._horizon()
+        test_sizes = [h + (n_windows - 1 - w) * step_size for w in range(n_windows)]
+        groups = [test_sizes[g:g + every] for g in range(0, n_windows, every)]
+        from ndwork.distributed.pool import executor
+
+        with executor(parallel) as pool:
+            shared = pool.share(panel)
+            if len(groups) == 1:
+                self._fit_panel(panel, val_size, groups[0][0], False, verbose)
+                trained = self._without_data()
+                frames = pool.map(_cv_window, [(trained, shared, t) for t in test_sizes])
+            else:
+                bars = verbose and parallel is None  # progress bars only from this process
+                fitted = pool.map(_cv_group, [(self._fresh_copy(), shared, val_size, group, bars)
+                                              for group in groups])
+                frames = [frame for group_frames, _ in fitted for frame in group_frames]
+                self.states = fitted[-1][1]
         self.panel = panel
         return pd.concat(frames, ignore_index=True).sort_values(
             ["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
+
+    def _without_data(self) -> NeuralForecast:
+        """The trained models without the training data (what a parallel task needs)."""
+        nf = NeuralForecast(self.models, self.freq)
+        nf.states = self.states
+        return nf
+
+    def _fresh_copy(self) -> NeuralForecast:
+        """The same models, untrained and without data (what a parallel fold needs)."""
+        return NeuralForecast(copy.deepcopy(self.models), self.freq)
+
+    def _cv_frame(self, panel: Panel, test_size: int) -> pd.DataFrame:
+        h = self._horizon()
+        frame = self._forecast_frame(panel, test_size, self._futr_from_panel(panel, test_size, h))
+        last_rows = panel.indptr[1:] - 1 - test_size
+        frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
+        rows = (last_rows[:, None] + np.arange(1, h + 1)).reshape(-1)
+        frame.insert(3, "y", panel.y[rows])
+        return frame
 
     def _futr_from_panel(self, panel, test_size, h):
         cols = self._futr_cols
@@ -339,3 +374,20 @@ def _output_order(model: BaseModel) -> list[int]:
     names = model.loss.output_names
     first = names.index("-median") if "-median" in names else 0
     return [first] + [k for k in range(len(names)) if k != first]
+
+
+def _cv_group(item):
+    """Train once at the group's first cutoff and forecast each of its windows."""
+    nf, panel, val_size, test_sizes, verbose = item
+    nf._fit_panel(panel, val_size, test_sizes[0], False, verbose)
+    return [nf._cv_frame(panel, t) for t in test_sizes], nf.states
+
+
+def _cv_window(item):
+    nf, panel, test_size = item
+    return nf._cv_frame(panel, test_size)
+
+
+def _forecast_chunk(item):
+    nf, panel, futr_df = item
+    return nf._forecast_frame(panel, 0, futr_df)

@@ -130,6 +130,15 @@ class Panel:
                    static=static_array(static_df, uids, list(static_cols), dtype),
                    static_cols=list(static_cols))
 
+    def subset(self, series: np.ndarray) -> Panel:
+        """The panel of the series at positions `series` (ascending)."""
+        rows = np.concatenate([np.arange(self.indptr[i], self.indptr[i + 1]) for i in series])
+        lengths = self.lengths[series]
+        return dataclasses.replace(
+            self, uids=self.uids[series], indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64),
+            y=self.y[rows], ds=self.ds[rows], temporal=self.temporal[rows],
+            static=self.static[series], _dates={})
+
     def future_dates(self, freq, h: int, test_size: int = 0) -> np.ndarray:
         """The h timestamps after each series' end minus test_size (cached: predict
         calls it on every forecast)."""

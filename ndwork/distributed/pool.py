@@ -1,0 +1,80 @@
+"""One `parallel=` argument for independent work: serial, threads, or dask workers.
+
+parallel=None runs in this process; "threads" a thread pool with one thread per core
+(BLAS pinned to one thread each, so the pool never oversubscribes); True, a number of
+workers, a dask.distributed.Client or a scheduler address: dask workers (see
+`connect`). Tasks run under the caller's `Optimizations`, in every thread or worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ndwork.config import active, optimizations
+
+
+def _call(switches: dict, fn: Callable, item):
+    with optimizations(**switches):
+        return fn(item)
+
+
+def _hold(value):
+    return value
+
+
+class Serial:
+    n_workers = 1
+
+    def share(self, value):
+        return value
+
+    def map(self, fn: Callable, items: Sequence) -> list:
+        return [fn(item) for item in items]
+
+
+class Threads(Serial):
+    def __init__(self, n_workers: int):
+        self.n_workers = n_workers
+
+    def map(self, fn, items):
+        switches = dataclasses.asdict(active()) | {"threads": None}
+        with ThreadPoolExecutor(self.n_workers) as pool:
+            return list(pool.map(lambda item: _call(switches, fn, item), items))
+
+
+class DaskWorkers:
+    def __init__(self, client):
+        self.client = client
+        self.n_workers = max(1, len(client.scheduler_info()["workers"]))
+
+    def share(self, value):
+        """One copy on the cluster, as a task result (lineage: recomputed if lost)."""
+        return self.client.submit(_hold, value, pure=False)
+
+    def map(self, fn, items):
+        switches = dataclasses.asdict(active()) | {"threads": None}
+        futures = [self.client.submit(_call, switches, fn, item, pure=False) for item in items]
+        return self.client.gather(futures)
+
+
+@contextlib.contextmanager
+def executor(parallel) -> Iterator[Serial | Threads | DaskWorkers]:
+    if parallel is None or parallel is False:
+        yield Serial()
+    elif parallel == "threads":
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            yield Threads(os.cpu_count() or 1)
+    else:
+        from ndwork.distributed.cluster import connect
+
+        with connect(parallel) as client:
+            yield DaskWorkers(client)
+
+
+__all__ = ["DaskWorkers", "Serial", "Threads", "executor"]
