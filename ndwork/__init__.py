@@ -4,5 +4,6 @@ __version__ = "0.1.0"
 
 from ndwork.config import Optimizations, optimizations  # noqa: E402
 from ndwork.core import NeuralForecast  # noqa: E402
+from ndwork.profiling import profile  # noqa: E402
 
-__all__ = ["NeuralForecast", "Optimizations", "__version__", "optimizations"]
+__all__ = ["NeuralForecast", "Optimizations", "__version__", "optimizations", "profile"]

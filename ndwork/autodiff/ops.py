@@ -7,12 +7,53 @@ Shapes: B = windows in the batch, L = input_size, h = horizon, C = channels.
 
 from __future__ import annotations
 
+import functools
+import time
+
 import numpy as np
 
+from ndwork import profiling
 from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
 from ndwork.kernels import kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
+
+BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5}  # x the forward's
+
+
+def _profiled(op):
+    """Time the op's forward and backward into the active ndwork.profile(), if any."""
+    name = op.__name__
+
+    @functools.wraps(op)
+    def run(*args, **kwargs):
+        prof = profiling.current()
+        if prof is None:
+            return op(*args, **kwargs)
+        start = time.perf_counter()
+        out = op(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        inputs = tuple(a for a in args if isinstance(a, Tensor))
+        listed = tuple(t for a in args if isinstance(a, list) for t in a)
+        if any(out is t for t in inputs + listed):  # a pass-through (identity, p=0, ...)
+            return out
+        forward_flops = profiling.flops(name, inputs, out.data)
+        prof.record(name, seconds, forward_flops, out.data.nbytes)
+        if out.backward_fn is not None:
+            inner = out.backward_fn
+
+            def timed_backward(g):
+                t = time.perf_counter()
+                grads = inner(g)
+                prof.record(f"{name} backward", time.perf_counter() - t,
+                            BACKWARD_FLOPS.get(name, 1.0) * forward_flops,
+                            sum(x.nbytes for x in grads if x is not None))
+                return grads
+
+            out.backward_fn = timed_backward
+        return out
+
+    return run
 
 
 def constant(array: np.ndarray) -> Tensor:
@@ -29,6 +70,7 @@ def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad
 
 
+@_profiled
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "identity") -> Tensor:
     """act(x @ W + b) over the last axis; x (..., in), W (in, out), b (out,)."""
     lead = x.shape[:-1]
@@ -46,6 +88,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
     return Tensor(y.reshape(*lead, -1), parents, fn)
 
 
+@_profiled
 def activation(x: Tensor, kind: str) -> Tensor:
     """Elementwise relu, tanh, sigmoid, gelu; or softmax over the last axis."""
     if kind == "identity":
@@ -59,21 +102,25 @@ def activation(x: Tensor, kind: str) -> Tensor:
     return Tensor(y, (x,), backward_fn)
 
 
+@_profiled
 def add(a: Tensor, b: Tensor) -> Tensor:
     return Tensor(a.data + b.data, (a, b),
                   lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)))
 
 
+@_profiled
 def sub(a: Tensor, b: Tensor) -> Tensor:
     return Tensor(a.data - b.data, (a, b),
                   lambda g: (_unbroadcast(g, a.shape), -_unbroadcast(g, b.shape)))
 
 
+@_profiled
 def mul(a: Tensor, b: Tensor) -> Tensor:
     return Tensor(a.data * b.data, (a, b),
                   lambda g: (_unbroadcast(g * b.data, a.shape), _unbroadcast(g * a.data, b.shape)))
 
 
+@_profiled
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """np.matmul with broadcasting over leading axes (a constant operand gets no gradient)."""
     y = a.data @ b.data
@@ -86,6 +133,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return Tensor(y, (a, b), backward_fn)
 
 
+@_profiled
 def maximum(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise max; the gradient goes to the larger operand (to a on ties)."""
     pick_a = a.data >= b.data
@@ -93,11 +141,13 @@ def maximum(a: Tensor, b: Tensor) -> Tensor:
                   lambda g: (_unbroadcast(g * pick_a, a.shape), _unbroadcast(g * ~pick_a, b.shape)))
 
 
+@_profiled
 def cumsum(x: Tensor, axis: int) -> Tensor:
     return Tensor(np.cumsum(x.data, axis=axis), (x,),
                   lambda g: (np.flip(np.cumsum(np.flip(g, axis), axis=axis), axis),))
 
 
+@_profiled
 def mean(x: Tensor, axis: int) -> Tensor:
     """Mean over one axis, kept as size 1."""
     n = x.shape[axis]
@@ -105,6 +155,7 @@ def mean(x: Tensor, axis: int) -> Tensor:
                   lambda g: (np.broadcast_to(g / n, x.shape).astype(x.data.dtype),))
 
 
+@_profiled
 def take_rows(x: Tensor, index: np.ndarray) -> Tensor:
     """x (..., N, D), index (..., u) distinct per row -> x[..., index, :] (..., u, D)."""
     idx = index[..., None]
@@ -117,6 +168,7 @@ def take_rows(x: Tensor, index: np.ndarray) -> Tensor:
     return Tensor(np.take_along_axis(x.data, idx, axis=-2), (x,), backward_fn)
 
 
+@_profiled
 def put_rows(base: Tensor, index: np.ndarray, rows: Tensor) -> Tensor:
     """base (..., N, D) with its rows at index (..., u) replaced by rows (..., u, D)."""
     idx = index[..., None]
@@ -131,15 +183,18 @@ def put_rows(base: Tensor, index: np.ndarray, rows: Tensor) -> Tensor:
     return Tensor(out, (base, rows), backward_fn)
 
 
+@_profiled
 def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     return Tensor(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),))
 
 
+@_profiled
 def transpose(x: Tensor, axes: tuple[int, ...]) -> Tensor:
     inverse = tuple(np.argsort(axes))
     return Tensor(x.data.transpose(axes), (x,), lambda g: (g.transpose(inverse),))
 
 
+@_profiled
 def index(x: Tensor, key) -> Tensor:
     """Basic slicing x[key] (views only, no fancy indexing)."""
     def backward_fn(g):
@@ -150,10 +205,12 @@ def index(x: Tensor, key) -> Tensor:
     return Tensor(x.data[key], (x,), backward_fn)
 
 
+@_profiled
 def flip(x: Tensor, axis: int = -1) -> Tensor:
     return Tensor(np.flip(x.data, axis), (x,), lambda g: (np.flip(g, axis),))
 
 
+@_profiled
 def concat(tensors: list[Tensor], axis: int = -1) -> Tensor:
     if len(tensors) == 1:
         return tensors[0]
@@ -162,6 +219,7 @@ def concat(tensors: list[Tensor], axis: int = -1) -> Tensor:
                   lambda g: tuple(np.split(g, sizes, axis=axis)))
 
 
+@_profiled
 def maxpool(x: Tensor, kernel_size: int) -> Tensor:
     """Max pooling with stride = kernel, ceil mode, over the last axis of x (B, L)."""
     if kernel_size == 1:
@@ -170,6 +228,7 @@ def maxpool(x: Tensor, kernel_size: int) -> Tensor:
     return Tensor(y, (x,), lambda g: (kernel("maxpool_backward")(g, argmax, x.shape[1]),))
 
 
+@_profiled
 def interpolate(x: Tensor, size: int) -> Tensor:
     """Linear interpolation (align_corners=False) of x (R, n) to (R, size)."""
     if x.shape[-1] == size:
@@ -178,6 +237,7 @@ def interpolate(x: Tensor, size: int) -> Tensor:
     return Tensor(y, (x,), lambda g: (kernel("interpolate_backward")(g, x.shape[1]),))
 
 
+@_profiled
 def layernorm(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
     lead = x.shape[:-1]
     x2 = x.data.reshape(-1, x.shape[-1])
@@ -192,6 +252,7 @@ def layernorm(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
     return Tensor(y.reshape(*lead, -1), (x, gamma, beta), backward_fn)
 
 
+@_profiled
 def dropout(x: Tensor, p: float, rng: np.random.Generator | None) -> Tensor:
     """Inverted dropout; identity when p == 0 or rng is None (inference)."""
     if p <= 0 or rng is None:
@@ -200,6 +261,7 @@ def dropout(x: Tensor, p: float, rng: np.random.Generator | None) -> Tensor:
     return Tensor(x.data * keep, (x,), lambda g: (g * keep,))
 
 
+@_profiled
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
               key_padding_mask: np.ndarray | None = None) -> Tensor:
     """softmax(q kᵀ / sqrt(d)) v over (B, H, N, d); flash or naive per Optimizations.attention.
@@ -214,6 +276,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
     return Tensor(out, (q, k, v), backward_fn)
 
 
+@_profiled
 def point_loss(y_hat: Tensor, y: np.ndarray, mask: np.ndarray, kind: str,
                param: float = 0.0) -> Tensor:
     """Masked mean loss of y_hat (B, h) against y (B, h); a 0-d tensor."""
@@ -222,6 +285,7 @@ def point_loss(y_hat: Tensor, y: np.ndarray, mask: np.ndarray, kind: str,
                   lambda g: (grad * g,))
 
 
+@_profiled
 def multi_quantile_loss(y_hat: Tensor, y: np.ndarray, mask: np.ndarray,
                         quantiles: np.ndarray) -> Tensor:
     """Mean pinball loss of y_hat (B, h, Q) over the quantiles (Q,); a 0-d tensor."""

@@ -1,0 +1,155 @@
+"""Parallel suite: scaling from 1 to 2 threads and 1 to 2 dask workers for batch
+inference, cross-validation, grid search and data-parallel training; measured
+overheads; and a model of the scaling past this machine.
+
+Each comparison runs both sides in the same process and run; efficiency is
+speed-up / workers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+import ndwork
+from ndwork import NeuralForecast
+from ndwork.bench.common import table
+from ndwork.datasets import synthetic_panel
+from ndwork.models import MLP, NHITS
+from ndwork.tuning import grid_search
+
+NETWORK_BYTES_PER_S = 10e9 / 8  # the 10 Gb/s network of the scaling model
+NETWORK_LATENCY_S = 50e-6
+
+
+def _seconds(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _workloads(quick: bool):
+    panel = synthetic_panel(64 if quick else 256, 300, seed=0)
+    small = dict(h=12, input_size=24, hidden_size=64, windows_batch_size=64,
+                 scaler_type="standard", max_steps=20 if quick else 60)
+    fitted = NeuralForecast([MLP(**small)], "D").fit(panel, verbose=False)
+    grid = {"hidden_size": [32, 64], "learning_rate": [1e-3, 3e-3]}
+    return {
+        "batch inference": lambda p: fitted.predict(parallel=p),
+        "cross-validation (refit)": lambda p: NeuralForecast([MLP(**small)], "D")
+        .cross_validation(panel, n_windows=4, step_size=12, refit=True, verbose=False,
+                          parallel=p),
+        "grid search": lambda p: grid_search(MLP, grid, panel, "D", h=12, input_size=24,
+                                             max_steps=small["max_steps"],
+                                             windows_batch_size=64, parallel=p),
+    }
+
+
+def _scaling(quick: bool) -> list[dict]:
+    from ndwork.distributed import connect
+
+    rows = []
+    repeat = 1 if quick else 3
+    work = _workloads(quick)
+    with connect(1) as one, connect(2) as two:
+        for name, fn in work.items():
+            for label, base, par in (("threads", None, "threads"), ("dask", one, two)):
+                with ndwork.optimizations(threads=1):
+                    fn(base), fn(par)  # warm-up: kernels, worker imports
+                    t1 = _seconds(lambda fn=fn, base=base: fn(base), repeat)
+                    t2 = _seconds(lambda fn=fn, par=par: fn(par), repeat)
+                rows.append({"work": name, "on": label, "1 worker s": t1, "2 workers s": t2,
+                             "speed-up": t1 / t2, "efficiency %": 100 * t1 / t2 / 2})
+    return rows
+
+
+def _overheads(client, params_size: int) -> dict:
+    def noop():
+        return None
+
+    client.submit(noop, pure=False).result()
+    round_trip = _seconds(lambda: client.submit(noop, pure=False).result(), 20)
+    params = np.zeros(params_size, np.float32)
+    transfer = _seconds(lambda: client.gather(client.scatter(params)), 5)
+    return {"task round trip ms": round_trip * 1e3,
+            "parameter scatter+gather ms": transfer * 1e3,
+            "parameter bytes": params.nbytes}
+
+
+def _training(quick: bool) -> dict:
+    """NHITS at 1,024 windows a step: one single-threaded process against two
+    single-threaded dask workers at several sync_every."""
+    from ndwork.distributed import connect
+
+    panel = synthetic_panel(64, 500, seed=1)
+    steps = 16 if quick else 64
+    cfg = dict(h=12, input_size=24, windows_batch_size=1024, scaler_type="standard",
+               max_steps=steps, val_check_steps=steps)
+
+    def fit(**kwargs):
+        nf = NeuralForecast([NHITS(**cfg)], "D")
+        start = time.perf_counter()
+        nf.fit(panel, val_size=12, verbose=False, **kwargs)
+        return time.perf_counter() - start, nf.states[0].valid_losses[-1][1]
+
+    with ndwork.optimizations(threads=1):
+        fit()  # warm-up
+        alone_s, alone_valid = fit()
+    rows = [{"setup": "1 process, 1 thread", "steps/s": steps / alone_s,
+             "valid loss": alone_valid, "vs 1 process": 1.0}]
+    with connect(2) as client:
+        overheads = _overheads(client, NHITS(**cfg).num_parameters())
+        bytes_per_sync = {}
+        for k in ([1, 8] if quick else [1, 4, 16, 64]):
+            seconds, valid = fit(distributed=client, sync_every=k)
+            rows.append({"setup": f"2 workers, sync_every={k}", "steps/s": steps / seconds,
+                         "valid loss": valid, "vs 1 process": alone_s / seconds,
+                         "valid vs 1 process %": 100 * (valid / alone_valid - 1)})
+            params = NHITS(**cfg).num_parameters() * 4
+            # per worker and round: parameters (and Adam's two moments when K > 1), both ways
+            bytes_per_sync[k] = 2 * params * (1 if k == 1 else 3)
+    compute_step_s = alone_s / steps
+    return {"rows": rows, "overheads": overheads, "compute_step_s": compute_step_s,
+            "bytes_per_sync_per_worker": bytes_per_sync,
+            "model": _scaling_model(compute_step_s, NHITS(**cfg).num_parameters() * 4,
+                                    overheads["task round trip ms"] / 1e3)}
+
+
+def _scaling_model(compute_step_s: float, param_bytes: int, round_trip_s: float) -> list[dict]:
+    """Predicted windows/s for N workers on a 10 Gb/s network: each step's global batch
+    of 1,024 windows split N ways, and every K steps a ring all-reduce of the parameters
+    (2 (N - 1) / N of them over each link) plus one task round trip."""
+    rows = []
+    for n in (4, 8, 16, 32, 64):
+        row = {"workers": n}
+        for k in (1, 16, 64):
+            sync = (2 * (n - 1) / n * param_bytes / NETWORK_BYTES_PER_S
+                    + 2 * (n - 1) * NETWORK_LATENCY_S + round_trip_s)
+            seconds_per_round = k * compute_step_s / n + sync
+            row[f"windows/s K={k}"] = 1024 * k / seconds_per_round
+        rows.append(row)
+    return rows
+
+
+def run(quick: bool = False) -> dict:
+    return {"scaling": _scaling(quick), "training": _training(quick)}
+
+
+def render(results: dict) -> str:
+    train = results["training"]
+    lines = [table(results["scaling"], ["work", "on", "1 worker s", "2 workers s", "speed-up",
+                                        "efficiency %"]),
+             "\nData-parallel NHITS (1,024 windows a step):",
+             table(train["rows"], ["setup", "steps/s", "vs 1 process", "valid loss",
+                                   "valid vs 1 process %"]),
+             f"\noverheads: {train['overheads']}",
+             f"bytes per synchronization per worker: {train['bytes_per_sync_per_worker']}",
+             f"\nscaling model (10 Gb/s, measured step {train['compute_step_s'] * 1e3:.0f} ms):",
+             table(train["model"], ["workers", "windows/s K=1", "windows/s K=16",
+                                    "windows/s K=64"])]
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Op-level profiling of the autodiff engine, like torch.profiler's table.
+
+    with ndwork.profile() as prof:
+        nf.fit(df)
+    prof.table()        # per op: calls, time, share, GFLOP/s, bytes, hotspot class
+    prof.timeline       # (seconds, RSS bytes, traced bytes) samples during the run
+    prof.sampled        # a pyinstrument session, with sampling=True (the `lab` extra)
+
+Plots of a profile live in `widgets/`; ndwork itself never imports a plotting library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import tracemalloc
+from collections import defaultdict
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+_active = threading.local()
+
+# The seed system's guide: what share of a step makes an op a hotspot.
+HOTSPOT_CLASSES = [(0.20, "over 20%: optimize now"), (0.10, "10-20%"), (0.05, "5-10%"),
+                   (0.0, "under 5%")]
+
+
+def current() -> Profile | None:
+    return getattr(_active, "profile", None)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+class Profile:
+    """Accumulates per-op time, FLOPs and bytes; samples memory every `interval` s."""
+
+    def __init__(self, interval: float = 0.05):
+        self.calls: dict[str, int] = defaultdict(int)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.flops: dict[str, float] = defaultdict(float)
+        self.bytes: dict[str, int] = defaultdict(int)
+        self.timeline: list[tuple[float, int, int]] = []
+        self.interval = interval
+        self.start = self.stop = 0.0
+        self.sampled = None
+        self._next_sample = 0.0
+
+    def record(self, name: str, seconds: float, flops: float, nbytes: int) -> None:
+        self.calls[name] += 1
+        self.seconds[name] += seconds
+        self.flops[name] += flops
+        self.bytes[name] += nbytes
+        now = time.perf_counter()
+        if now >= self._next_sample:
+            traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
+            self.timeline.append((now - self.start, _rss(), traced))
+            self._next_sample = now + self.interval
+
+    @property
+    def wall_seconds(self) -> float:
+        return (self.stop or time.perf_counter()) - self.start
+
+    def table(self) -> pd.DataFrame:
+        """One row per op (forward and backward apart), plus "other" for time outside ops."""
+        total = self.wall_seconds
+        rows = [{"op": name, "calls": self.calls[name], "total ms": self.seconds[name] * 1e3,
+                 "self ms": self.seconds[name] * 1e3, "share": self.seconds[name] / total,
+                 "GFLOP": self.flops[name] / 1e9,
+                 "GFLOP/s": self.flops[name] / self.seconds[name] / 1e9
+                 if self.seconds[name] > 0 else 0.0,
+                 "MiB allocated": self.bytes[name] / 2**20} for name in self.calls]
+        other = total - sum(self.seconds.values())
+        rows.append({"op": "other (data, optimizer, Python)", "calls": 0,
+                     "total ms": other * 1e3, "self ms": other * 1e3, "share": other / total,
+                     "GFLOP": 0.0, "GFLOP/s": 0.0, "MiB allocated": 0.0})
+        frame = pd.DataFrame(rows).sort_values("total ms", ascending=False, kind="stable")
+        frame["hotspot"] = [next(label for bound, label in HOTSPOT_CLASSES if s >= bound)
+                            for s in frame["share"]]
+        return frame.reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def profile(sampling: bool = False, memory: bool = True, interval: float = 0.05
+            ) -> Iterator[Profile]:
+    """Profile the ops run in this thread inside the block (and, with sampling=True,
+    the whole block with pyinstrument). memory=True also traces Python allocations."""
+    prof = Profile(interval)
+    sampler = None
+    if sampling:
+        from pyinstrument import Profiler
+
+        sampler = Profiler(interval=0.001)
+    started_tracing = memory and not tracemalloc.is_tracing()
+    if started_tracing:
+        tracemalloc.start()
+    previous = current()
+    _active.profile = prof
+    prof.start = time.perf_counter()
+    if sampler:
+        sampler.start()
+    try:
+        yield prof
+    finally:
+        if sampler:
+            sampler.stop()
+            prof.sampled = sampler
+        prof.stop = time.perf_counter()
+        _active.profile = previous
+        if started_tracing:
+            tracemalloc.stop()
+
+
+def flops(name: str, inputs: tuple, out: np.ndarray) -> float:
+    """Floating-point operations of an op's forward (multiply-adds count two)."""
+    if name == "linear":
+        x, w = inputs[0], inputs[1]
+        return 2.0 * x.data.size / x.shape[-1] * w.shape[0] * w.shape[1]
+    if name == "matmul":
+        return 2.0 * out.size * inputs[0].shape[-1]
+    if name == "attention":
+        q, k = inputs[0], inputs[1]
+        return 4.0 * q.data.size * k.shape[-2]
+    return float(out.size)
