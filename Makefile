@@ -4,35 +4,52 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REPORT_PARAMS ?= -p quick False
 
-.PHONY: report test lint bench peers clean clean-cache
+.PHONY: report test lint bench lab peers browser clean clean-cache
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dask]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,lab,browser]"
 	touch $(STAMP)
 
+# The benchmark notebook, executed by papermill on embedded defaults, rendered to HTML.
 report: $(STAMP)
-	$(BIN)/python -m ndwork.bench report
+	mkdir -p reports results
+	$(BIN)/papermill notebooks/06_benchmark_report.ipynb reports/benchmark_report.ipynb \
+		--cwd . --log-output $(REPORT_PARAMS)
+	$(BIN)/jupyter nbconvert --to html reports/benchmark_report.ipynb --output-dir reports
+	@echo "report: reports/benchmark_report.html"
 
-test: $(STAMP)
-	$(BIN)/ruff check ndwork tests
-	$(BIN)/python -m pytest -q
+# The real-browser test drives Debian's chromium: installed here when missing (as root).
+browser:
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null); } || \
+		echo "chromium missing and not root: the browser test will be skipped"
+
+test: $(STAMP) browser
+	$(BIN)/ruff check ndwork widgets tests
+	$(BIN)/python -m pytest -q -p no:logging
 
 lint: $(STAMP)
-	$(BIN)/ruff check ndwork tests
+	$(BIN)/ruff check ndwork widgets tests
 
 bench: $(STAMP)
 	$(BIN)/python -m ndwork.bench kernels
 	$(BIN)/python -m ndwork.bench models
+	$(BIN)/python -m ndwork.bench attention
+	$(BIN)/python -m ndwork.bench parallel
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
 
 # Side-by-side runs against NeuralForecast, in their own environment (torch is never a
 # dependency of ndwork and never enters `make test`).
 PEERS := .venv-peers
 $(PEERS)/.installed: pyproject.toml
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/python -m pip install --quiet -e ".[peers]"
+	$(PEERS)/bin/python -m pip install --quiet -e ".[peers,dask]"
 	touch $@
 
 peers: $(PEERS)/.installed
@@ -44,4 +61,4 @@ clean-cache:
 	find ndwork -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean: clean-cache
-	rm -rf $(VENV) $(PEERS) results
+	rm -rf $(VENV) $(PEERS) results reports

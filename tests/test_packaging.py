@@ -21,3 +21,19 @@ def test_environment_yml_matches_pyproject():
     specs = [m.group(1) for m in map(re.compile(r"^  - ([a-z].*)$").match, dependencies) if m]
     conda = dict(_normalize(s) for s in specs if _normalize(s)[0] not in ("python", "pip", "pip:"))
     assert conda == wanted
+
+
+def _conda_specs(path: Path) -> dict:
+    dependencies = path.read_text().split("dependencies:", 1)[1].splitlines()
+    specs = [m.group(1) for m in map(re.compile(r"^  - ([a-z].*)$").match, dependencies) if m]
+    return dict(_normalize(s) for s in specs if _normalize(s)[0] not in ("python", "pip", "pip:"))
+
+
+def test_binder_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = dict(_normalize(s) for s in project["dependencies"] + extras["dask"] + extras["lab"])
+    assert _conda_specs(ROOT / "binder" / "environment.yml") == wanted
+    post_build = (ROOT / "binder" / "postBuild").read_text()
+    assert post_build.splitlines()[1] == "set -euo pipefail" and "pip install" in post_build
+    assert (ROOT / "binder" / "start").read_text().rstrip().endswith('exec "$@"')

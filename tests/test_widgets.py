@@ -1,0 +1,94 @@
+"""The panels, headless: construction, toggles, Train, Stop and the loss figure."""
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("plotly")
+
+from widgets import workbench  # noqa: E402
+
+
+@pytest.fixture
+def panels():
+    _, panels = workbench()
+    train = panels["Train"]
+    train.dataset.value = "AirPassengers (monthly)"
+    train.model.value = "MLP"
+    train.windows.value = 32
+    return panels
+
+
+def test_toggles_change_the_optimizations(panels):
+    options = panels["Optimizations"]
+    assert options.optimizations.kernels == "numba"
+    options.kernels.value = False
+    options.attention.value = False
+    options.threads.value = 1
+    o = options.optimizations
+    assert (o.kernels, o.attention, o.threads) == ("numpy", "naive", 1)
+    assert "kernels=numpy" in options.status.value
+    options.workers.value = 2
+    assert options.fit_kwargs() == {"distributed": 2}
+
+
+def test_train_updates_the_loss_figure_and_the_forecast(panels):
+    train, forecast = panels["Train"], panels["Forecast"]
+    train.max_steps.value = 25
+    train.start()
+    train.wait(120)
+    assert train.error is None
+    assert list(train.figure.data[0].x) == list(range(1, 26))
+    assert np.isfinite(train.figure.data[0].y).all()
+    assert len(train.figure.data[1].y) > 0  # validation checks, every max_steps // 20 steps
+    assert forecast.series.value == "AirPassengers" and len(forecast.figure.data) == 2
+
+
+def test_stop_ends_at_a_step_boundary_and_keeps_that_state(panels):
+    train = panels["Train"]
+    train.max_steps.value = 100_000
+    train.start()
+    deadline = time.time() + 60
+    while len(train.losses) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    train.stop()
+    train.wait(60)
+    steps = len(train.nf.states[0].train_losses)
+    assert 5 <= steps < 100_000 and train.progress.value == steps
+    assert "stopped" in train.status.value
+
+
+def test_the_notebook_stays_responsive_while_training(panels):
+    """A proxy for UI freezes: the main thread's wake-ups while training runs."""
+    train = panels["Train"]
+    train.max_steps.value = 300
+    train.start()
+    gaps, last = [], time.perf_counter()
+    while train._thread.is_alive():
+        time.sleep(0.01)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    assert max(gaps) < 0.5, f"the main thread waited {max(gaps):.2f} s"
+
+
+def test_bad_csv_shows_an_error_in_the_panel(panels, tmp_path):
+    train = panels["Train"]
+    (tmp_path / "bad.csv").write_text("id,time,value\na,1,2\n")
+    train.dataset.value = "CSV file (unique_id, ds, y)"
+    train.csv_path.value = str(tmp_path / "bad.csv")
+    train.start()
+    train.wait(60)
+    assert isinstance(train.error, ValueError) and "missing column" in train.status.value
+
+
+def test_profile_and_benchmark_panels(panels):
+    profile = panels["Profile"]
+    profile.steps.value = 3
+    prof = profile.run()
+    assert "linear" in set(prof.table().op) and len(profile.shares.data[0].y) > 0
+    bench = panels["Benchmark"]
+    result = bench.run("kernels")
+    assert len(bench.throughput.data) == 2 and result["rows"]

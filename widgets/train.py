@@ -1,0 +1,164 @@
+"""The train panel: pick a model and data, train in the background, watch the loss."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import ipywidgets as w
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ndwork import NeuralForecast
+from ndwork.datasets import air_passengers, synthetic_panel
+from ndwork.models import MODELS
+
+DATASETS = {"AirPassengers (monthly)": ("MS", air_passengers),
+            "synthetic panel (8 series, daily)": ("D", lambda: synthetic_panel(8, 400, seed=0)),
+            "CSV file (unique_id, ds, y)": (None, None)}
+REDRAW_S = 0.25  # the loss figure redraws at most this often: no flicker, no backlog
+
+
+def load_dataset(name: str, csv_path: str = "", freq: str = "D") -> tuple[pd.DataFrame, str]:
+    """A shipped dataset by name, or a user's CSV with unique_id, ds, y."""
+    default_freq, loader = DATASETS[name]
+    if loader is None:
+        frame = pd.read_csv(csv_path)
+        if "ds" in frame and not pd.api.types.is_integer_dtype(frame["ds"]):
+            frame["ds"] = pd.to_datetime(frame["ds"])
+        return frame, freq
+    return loader(), default_freq
+
+
+class TrainPanel:
+    """Model and dataset pickers, main hyper-parameters, Train and Stop, a progress bar
+    and live train/validation loss curves. Training runs in a background thread, so
+    the notebook stays responsive; Stop ends it at a step boundary and keeps the
+    parameters of that step, as a finished fit would."""
+
+    def __init__(self, options):
+        self.options = options
+        self.model = w.Dropdown(options=sorted(MODELS), value="NHITS", description="model")
+        self.dataset = w.Dropdown(options=list(DATASETS), description="dataset")
+        self.csv_path = w.Text(placeholder="path/to/file.csv", description="CSV")
+        self.freq = w.Text(value="D", description="CSV freq")
+        self.h = w.BoundedIntText(value=12, min=1, max=10_000, description="h")
+        self.input_size = w.BoundedIntText(value=24, min=1, max=100_000, description="input_size")
+        self.max_steps = w.BoundedIntText(value=200, min=1, max=1_000_000,
+                                          description="max_steps")
+        self.learning_rate = w.FloatLogSlider(value=1e-3, base=10, min=-5, max=-1,
+                                              description="learning_rate")
+        self.windows = w.BoundedIntText(value=256, min=1, max=100_000,
+                                        description="windows/step")
+        self.val_size = w.BoundedIntText(value=12, min=0, max=100_000, description="val_size")
+        self.train_button = w.Button(description="Train", button_style="primary", icon="play")
+        self.stop_button = w.Button(description="Stop", button_style="warning", icon="stop",
+                                    disabled=True)
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="steps")
+        self.status = w.HTML()
+        # the training loss is in the scaler's units, validation in the data's (as in
+        # NeuralForecast), so each gets its own axis
+        self.figure = go.FigureWidget(
+            data=[go.Scatter(x=[], y=[], mode="lines", name="train loss (scaled)"),
+                  go.Scatter(x=[], y=[], mode="lines+markers", name="validation loss",
+                             yaxis="y2")],
+            layout=go.Layout(title="loss", xaxis_title="step", height=320,
+                             yaxis=dict(title="train loss (scaled)"),
+                             yaxis2=dict(title="validation loss", overlaying="y", side="right"),
+                             legend=dict(x=0.5, y=1.0), margin=dict(l=50, r=50, t=40, b=40)))
+        self.train_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.widget = w.VBox([
+            w.HBox([self.model, self.dataset]), w.HBox([self.csv_path, self.freq]),
+            w.HBox([self.h, self.input_size, self.max_steps]),
+            w.HBox([self.learning_rate, self.windows, self.val_size]),
+            w.HBox([self.train_button, self.stop_button, self.progress]), self.status,
+            self.figure])
+        self.nf: NeuralForecast | None = None
+        self.df: pd.DataFrame | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._train, self._valid = ([], []), ([], [])
+        self._last_draw = 0.0
+        self.on_finished: list = []  # callbacks(panel) run after each training
+
+    def build(self) -> tuple[NeuralForecast, pd.DataFrame]:
+        df, freq = load_dataset(self.dataset.value, self.csv_path.value, self.freq.value)
+        kwargs = dict(h=self.h.value, input_size=self.input_size.value,
+                      max_steps=self.max_steps.value, learning_rate=self.learning_rate.value,
+                      windows_batch_size=self.windows.value, scaler_type="robust",
+                      val_check_steps=max(1, self.max_steps.value // 20))
+        cls = MODELS[self.model.value]
+        if cls.MULTIVARIATE:
+            kwargs["n_series"] = df["unique_id"].nunique()
+        return NeuralForecast([cls(**kwargs)], freq), df
+
+    def start(self) -> None:
+        """Start training in a background thread (Train button)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self.error = None
+        self._train, self._valid = ([], []), ([], [])
+        with self.figure.batch_update():
+            for trace in self.figure.data:
+                trace.x, trace.y = [], []
+        self.progress.max, self.progress.value = self.max_steps.value, 0
+        self.train_button.disabled, self.stop_button.disabled = True, False
+        self.status.value = "training..."
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End training at the next step boundary (Stop button)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            nf, df = self.build()
+            with self.options.active():
+                nf.fit(df, val_size=self.val_size.value, verbose=False,
+                       callback=self._on_step, **self.options.fit_kwargs())
+            self.nf, self.df = nf, df
+            steps = len(nf.states[0].train_losses)
+            stopped = " (stopped)" if self._stop.is_set() else ""
+            self.status.value = f"trained {steps} steps{stopped}"
+        except Exception as e:  # shown in the panel; the notebook keeps running
+            self.error = e
+            self.status.value = f"<b>error:</b> {type(e).__name__}: {e}"
+        finally:
+            self._draw(force=True)
+            self.train_button.disabled, self.stop_button.disabled = False, True
+            for callback in self.on_finished:
+                callback(self)
+
+    def _on_step(self, step: int, loss: float, valid: float | None) -> bool:
+        self._train[0].append(step)
+        self._train[1].append(loss)
+        if valid is not None:
+            self._valid[0].append(step)
+            self._valid[1].append(valid)
+        self.progress.value = step
+        self._draw()
+        return self._stop.is_set()
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last_draw < REDRAW_S:
+            return
+        self._last_draw = now
+        with self.figure.batch_update():
+            self.figure.data[0].x, self.figure.data[0].y = list(self._train[0]), list(
+                self._train[1])
+            self.figure.data[1].x, self.figure.data[1].y = list(self._valid[0]), list(
+                self._valid[1])
+
+    @property
+    def losses(self) -> np.ndarray:
+        return np.asarray(self._train[1])
