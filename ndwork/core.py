@@ -130,6 +130,8 @@ class NeuralForecast:
                 backend = DaskSteps(client)
                 self.dashboard_link = client.dashboard_link
                 note = f" on {backend.ranks} dask workers"
+                if client.dashboard_link:
+                    note += f" (dashboard {client.dashboard_link})"
             for model, state in zip(self.models, self.states, strict=True):
                 # a TrainingDiverged leaves the last good parameters in `state`, kept here
                 train(model, panel, val_size, test_size, state, verbose, callback, backend,

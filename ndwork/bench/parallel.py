@@ -34,19 +34,22 @@ def _seconds(fn, repeat: int) -> float:
 
 
 def _workloads(quick: bool):
-    panel = synthetic_panel(64 if quick else 256, 300, seed=0)
-    small = dict(h=12, input_size=24, hidden_size=64, windows_batch_size=64,
-                 scaler_type="standard", max_steps=20 if quick else 60)
+    """Work items of a second or more each, so that the per-task overhead (about 10 ms
+    a dask task here) is small beside them, as in real cross-validation and search."""
+    panel = synthetic_panel(64 if quick else 128, 300, seed=0)
+    many = synthetic_panel(500 if quick else 4000, 60, seed=1)
+    small = dict(h=12, input_size=24, hidden_size=256, windows_batch_size=256,
+                 scaler_type="standard", max_steps=20 if quick else 150)
     fitted = NeuralForecast([MLP(**small)], "D").fit(panel, verbose=False)
-    grid = {"hidden_size": [32, 64], "learning_rate": [1e-3, 3e-3]}
+    grid = {"hidden_size": [128, 256], "learning_rate": [1e-3, 3e-3]}
     return {
-        "batch inference": lambda p: fitted.predict(parallel=p),
+        "batch inference": lambda p: fitted.predict(df=many, parallel=p),
         "cross-validation (refit)": lambda p: NeuralForecast([MLP(**small)], "D")
         .cross_validation(panel, n_windows=4, step_size=12, refit=True, verbose=False,
                           parallel=p),
         "grid search": lambda p: grid_search(MLP, grid, panel, "D", h=12, input_size=24,
                                              max_steps=small["max_steps"],
-                                             windows_batch_size=64, parallel=p),
+                                             windows_batch_size=256, parallel=p),
     }
 
 
