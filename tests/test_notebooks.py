@@ -61,3 +61,13 @@ def test_distributed(tmp_path):
     out = run("05_distributed", tmp_path, **SMOKE["05_distributed"])
     assert out["max_loss_difference"] < 1e-5
     assert out["cv_rows"] == 2 * 8 * 6 and out["grid_rows"] == 2 and out["local_sgd_steps"] == 6
+
+
+def test_benchmark_report(tmp_path):
+    out = run("06_benchmark_report", tmp_path, quick=True, out_dir=str(tmp_path / "results"),
+              peers_json=str(tmp_path / "no-peers.json"))
+    claims = {v["claim"]: v["verdict"] for v in out["verdicts"]}
+    assert claims["27+ models"] == "does not hold"  # ndwork has fewer, and says so
+    assert set(claims.values()) <= {"holds", "does not hold"}
+    assert claims["flash attention: memory O(N) instead of O(N^2)"] == "holds"
+    assert (tmp_path / "results" / "kernels.json").exists()

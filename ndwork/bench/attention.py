@@ -167,7 +167,7 @@ def _has_torch() -> bool:
 
 
 def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: int = 64,
-        naive_cap_bytes: int = 6 * 2**30) -> dict:
+        naive_cap_bytes: int = 6 * 2**30, sweep: bool = True, long_inputs: bool = True) -> dict:
     lengths = lengths or ([256, 1024, 2048] if quick else [256, 1024, 2048, 4096, 8192, 16384])
     kinds = ["flash", "naive"] + (["torch"] if _has_torch() else [])
     rows = []
@@ -191,9 +191,9 @@ def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: in
                 rows.append(row)
     return {"rows": rows, "batch": batch, "heads": heads, "d": d,
             "naive_cap_bytes": naive_cap_bytes, "memory_ratio": _memory_ratios(rows),
-            "block_sweep": block_sweep(n=1024 if quick else 2048),
-            "long_input_training": long_input_training(*((1024, 2, 1, (256,)) if quick
-                                                         else ()))}
+            "block_sweep": block_sweep(n=1024 if quick else 2048) if sweep else [],
+            "long_input_training": (long_input_training(*((1024, 2, 1, (256,)) if quick else ()))
+                                    if long_inputs else [])}
 
 
 def _memory_ratios(rows) -> dict:
@@ -223,11 +223,14 @@ def render(results: dict) -> str:
     lines = [table(results["rows"], cols),
              f"\nB={results['batch']} H={results['heads']} d={results['d']}; naive/flash peak "
              f"memory by N: { {n: round(r) for n, r in ratio['by_N'].items()} }"]
-    lines.append("\nblock sweep (flash, non-causal, forward+backward):\n"
-                 + table(results["block_sweep"], ["block_q", "block_k", "fwd+bwd ms"]))
-    lines.append("\nVanillaTransformer training on long inputs (peak RSS of the process):\n"
-                 + table(results["long_input_training"], ["attention", "input_size", "windows",
-                                                          "steps", "peak GiB", "seconds"]))
+    if results["block_sweep"]:
+        lines.append("\nblock sweep (flash, non-causal, forward+backward):\n"
+                     + table(results["block_sweep"], ["block_q", "block_k", "fwd+bwd ms"]))
+    if results["long_input_training"]:
+        lines.append("\nVanillaTransformer training on long inputs (peak RSS of the process):\n"
+                     + table(results["long_input_training"], ["attention", "input_size",
+                                                              "windows", "steps", "peak GiB",
+                                                              "seconds"]))
     if "extrapolated_at_320000" in ratio:
         lines.append(f"linear fit of that ratio in N, extrapolated to N=320,000: "
                      f"{ratio['extrapolated_at_320000']:,.0f}x")
