@@ -44,6 +44,7 @@ class NeuralForecast:
         self.models, self.freq = models, freq
         self.panel: Panel | None = None
         self.dashboard_link: str | None = None  # set by a distributed fit
+        self.bytes_per_sync = 0  # of the last distributed fit: bytes per round and worker
         self.states: list[TrainState | None] = [None] * len(models)
 
     # --- columns the models need ---------------------------------------------------
@@ -136,6 +137,8 @@ class NeuralForecast:
                 # a TrainingDiverged leaves the last good parameters in `state`, kept here
                 train(model, panel, val_size, test_size, state, verbose, callback, backend,
                       sync_every, note)
+            if backend is not None:
+                self.bytes_per_sync = backend.bytes_per_sync
 
     def _checkpointing(self, callback, every, path):
         def save_then_call(step, loss, valid):

@@ -51,6 +51,9 @@ def test_local_steps_then_averaging_trains(client, panel):
     assert len(trajectory) == 40
     assert trajectory[-8:].mean() < trajectory[:8].mean()
     assert len(nf.predict()) == 8 * 6
+    # the optimizer moments stay on the workers: a round moves the parameters once each way
+    assert nf.bytes_per_sync == 2 * nf.states[0].params.nbytes
+    assert np.abs(nf.states[0].optimizer.buffers["v"]).sum() > 0  # moments brought back
 
 
 def test_a_killed_worker_does_not_lose_the_run(client, panel):

@@ -98,24 +98,22 @@ def _training(quick: bool) -> dict:
         nf = NeuralForecast([NHITS(**cfg)], "D")
         start = time.perf_counter()
         nf.fit(panel, val_size=12, verbose=False, **kwargs)
-        return time.perf_counter() - start, nf.states[0].valid_losses[-1][1]
+        return time.perf_counter() - start, nf.states[0].valid_losses[-1][1], nf.bytes_per_sync
 
     with ndwork.optimizations(threads=1):
         fit()  # warm-up
-        alone_s, alone_valid = fit()
+        alone_s, alone_valid, _ = fit()
     rows = [{"setup": "1 process, 1 thread", "steps/s": steps / alone_s,
              "valid loss": alone_valid, "vs 1 process": 1.0}]
     with connect(2) as client:
         overheads = _overheads(client, NHITS(**cfg).num_parameters())
         bytes_per_sync = {}
         for k in ([1, 8] if quick else [1, 4, 16, 64]):
-            seconds, valid = fit(distributed=client, sync_every=k)
+            seconds, valid, moved = fit(distributed=client, sync_every=k)
             rows.append({"setup": f"2 workers, sync_every={k}", "steps/s": steps / seconds,
                          "valid loss": valid, "vs 1 process": alone_s / seconds,
                          "valid vs 1 process %": 100 * (valid / alone_valid - 1)})
-            params = NHITS(**cfg).num_parameters() * 4
-            # per worker and round: parameters (and Adam's two moments when K > 1), both ways
-            bytes_per_sync[k] = 2 * params * (1 if k == 1 else 3)
+            bytes_per_sync[k] = moved  # per worker and round, both ways
     compute_step_s = alone_s / steps
     return {"rows": rows, "overheads": overheads, "compute_step_s": compute_step_s,
             "bytes_per_sync_per_worker": bytes_per_sync,
@@ -151,7 +149,8 @@ def render(results: dict) -> str:
              table(train["rows"], ["setup", "steps/s", "vs 1 process", "valid loss",
                                    "valid vs 1 process %"]),
              f"\noverheads: {train['overheads']}",
-             f"bytes per synchronization per worker: {train['bytes_per_sync_per_worker']}",
+             f"bytes per synchronization per worker: {train['bytes_per_sync_per_worker']} "
+             f"(parameters: {train['overheads']['parameter bytes']})",
              f"\nscaling model (10 Gb/s, measured step {train['compute_step_s'] * 1e3:.0f} ms):",
              table(train["model"], ["workers", "windows/s K=1", "windows/s K=16",
                                     "windows/s K=64"])]

@@ -5,8 +5,10 @@ every rank returns the mean loss and gradient of its share; the driver averages 
 (weighted by share size, so it is exactly the gradient of the global batch) and
 applies the optimizer: the trajectory equals single-process training.
 sync_every=K>1 (local SGD): every rank runs K optimizer steps on its shares of the K
-global batches, from the last averaged parameters and optimizer moments; the driver
-averages parameters, moments and running statistics, once per round.
+global batches from the last averaged parameters, with its own optimizer moments, which
+stay on its worker between rounds (a future handed to the next round's task), so a
+synchronization moves the parameters once each way; the driver averages parameters and
+running statistics once per round, and the ranks' moments when training ends.
 
 Ranks are logical and fixed (batches and seeds depend on rank and step, never on
 which worker is alive); tasks hold no state, and the data is a task result with
@@ -50,6 +52,10 @@ def _rank_gradient(model_key, params, buffers, panel, starts, seed):
     return loss, grads, len(starts)
 
 
+def _pick(result, index):
+    return result[index]
+
+
 def _rank_local_steps(model_key, params, moments, step, buffers, panel, batches, lrs, seed):
     """K optimizer steps of one rank from the last averaged state (local SGD)."""
     from ndwork.training.trainer import LocalSteps
@@ -72,7 +78,8 @@ class DaskSteps:
         self.ranks = ranks or max(1, len(client.scheduler_info()["workers"]))
         self._panel_key = None
         self._panel_future = None
-        self.bytes_per_sync = 0  # parameter-sized arrays moved per round, both ways
+        self._moments = None  # per rank: a future of its optimizer moments (local SGD)
+        self.bytes_per_sync = 0  # bytes moved per round and worker, both ways
 
     def _panel(self, panel):
         if self._panel_key is not id(panel):  # a loader task keeps lineage, unlike scatter
@@ -96,10 +103,13 @@ class DaskSteps:
             return [self.client.submit(_rank_gradient, key, state.params, state.buffers, data,
                                        shares[0][rank], seeds[rank], pure=False)
                     for rank in range(self.ranks)]
-        return [self.client.submit(_rank_local_steps, key, state.params, state.optimizer.buffers,
-                                   step, state.buffers, data, [s[rank] for s in shares], lrs,
-                                   seeds[rank], pure=False)
-                for rank in range(self.ranks)]
+        moments = self._moments or [state.optimizer.buffers] * self.ranks
+        rounds = [self.client.submit(_rank_local_steps, key, state.params, moments[rank], step,
+                                     state.buffers, data, [s[rank] for s in shares], lrs,
+                                     seeds[rank], pure=False)
+                  for rank in range(self.ranks)]
+        self._moments = [self.client.submit(_pick, r, 2, pure=False) for r in rounds]
+        return [self.client.submit(_pick, r, i, pure=False) for r in rounds for i in (0, 1, 3)]
 
     def run(self, model, panel, state, batches, lrs) -> list[float]:
         if model.MULTIVARIATE:  # a window is n_series rows: shares would split windows
@@ -116,10 +126,20 @@ class DaskSteps:
             except (KilledWorker, CommClosedError, OSError, TimeoutError):
                 if attempt == RETRIES:
                     raise
+                self._moments = None  # restart the ranks' moments from the driver's
                 self.client.wait_for_workers(1, timeout=RESULT_TIMEOUT_S)  # and retry the round
         if len(batches) == 1:
             return [self._apply_gradients(model, state, results, lrs[0])]
-        return self._average(model, state, results)
+        return self._average(model, state, [results[i:i + 3] for i in range(0, len(results), 3)])
+
+    def finish(self, state) -> None:
+        """Bring the ranks' optimizer moments back, averaged, into the driver's state."""
+        if self._moments is None:
+            return
+        moments = self._gather(self._moments)
+        for name in state.optimizer.buffers:
+            state.optimizer.buffers[name][:] = np.mean([m[name] for m in moments], axis=0)
+        self._moments = None
 
     def _apply_gradients(self, model, state, results, lr):
         sizes = np.array([n for _, _, n in results], dtype=np.float64)
@@ -130,20 +150,19 @@ class DaskSteps:
         if not (np.isfinite(loss) and np.isfinite(grads).all()):
             raise diverged(model, state, state.optimizer.step, loss)
         state.optimizer.update(state.params, grads, lr)
-        self.bytes_per_sync = 2 * self.ranks * state.params.nbytes
+        self.bytes_per_sync = 2 * state.params.nbytes
         return loss
 
     def _average(self, model, state, results):
+        """results per rank: (losses, parameters, running statistics)."""
         losses = np.mean([r[0] for r in results], axis=0)
         params = np.mean([r[1] for r in results], axis=0).astype(state.params.dtype)
         if not (np.isfinite(losses).all() and np.isfinite(params).all()):
             raise diverged(model, state, state.optimizer.step, float(losses[-1]))
         state.params[:] = params
-        for name in state.optimizer.buffers:
-            state.optimizer.buffers[name][:] = np.mean([r[2][name] for r in results], axis=0)
         for name in state.buffers:
-            state.buffers[name][:] = np.mean([r[3][name] for r in results], axis=0)
+            state.buffers[name][:] = np.mean([r[2][name] for r in results], axis=0)
         state.optimizer.step += len(losses)
-        moved = state.params.nbytes * (1 + len(state.optimizer.buffers))
-        self.bytes_per_sync = 2 * self.ranks * moved
+        statistics = sum(v.nbytes for v in state.buffers.values())
+        self.bytes_per_sync = 2 * (state.params.nbytes + statistics)
         return [float(v) for v in losses]

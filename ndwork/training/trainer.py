@@ -188,6 +188,9 @@ class LocalSteps:
             losses.append(loss)
         return losses
 
+    def finish(self, state: TrainState) -> None:
+        """Nothing to bring back: every step ran here."""
+
 
 def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
           state: TrainState | None = None, verbose: bool = True,
@@ -244,4 +247,5 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
             state.done = stop or step >= end
     finally:
         bar.close()
+        backend.finish(state)
     return state
