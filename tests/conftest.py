@@ -20,3 +20,13 @@ def assert_close_f32(x, ref, rtol=RTOL_F32, atol=0.0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A real dask LocalCluster (2 single-threaded worker processes on 127.0.0.1)."""
+    pytest.importorskip("distributed")
+    from ndwork.distributed import connect
+
+    with connect(2) as dask_client:
+        yield dask_client

@@ -18,12 +18,6 @@ FAULT_LOSS_RTOL = 0.10
 
 
 @pytest.fixture(scope="module")
-def client():
-    with connect(2) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def panel():
     return synthetic_panel(8, 200, seed=3)
 

@@ -11,13 +11,6 @@ from ndwork.tuning import ensemble, grid_search
 
 distributed = pytest.importorskip("distributed")
 
-from ndwork.distributed import connect  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def client():
-    with connect(2) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel
 from ndwork.nn import LayerNorm, Linear
-from ndwork.nn.transformer import DataEmbedding, DecoderLayer, EncoderLayer
+from ndwork.nn.transformer import DataEmbedding, DecoderLayer, EncoderLayer, decoder_label_len
 
 
 class VanillaTransformer(BaseModel):
@@ -32,12 +32,7 @@ class VanillaTransformer(BaseModel):
                  conv_hidden_size: int = 32, activation: str = "gelu", encoder_layers: int = 2,
                  decoder_layers: int = 1, **kwargs):
         super().__init__(h, input_size, **kwargs)
-        self.label_len = int(np.ceil(input_size * decoder_input_size_multiplier))
-        if not 0 < self.label_len < input_size:
-            raise ValueError(f"decoder_input_size_multiplier={decoder_input_size_multiplier} "
-                             f"must lie in (0, 1).")
-        if activation not in ("relu", "gelu"):
-            raise ValueError(f"activation {activation!r} must be 'relu' or 'gelu'.")
+        self.label_len = decoder_label_len(input_size, decoder_input_size_multiplier, activation)
         self.decoder_input_size_multiplier = decoder_input_size_multiplier
         self.hidden_size, self.dropout, self.n_head = hidden_size, dropout, n_head
         self.conv_hidden_size, self.activation = conv_hidden_size, activation

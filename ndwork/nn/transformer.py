@@ -88,6 +88,17 @@ class DecoderLayer:
         return self.norms[2](p, ops.add(x, self.ffn(p, x, rng)))
 
 
+def decoder_label_len(input_size: int, multiplier: float, activation: str) -> int:
+    """The decoder's known part, ceil(input_size * multiplier), after checking the
+    encoder-decoder options NeuralForecast's transformers share."""
+    label_len = int(math.ceil(input_size * multiplier))
+    if not 0 < label_len < input_size:
+        raise ValueError(f"decoder_input_size_multiplier={multiplier} must lie in (0, 1).")
+    if activation not in ("relu", "gelu"):
+        raise ValueError(f"activation {activation!r} must be 'relu' or 'gelu'.")
+    return label_len
+
+
 def sinusoidal_positions(length: int, hidden_size: int) -> np.ndarray:
     """(length, hidden_size) fixed positional encoding (sin on even, cos on odd channels)."""
     position = np.arange(length, dtype=np.float64)[:, None]
