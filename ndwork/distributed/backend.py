@@ -22,6 +22,7 @@ import json
 
 import numpy as np
 
+from ndwork.distributed.pool import _hold, quiet_large_graphs
 from ndwork.training.trainer import LocalSteps, TrainingDiverged, diverged, initial_state
 
 RESULT_TIMEOUT_S = 600
@@ -34,10 +35,6 @@ def _model(class_name: str, hyperparameters: str):
     from ndwork.models import MODELS
 
     return MODELS[class_name](**json.loads(hyperparameters))
-
-
-def _hold(panel):
-    return panel
 
 
 def _rank_gradient(model_key, params, buffers, panel, starts, seed):
@@ -83,7 +80,8 @@ class DaskSteps:
 
     def _panel(self, panel):
         if self._panel_key is not id(panel):  # a loader task keeps lineage, unlike scatter
-            self._panel_future = self.client.submit(_hold, panel, pure=False)
+            with quiet_large_graphs():
+                self._panel_future = self.client.submit(_hold, panel, pure=False)
             self._panel_key = id(panel)
         return self._panel_future
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,12 +54,24 @@ class DaskWorkers:
 
     def share(self, value):
         """One copy on the cluster, as a task result (lineage: recomputed if lost)."""
-        return self.client.submit(_hold, value, pure=False)
+        with quiet_large_graphs():
+            return self.client.submit(_hold, value, pure=False)
 
     def map(self, fn, items):
         switches = dataclasses.asdict(active()) | {"threads": None}
-        futures = [self.client.submit(_call, switches, fn, item, pure=False) for item in items]
+        with quiet_large_graphs():
+            futures = [self.client.submit(_call, switches, fn, item, pure=False)
+                       for item in items]
         return self.client.gather(futures)
+
+
+@contextlib.contextmanager
+def quiet_large_graphs():
+    """Data sent inside a task on purpose (so the task can recompute it if a worker dies)
+    makes dask warn about large graphs; those warnings say nothing new here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        yield
 
 
 @contextlib.contextmanager
