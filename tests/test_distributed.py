@@ -111,3 +111,11 @@ def test_bad_distributed_arguments(panel):
         NeuralForecast([mlp()], "D").fit(panel, distributed=1, sync_every=0)
     with pytest.raises(ValueError, match="distributed=-1"), connect(-1):
         pass
+
+
+def test_worker_settings_stay_out_of_this_process():
+    before = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    with connect(1) as one:
+        threads = one.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
+    assert list(threads.values()) == ["1"]  # the worker is pinned ...
+    assert {k: os.environ.get(k) for k in before} == before  # ... and this process is not

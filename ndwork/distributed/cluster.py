@@ -10,8 +10,13 @@ CONNECT_TIMEOUT_S = 10
 # Measured on the team's 2-core machines (shared/dask/NOTES.md): a numpy step ran 2-5x
 # slower in a default worker because of the worker's statistical profiler and the
 # allocator settings the nanny sets; the nanny pins BLAS threads but not numba's.
+# Thread counts go in the workers' own environment. The allocator setting must precede
+# the worker process, so it goes in the nanny's pre-spawn environment, which the nanny
+# also writes into this process's os.environ: nothing else may go there (a
+# NUMBA_NUM_THREADS=1 leaking here would reach numba when it next reloads its config).
 WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-              "MKL_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "16777216"}
+              "MKL_NUM_THREADS": "1"}
+PRE_SPAWN_ENV = {"MALLOC_MMAP_THRESHOLD_": "16777216"}
 
 
 @contextlib.contextmanager
@@ -51,8 +56,9 @@ def connect(distributed, timeout: float = CONNECT_TIMEOUT_S) -> Iterator:
     else:
         raise ValueError(f"distributed={distributed!r}: use True, a number of workers, a "
                          f"dask.distributed.Client or a scheduler address.")
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **PRE_SPAWN_ENV}
     config = {"distributed.worker.profile.enabled": False,
-              "distributed.nanny.pre-spawn-environ": WORKER_ENV}
+              "distributed.nanny.pre-spawn-environ": pre_spawn}
     with dask.config.set(config), LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=_dashboard_address(), env=WORKER_ENV) as cluster, \
