@@ -37,9 +37,9 @@ def _workloads(quick: bool):
     """Work items of a second or more each, so that the per-task overhead (about 10 ms
     a dask task here) is small beside them, as in real cross-validation and search."""
     panel = synthetic_panel(64 if quick else 128, 300, seed=0)
-    many = synthetic_panel(500 if quick else 4000, 60, seed=1)
+    many = synthetic_panel(500 if quick else 20_000, 60, seed=1)
     small = dict(h=12, input_size=24, hidden_size=256, windows_batch_size=256,
-                 scaler_type="standard", max_steps=20 if quick else 150)
+                 scaler_type="standard", max_steps=20 if quick else 500)
     fitted = NeuralForecast([MLP(**small)], "D").fit(panel, verbose=False)
     grid = {"hidden_size": [128, 256], "learning_rate": [1e-3, 3e-3]}
     return {
