@@ -136,3 +136,13 @@ def test_val_size_shorter_than_h():
     with pytest.raises(ValueError, match="val_size=5 is shorter than h=12"):
         NeuralForecast([NHITS(h=12, input_size=24, max_steps=2, val_check_steps=1,
                               mlp_units=[[8, 8]])], "D").fit(df, val_size=5, verbose=False)
+
+
+@pytest.mark.parametrize("freq", ["D", "h"])
+def test_gaps_at_fixed_frequencies_name_the_series(freq):
+    df = synthetic_panel(3, 50, freq=freq)
+    gap = df.index[(df.unique_id == "s1")][10]
+    with pytest.raises(ValueError, match=f"series 's1'.*not regular at freq='{freq}'"):
+        NeuralForecast([MLP(h=2, input_size=4, max_steps=1)], freq).fit(df.drop(index=gap))
+    with pytest.raises(ValueError, match="not regular"):  # the right step, the wrong freq
+        NeuralForecast([MLP(h=2, input_size=4, max_steps=1)], "2D" if freq == "D" else "D").fit(df)

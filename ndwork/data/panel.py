@@ -64,14 +64,18 @@ def _check_regular(df: pd.DataFrame, freq, name: str) -> None:
     uids = df["unique_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, uids[1:] != uids[:-1]])
     ends = np.r_[starts[1:], len(df)]
-    ds = df["ds"]
-    if isinstance(freq, int):
-        step = np.diff(ds.to_numpy())
-        ok = (step == freq) | np.isin(np.arange(1, len(df)), starts)
-        bad_rows = np.flatnonzero(~ok) + 1
-    else:
-        offset = pd.tseries.frequencies.to_offset(freq)
-        values = ds.to_numpy()
+    values = df["ds"].to_numpy()
+    offset = None if isinstance(freq, int) else pd.tseries.frequencies.to_offset(freq)
+    if offset is None or isinstance(offset, pd.offsets.Tick):
+        # a fixed step (integers, or D, h, min, ...): one vectorized check of every step
+        step = np.diff(values)
+        if offset is not None:
+            step = step.astype("timedelta64[ns]").astype(np.int64)
+        new_series = np.zeros(len(values) - 1, dtype=bool)
+        new_series[starts[1:] - 1] = True
+        bad_rows = np.flatnonzero((step != (freq if offset is None else offset.nanos))
+                                  & ~new_series) + 1
+    else:  # calendar frequencies (MS, W-SUN, ...): compare with the frequency's own dates
         bad_rows = []
         for a, b in zip(starts, ends, strict=True):
             expected = pd.date_range(values[a], periods=b - a, freq=offset).to_numpy()

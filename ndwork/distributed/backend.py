@@ -82,6 +82,7 @@ class DaskSteps:
         if self._panel_key is not id(panel):  # a loader task keeps lineage, unlike scatter
             with quiet_large_graphs():
                 self._panel_future = self.client.submit(_hold, panel, pure=False)
+            self.client.replicate([self._panel_future])  # every rank reads it
             self._panel_key = id(panel)
         return self._panel_future
 

@@ -53,9 +53,12 @@ class DaskWorkers:
         self.n_workers = max(1, len(client.scheduler_info()["workers"]))
 
     def share(self, value):
-        """One copy on the cluster, as a task result (lineage: recomputed if lost)."""
+        """The value on every worker, as a task result (lineage: recomputed if lost).
+        Replicated, because tasks that need data one worker holds all queue there."""
         with quiet_large_graphs():
-            return self.client.submit(_hold, value, pure=False)
+            future = self.client.submit(_hold, value, pure=False)
+        self.client.replicate([future])
+        return future
 
     def map(self, fn, items):
         switches = dataclasses.asdict(active()) | {"threads": None}
