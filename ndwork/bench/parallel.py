@@ -18,7 +18,7 @@ from ndwork import NeuralForecast
 from ndwork.bench.common import table
 from ndwork.datasets import synthetic_panel
 from ndwork.models import MLP, NHITS
-from ndwork.tuning import grid_search
+from ndwork.tuning import ensemble, grid_search
 
 NETWORK_BYTES_PER_S = 10e9 / 8  # the 10 Gb/s network of the scaling model
 NETWORK_LATENCY_S = 50e-6
@@ -50,6 +50,9 @@ def _workloads(quick: bool):
         "grid search": lambda p: grid_search(MLP, grid, panel, "D", h=12, input_size=24,
                                              max_steps=small["max_steps"],
                                              windows_batch_size=256, parallel=p),
+        "ensemble (4 seeds)": lambda p: ensemble(
+            [MLP(**small, random_seed=s, alias=f"MLP{s}") for s in range(4)], panel, "D",
+            level=[80], parallel=p),
     }
 
 
