@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.frequencies import to_offset
 
 from ndwork import __version__
 from ndwork.data import Panel, validate_frame
@@ -328,7 +329,8 @@ class NeuralForecast:
         uids = p.uids.astype(str) if p.uids.dtype == object else p.uids
         arrays["dataset"] = {"uids": uids, "indptr": p.indptr, "y": p.y, "ds": p.ds,
                              "temporal": p.temporal, "static": p.static}
-        meta = {"ndwork_version": __version__, "freq": self.freq, "models": meta_models,
+        freq = self.freq if isinstance(self.freq, int) else to_offset(self.freq).freqstr
+        meta = {"ndwork_version": __version__, "freq": freq, "models": meta_models,
                 "temporal_cols": p.temporal_cols, "static_cols": p.static_cols}
         checkpoint.write_atomic(path, meta, arrays, overwrite)
 

@@ -113,3 +113,13 @@ def test_npz_with_a_pickled_array_is_refused(saved):
         np.lib.format.write_array(f, np.array([object()], dtype=object), allow_pickle=True)
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         NeuralForecast.load(saved)
+
+
+def test_a_pandas_offset_as_freq_round_trips(tmp_path):
+    import pandas as pd
+
+    nf = NeuralForecast([MLP(h=12, input_size=24, max_steps=2, hidden_size=8)],
+                        freq=pd.offsets.MonthBegin())
+    fcst = nf.fit(air_passengers(), verbose=False).predict()
+    nf.save(tmp_path / "offset")
+    pd.testing.assert_frame_equal(NeuralForecast.load(tmp_path / "offset").predict(), fcst)
