@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import ipywidgets as w
-import pandas as pd
 import plotly.graph_objects as go
 
 from ndwork.bench import attention, kernels, models
@@ -88,6 +87,3 @@ class BenchmarkPanel:
             self.throughput.layout.yaxis.title = "forward+backward GFLOP/s"
             self.memory.layout.yaxis.title = "peak MiB"
 
-
-def results_frame(result: dict) -> pd.DataFrame:
-    return pd.DataFrame(result["rows"])

@@ -18,7 +18,7 @@ import textwrap
 
 import numpy as np
 
-from ndwork.bench.common import table
+from ndwork.bench.common import table, timeit
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time, statistics
@@ -89,9 +89,6 @@ def _point(kind, b, h, n, d, causal, repeat):
 def block_sweep(n: int = 2048, heads: int = 4, d: int = 64, sizes=(32, 64, 128, 256),
                 repeat: int = 3) -> list[dict]:
     """Forward + backward time of flash attention per (block_q, block_k), in this process."""
-    import statistics
-    import time
-
     from ndwork.kernels.attention import flash_attention_backward, flash_attention_forward
 
     rng = np.random.default_rng(0)
@@ -102,13 +99,8 @@ def block_sweep(n: int = 2048, heads: int = 4, d: int = 64, sizes=(32, 64, 128, 
             def step(bq=bq, bk=bk):
                 out, lse = flash_attention_forward(q, k, v, False, None, bq, bk)
                 flash_attention_backward(q, k, v, out, lse, do, False, None, bq, bk)
-            step()
-            samples = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                step()
-                samples.append(time.perf_counter() - start)
-            rows.append({"block_q": bq, "block_k": bk, "fwd+bwd ms": statistics.median(samples) * 1e3})
+            seconds = timeit(step, repeat=repeat, min_time=0)["median_s"]
+            rows.append({"block_q": bq, "block_k": bk, "fwd+bwd ms": seconds * 1e3})
     return rows
 
 
