@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from ndwork.distributed.pool import _hold, quiet_large_graphs
+from ndwork.distributed.pool import _hold, quiet_large_graphs, replicate
 from ndwork.training.trainer import LocalSteps, TrainingDiverged, diverged, initial_state
 
 RESULT_TIMEOUT_S = 600
@@ -79,10 +79,10 @@ class DaskSteps:
         self.bytes_per_sync = 0  # bytes moved per round and worker, both ways
 
     def _panel(self, panel):
-        if self._panel_key is not id(panel):  # a loader task keeps lineage, unlike scatter
+        if self._panel_key != id(panel):  # a loader task keeps lineage, unlike scatter
             with quiet_large_graphs():
                 self._panel_future = self.client.submit(_hold, panel, pure=False)
-            self.client.replicate([self._panel_future])  # every rank reads it
+            replicate(self.client, self._panel_future)  # every rank reads it
             self._panel_key = id(panel)
         return self._panel_future
 

@@ -57,7 +57,7 @@ class DaskWorkers:
         Replicated, because tasks that need data one worker holds all queue there."""
         with quiet_large_graphs():
             future = self.client.submit(_hold, value, pure=False)
-        self.client.replicate([future])
+        replicate(self.client, future)
         return future
 
     def map(self, fn, items):
@@ -66,6 +66,13 @@ class DaskWorkers:
             futures = [self.client.submit(_call, switches, fn, item, pure=False)
                        for item in items]
         return self.client.gather(futures)
+
+
+def replicate(client, future) -> None:
+    """Copy a task result to every worker, best effort: it only saves transfers later,
+    and the scheduler's replicate can fail while workers come and go."""
+    with contextlib.suppress(ValueError, OSError, TimeoutError):
+        client.replicate([future])
 
 
 @contextlib.contextmanager
