@@ -83,7 +83,8 @@ class NeuralForecast:
         between synchronizations (1: gradients averaged every step, equal to training
         in one process; K > 1: K local steps per worker, then parameters averaged).
         checkpoint_every / checkpoint_path: save a checkpoint every N steps.
-        resume_from: continue an interrupted fit from a checkpoint of these models.
+        resume_from: continue an interrupted fit from a checkpoint of these models (on
+        df, or on the data the checkpoint holds when df is None).
         """
         if not isinstance(sync_every, int) or sync_every < 1:
             raise ValueError(f"sync_every={sync_every!r} must be a positive integer.")
@@ -115,6 +116,7 @@ class NeuralForecast:
             raise checkpoint.CheckpointError(f"checkpoint {path} holds other models or "
                                              f"hyper-parameters than this NeuralForecast.")
         self.states = saved.states
+        self.panel = self.panel or saved.panel  # fit(resume_from=path) alone uses its data
 
     def _fit_panel(self, panel, val_size, test_size, keep_states, verbose, callback=None,
                    distributed=None, sync_every=1, checkpoint_every=None, checkpoint_path=None):

@@ -89,6 +89,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, panel):
     resumed = NeuralForecast([model()], "D").fit(panel, resume_from=path, verbose=False)
     np.testing.assert_array_equal(resumed.states[0].params, whole.states[0].params)
     assert len(resumed.states[0].train_losses) == 20
+    from_saved_data = NeuralForecast([model()], "D").fit(resume_from=path, verbose=False)
+    np.testing.assert_array_equal(from_saved_data.states[0].params, whole.states[0].params)
 
 
 def test_resume_refuses_other_models(tmp_path, panel):
