@@ -2,31 +2,63 @@
 
 Every switch of the four optimizations lives here. Kernels, ops and models ask
 `active()` which implementation to use; nothing else reads environment variables
-or globals to decide.
+or globals to decide. The process-wide resources behind the switches live here too:
+numba's threading layer and the BLAS thread limits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import functools
+import os
+import sys
 import threading
 from collections.abc import Iterator
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 KERNELS = ("numba", "numpy")
 ATTENTION = ("flash", "naive")
 PRECISIONS = ("fp32",)
 
 
+def _select_threading_layer() -> None:
+    """Make numba's threading layer one that is safe for parallel kernels launched from
+    several threads at once (tbb, else OpenMP), on any image.
+
+    numba's default tries tbb, omp, then workqueue, which aborts the process on
+    concurrent launches. The `tbb` wheel (a dependency) puts libtbb in the
+    environment's lib folder, which the loader does not search, so it is loaded here
+    first. A layer the user chose (NUMBA_THREADING_LAYER) is left alone.
+    """
+    if numba.config.THREADING_LAYER != "default":
+        return
+    library = os.path.join(sys.prefix, "lib", "libtbb.so.12")
+    if os.path.exists(library):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+    numba.config.THREADING_LAYER = "threadsafe"
+
+
+_select_threading_layer()
+
+
+def threading_layer() -> str:
+    """The numba threading layer that runs ndwork's parallel kernels (tbb or omp)."""
+    numba.get_num_threads()  # starts the layer's threads if none ran yet
+    return numba.threading_layer()
+
+
 @dataclasses.dataclass(frozen=True)
 class DtypePolicy:
-    """Which dtype each kind of array uses. Models never name a dtype themselves.
+    """Which dtype each kind of array uses: the one place that decides them.
 
-    `compute` is what activations and kernels run in, `param` what master weights
-    are kept in, `output` what leaves the model. Mixed precision adds policies here.
+    `compute` is what batches, activations and kernels run in, `param` what master
+    weights (and optimizer moments) are kept in, `output` what forecasts leave the
+    model in. Mixed precision adds policies here.
     """
 
     compute: np.dtype
@@ -69,6 +101,11 @@ class Optimizations:
     def dtypes(self) -> DtypePolicy:
         return _POLICIES[self.precision]
 
+    def switches(self) -> dict:
+        """The switches that travel with work to other threads and dask workers."""
+        return {"kernels": self.kernels, "attention": self.attention,
+                "precision": self.precision}
+
 
 _state = threading.local()
 _DEFAULT = Optimizations()
@@ -79,12 +116,75 @@ def active() -> Optimizations:
     return getattr(_state, "current", _DEFAULT)
 
 
+@functools.cache
+def _controller():
+    """One scan of the loaded thread pools (threadpoolctl rescans on every new limiter)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS numba's np.dot calls)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _kernel_blas(lib) -> bool:
+    """numba's np.dot calls scipy's BLAS; numpy's GEMMs call numpy's own."""
+    return "scipy" in os.path.basename(os.path.dirname(lib.filepath)) and \
+        "numpy" not in lib.filepath
+
+
+class _SharedLimit:
+    """A process-wide BLAS thread limit that several threads may hold at once.
+
+    threadpoolctl's limits are process-wide, so enter/exit from concurrent threads
+    would interleave and could leave BLAS pinned: the first holder sets the limit, the
+    last one out restores it, and holders in between share it.
+    """
+
+    def __init__(self, select):
+        self.select = select
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._originals: list[tuple] = []
+
+    @contextlib.contextmanager
+    def hold(self, threads: int) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                libs = [lib for lib in _controller().lib_controllers
+                        if lib.user_api == "blas" and self.select(lib)]
+                self._originals = [(lib, lib.num_threads) for lib in libs]
+                for lib in libs:
+                    lib.set_num_threads(threads)
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    for lib, threads_before in self._originals:
+                        lib.set_num_threads(threads_before)
+
+
+_GEMM_BLAS = _SharedLimit(lambda lib: not _kernel_blas(lib))
+_KERNEL_BLAS = _SharedLimit(_kernel_blas)
+
+
+def kernel_blas_single_threaded() -> contextlib.AbstractContextManager:
+    """BLAS called from inside numba's parallel loops runs one thread per loop thread.
+
+    fit and predict hold it for their whole run; a parallel kernel holds it too, which
+    costs a lock and a counter when it is already held."""
+    return _KERNEL_BLAS.hold(1)
+
+
 @contextlib.contextmanager
 def optimizations(**switches) -> Iterator[Optimizations]:
     """Run a block under changed switches: `with ndwork.optimizations(kernels="numpy"): ...`.
 
-    `threads` sets numba's and BLAS's thread counts together so they never oversubscribe;
-    both are restored on exit.
+    `threads` sets numba's threads (for this thread) and BLAS's (for the process,
+    shared with other threads that set it: the first one's value holds) together so
+    they never oversubscribe; both are restored on exit. BLAS called from numba's
+    parallel loops runs single-threaded inside the block.
     """
     previous = active()
     opts = dataclasses.replace(previous, **switches)
@@ -92,10 +192,10 @@ def optimizations(**switches) -> Iterator[Optimizations]:
     limits = contextlib.nullcontext()
     if opts.threads is not None:
         numba.set_num_threads(min(opts.threads, numba.config.NUMBA_NUM_THREADS))
-        limits = threadpool_limits(limits=opts.threads)
+        limits = _GEMM_BLAS.hold(opts.threads)
     _state.current = opts
     try:
-        with limits:
+        with limits, kernel_blas_single_threaded():
             yield opts
     finally:
         _state.current = previous

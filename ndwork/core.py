@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -14,11 +15,13 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from ndwork import __version__
+from ndwork.config import kernel_blas_single_threaded
 from ndwork.data import Panel, validate_frame
 from ndwork.models import MODELS, BaseModel
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
 from ndwork.training.trainer import (
+    TrainingDiverged,
     TrainState,
     build_batch,
     check_aligned,
@@ -46,6 +49,7 @@ class NeuralForecast:
         self.panel: Panel | None = None
         self.dashboard_link: str | None = None  # set by a distributed fit
         self.bytes_per_sync = 0  # of the last distributed fit: bytes per round and worker
+        self.worker_switches: dict | None = None  # the Optimizations its workers ran under
         self.states: list[TrainState | None] = [None] * len(models)
 
     # --- columns the models need ---------------------------------------------------
@@ -120,12 +124,17 @@ class NeuralForecast:
 
     def _fit_panel(self, panel, val_size, test_size, keep_states, verbose, callback=None,
                    distributed=None, sync_every=1, checkpoint_every=None, checkpoint_path=None):
-        if not keep_states:
-            self.states = [initial_state(m) for m in self.models]
-        self.panel = panel  # checkpoints taken during the fit save this data
+        """Train each model on a copy of its state and keep the copy only if its training
+        completed: a model whose fit failed keeps its previous state (unfitted if it had
+        none). A diverged model keeps its last finite state, marked `diverged`."""
+        previous_panel, self.panel = self.panel, panel  # checkpoints taken during the fit
+        states = ([copy.deepcopy(s) for s in self.states] if keep_states
+                  else [initial_state(m) for m in self.models])
         if checkpoint_every:
-            callback = self._checkpointing(callback, checkpoint_every, checkpoint_path)
+            callback = self._checkpointing(callback, checkpoint_every, checkpoint_path, states)
+        trained = False
         with contextlib.ExitStack() as stack:
+            stack.enter_context(kernel_blas_single_threaded())
             backend, note = None, ""
             if distributed is not None:
                 from ndwork.distributed import DaskSteps, connect
@@ -136,24 +145,45 @@ class NeuralForecast:
                 note = f" on {backend.ranks} dask workers"
                 if client.dashboard_link:
                     note += f" (dashboard {client.dashboard_link})"
-            for model, state in zip(self.models, self.states, strict=True):
-                # a TrainingDiverged leaves the last good parameters in `state`, kept here
-                train(model, panel, val_size, test_size, state, verbose, callback, backend,
-                      sync_every, note)
+            try:
+                for i, (model, state) in enumerate(zip(self.models, states, strict=True)):
+                    try:
+                        train(model, panel, val_size, test_size, state, verbose, callback,
+                              backend, sync_every, note)
+                    except TrainingDiverged as e:
+                        state.diverged = str(e)  # the last finite state, reported as such
+                        self.states[i], e.state = state, state
+                        trained = True
+                        raise
+                    self.states[i], trained = state, True
+            finally:
+                if not trained:  # no model holds a state from this data
+                    self.panel = previous_panel
             if backend is not None:
                 self.bytes_per_sync = backend.bytes_per_sync
+                self.worker_switches = backend.worker_switches
 
-    def _checkpointing(self, callback, every, path):
+    def _checkpointing(self, callback, every, path, states):
+        """Save `states`, the fit in progress, every `every` steps."""
         def save_then_call(step, loss, valid):
             if step % every == 0:
-                self.save(path, overwrite=True)
+                self._save(path, states, overwrite=True)
             return callback(step, loss, valid) if callback is not None else None
 
         return save_then_call
 
     def _check_fitted(self):
-        if any(s is None for s in self.states):
-            raise ValueError("the models are not fitted; call fit(df) before predict.")
+        unfitted = [repr(m) for m, s in zip(self.models, self.states, strict=True) if s is None]
+        if unfitted:
+            raise ValueError(f"models {unfitted} are not fitted (never trained, or their fit "
+                             f"did not complete); call fit(df) before predict or save.")
+
+    def _warn_diverged(self):
+        for model, state in zip(self.models, self.states, strict=True):
+            if state.diverged:
+                warnings.warn(f"{model!r} diverged in its last fit; it forecasts with the "
+                              f"parameters of its last finite step ({state.diverged})",
+                              RuntimeWarning, stacklevel=3)
 
     def predict(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
                 futr_df: pd.DataFrame | None = None, parallel=None) -> pd.DataFrame:
@@ -165,6 +195,7 @@ class NeuralForecast:
         n, Client, address) forecasts chunks of the series in parallel (batch inference).
         """
         self._check_fitted()
+        self._warn_diverged()
         panel = self.panel if df is None else self._panel(df, static_df)
         if df is None and static_df is not None:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
@@ -311,8 +342,11 @@ class NeuralForecast:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         """Write the models, their optimizer state and the training data to directory path."""
         self._check_fitted()
+        self._save(path, self.states, overwrite)
+
+    def _save(self, path, states, overwrite):
         arrays, meta_models = {}, []
-        for i, (model, state) in enumerate(zip(self.models, self.states, strict=True)):
+        for i, (model, state) in enumerate(zip(self.models, states, strict=True)):
             name = f"model-{i}"
             arrays[name] = {"params": state.params, "sampler_order": state.sampler_order,
                             "train_losses": np.asarray(state.train_losses, np.float64).reshape(-1, 2),
@@ -325,6 +359,7 @@ class NeuralForecast:
                                 "rng": checkpoint.rng_to_json(state.rng),
                                 "fit": {"start": state.fit_start, "done": state.done,
                                         "bad_checks": state.bad_checks,
+                                        "diverged": state.diverged,
                                         "best_valid": None if np.isinf(state.best_valid)
                                         else state.best_valid}})
         p = self.panel
@@ -367,7 +402,8 @@ class NeuralForecast:
                                      {k: arrays[f"buffer.{k}"] for k in state.buffers},
                                      [tuple(r) for r in arrays["train_losses"].tolist()],
                                      [tuple(r) for r in arrays["valid_losses"].tolist()],
-                                     fit["start"], best, fit["bad_checks"], fit["done"]))
+                                     fit["start"], best, fit["bad_checks"], fit["done"],
+                                     fit.get("diverged", "")))
             models.append(model)
         nf = cls(models, meta["freq"])
         nf.states = states

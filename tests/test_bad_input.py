@@ -146,3 +146,102 @@ def test_gaps_at_fixed_frequencies_name_the_series(freq):
         NeuralForecast([MLP(h=2, input_size=4, max_steps=1)], freq).fit(df.drop(index=gap))
     with pytest.raises(ValueError, match="not regular"):  # the right step, the wrong freq
         NeuralForecast([MLP(h=2, input_size=4, max_steps=1)], "2D" if freq == "D" else "D").fit(df)
+
+
+def test_a_failed_fit_leaves_no_untrained_model_that_predicts(df):
+    diverging = MLP(h=12, input_size=24, max_steps=50, learning_rate=1e12, hidden_size=16,
+                    loss=MAE(), optimizer="sgd", alias="diverging")
+    after = MLP(h=12, input_size=24, max_steps=3, hidden_size=16, alias="after")
+    nf = NeuralForecast([diverging, after], freq="MS")
+    with pytest.raises(ndwork.training.TrainingDiverged):
+        nf.fit(df, verbose=False)
+    assert nf.states[0].diverged and nf.states[1] is None
+    with pytest.raises(ValueError, match=r"\['after'\] are not fitted.*did not complete"):
+        nf.predict()
+
+
+def test_a_failed_refit_keeps_the_previous_fit(df):
+    models = [MLP(h=12, input_size=24, max_steps=4, hidden_size=16, alias=name)
+              for name in ("first", "second")]
+    nf = NeuralForecast(models, freq="MS").fit(df, verbose=False)
+    before = [s.params.copy() for s in nf.states]
+    forecast = nf.predict()
+    calls = []
+
+    def interrupt_the_second_model(step, loss, valid):
+        calls.append(step)
+        if len(calls) > 6:  # first model done (4 steps), the second at its 3rd step
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        nf.fit(df.assign(y=df.y * 2), callback=interrupt_the_second_model, verbose=False)
+    assert not np.array_equal(nf.states[0].params, before[0])  # its re-fit completed
+    np.testing.assert_array_equal(nf.states[1].params, before[1])  # kept its previous fit
+    assert nf.states[1].done and len(nf.states[1].train_losses) == 4
+    # the kept fit forecasts the data it was fitted on as before
+    np.testing.assert_array_equal(nf.predict(df)["second"], forecast["second"])
+
+
+def test_a_diverged_model_is_reported_when_it_predicts(df):
+    model = MLP(h=12, input_size=24, max_steps=50, learning_rate=1e12, hidden_size=16,
+                loss=MAE(), optimizer="sgd")
+    nf = NeuralForecast([model], freq="MS")
+    with pytest.raises(ndwork.training.TrainingDiverged):
+        nf.fit(df, verbose=False)
+    with pytest.warns(RuntimeWarning, match="MLP diverged in its last fit.*last finite step"):
+        nf.predict()
+
+
+def test_every_ndwork_exception_survives_pickle(df):
+    import pickle
+
+    from ndwork.training.checkpoint import CheckpointError
+
+    model = MLP(h=12, input_size=24, max_steps=50, learning_rate=1e12, hidden_size=16,
+                loss=MAE(), optimizer="sgd")
+    with pytest.raises(ndwork.training.TrainingDiverged) as caught:
+        NeuralForecast([model], freq="MS").fit(df, verbose=False)
+    errors = [caught.value, CheckpointError("checkpoint x is corrupt")]
+    assert {type(e) for e in errors} == _ndwork_exception_types()
+    for error in errors:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(caught.value)).state.params,
+                                  caught.value.state.params)
+
+
+def _ndwork_exception_types():
+    """Every exception class ndwork defines (so a new one must join the pickle test)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    found = set()
+    for info in pkgutil.walk_packages(ndwork.__path__, "ndwork."):
+        if ".bench" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        found |= {obj for _, obj in inspect.getmembers(module, inspect.isclass)
+                  if issubclass(obj, BaseException) and obj.__module__.startswith("ndwork")}
+    return found
+
+
+def test_divergence_keeps_the_running_statistics_of_the_last_good_step():
+    from ndwork.models import PatchTST
+
+    df = air_passengers()
+
+    def model(steps):
+        return PatchTST(h=12, input_size=24, max_steps=steps, hidden_size=16, n_heads=2,
+                        linear_hidden_size=8, encoder_layers=2, learning_rate=1e9,
+                        optimizer="sgd", scaler_type="identity", windows_batch_size=16)
+
+    nf = NeuralForecast([model(60)], freq="MS")
+    with pytest.raises(ndwork.training.TrainingDiverged):
+        nf.fit(df, verbose=False)
+    state = nf.states[0]
+    good_steps = len(state.train_losses)
+    replayed = NeuralForecast([model(good_steps)], freq="MS").fit(df, verbose=False).states[0]
+    for name, value in replayed.buffers.items():
+        np.testing.assert_array_equal(state.buffers[name], value, err_msg=name)
+        assert np.isfinite(value).all()

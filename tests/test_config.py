@@ -3,6 +3,7 @@
 import threading
 
 import numba
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
@@ -45,3 +46,60 @@ def test_precision_policy():
     assert ndwork.Optimizations().dtypes.compute == "float32"
     with pytest.raises(ValueError, match="precision='bf16' is not known"):
         ndwork.Optimizations(precision="bf16")
+
+
+def test_overlapping_thread_limits_restore_blas():
+    """threadpoolctl's limits are process-wide: interleaved enter/exit from two threads
+    (A enters, B enters, A exits, B exits) used to leave BLAS pinned to one thread."""
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with ndwork.optimizations(threads=1):
+            a_in.set()
+            b_in.wait()
+        a_out.set()
+
+    def b():
+        a_in.wait()
+        with ndwork.optimizations(threads=1):
+            b_in.set()
+            a_out.wait()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [pool["num_threads"] for pool in threadpool_info()] == before
+
+
+def test_threading_layer_is_safe_for_concurrent_parallel_launches():
+    from ndwork.config import threading_layer
+
+    assert threading_layer() in ("tbb", "omp")  # workqueue aborts on concurrent launches
+
+
+def test_two_fits_in_two_threads_with_flash_attention():
+    from ndwork import NeuralForecast
+    from ndwork.datasets import synthetic_panel
+    from ndwork.models import VanillaTransformer
+
+    df = synthetic_panel(2, 300, seed=0)
+
+    def fit(seed):
+        model = VanillaTransformer(h=8, input_size=256, max_steps=3, hidden_size=16, n_head=2,
+                                   conv_hidden_size=8, windows_batch_size=4, random_seed=seed)
+        state = NeuralForecast([model], "D").fit(df, verbose=False).states[0]
+        return np.array([loss for _, loss in state.train_losses])
+
+    serial = [fit(seed) for seed in (1, 2)]
+    results = {}
+    threads = [threading.Thread(target=lambda s=s: results.__setitem__(s, fit(s))) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # concurrent BLAS calls may split their sums differently: equal up to float32 noise
+    for seed, losses in zip((1, 2), serial, strict=True):
+        np.testing.assert_allclose(results[seed], losses, rtol=1e-4)

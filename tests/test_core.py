@@ -117,3 +117,16 @@ def test_progress_bar_when_verbose(capsys):
     NeuralForecast([MLP(h=12, input_size=24, max_steps=5, **SMALL_MLP)], "MS").fit(
         air_passengers())
     assert "MLP" in capsys.readouterr().err
+
+
+def test_validation_in_rounds_measures_the_step_it_is_labelled_with(panel):
+    """With sync_every > 1, a check inside a round used to see the round's last parameters."""
+    def fit(sync_every):
+        model = MLP(h=5, input_size=10, max_steps=8, val_check_steps=3, **SMALL_MLP)
+        return NeuralForecast([model], freq="D").fit(panel, val_size=5, sync_every=sync_every,
+                                                     verbose=False).states[0]
+
+    stepwise, in_rounds = fit(1), fit(4)
+    assert [s for s, _ in in_rounds.valid_losses] == [3, 6]
+    np.testing.assert_allclose(in_rounds.valid_losses, stepwise.valid_losses, rtol=1e-6)
+    np.testing.assert_array_equal(in_rounds.params, stepwise.params)

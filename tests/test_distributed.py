@@ -38,6 +38,61 @@ def test_sync_every_step_equals_single_process(client, panel):
     np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
 
 
+def test_sync_every_step_with_dropout_equals_single_process(client, panel):
+    """Dropout masks are keyed on (seed, step, window), not drawn per rank."""
+    def model(dropout=0.3):
+        return NHITS(h=6, input_size=24, max_steps=8, mlp_units=[[32, 32]] * 3,
+                     dropout_prob_theta=dropout, windows_batch_size=64, scaler_type="standard")
+
+    alone = NeuralForecast([model()], "D").fit(panel, verbose=False)
+    spread = NeuralForecast([model()], "D").fit(panel, distributed=client, verbose=False)
+    np.testing.assert_allclose(losses(spread), losses(alone), atol=SAME_TRAJECTORY_ATOL)
+    np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
+    without = NeuralForecast([model(0.0)], "D").fit(panel, verbose=False)
+    assert np.abs(losses(without) - losses(alone)).max() > 1e-3  # dropout did act
+
+
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_running_statistics_come_back_from_the_workers(client, panel, sync_every):
+    from ndwork.models import PatchTST
+
+    def model(steps):
+        return PatchTST(h=6, input_size=24, max_steps=steps, hidden_size=16, n_heads=2,
+                        linear_hidden_size=8, encoder_layers=2, windows_batch_size=32)
+
+    steps = 4 if sync_every > 1 else 1
+    nf = NeuralForecast([model(steps)], "D").fit(panel, distributed=client,
+                                                 sync_every=sync_every, verbose=False)
+    buffers = nf.states[0].buffers
+    initial = model(1).spec.initial_buffers()
+    for name, value in buffers.items():
+        assert not np.allclose(value, initial[name]), f"{name} never left its initial value"
+    if sync_every == 1:
+        # after one step, the first BatchNorm's running mean is the share-weighted mean of
+        # the ranks' batch means: the global batch's, as in one process
+        alone = NeuralForecast([model(1)], "D").fit(panel, verbose=False).states[0].buffers
+        first = next(name for name in buffers if name.endswith("running_mean"))
+        np.testing.assert_allclose(buffers[first], alone[first], atol=1e-5)
+    # predictions use the averaged statistics, not the initial ones
+    forecast = nf.predict()
+    state = nf.states[0]
+    assert len(forecast) == 8 * 6
+    nf.states[0] = type(state)(state.params, state.optimizer, state.rng, state.sampler_order,
+                               initial)
+    assert not np.allclose(nf.predict()["PatchTST"], forecast["PatchTST"])
+
+
+def test_workers_run_under_the_drivers_optimizations(client, panel):
+    import ndwork
+
+    with ndwork.optimizations(kernels="numpy", attention="naive"):
+        nf = NeuralForecast([mlp(steps=2)], "D").fit(panel, distributed=client, verbose=False)
+    assert nf.worker_switches == {"kernels": "numpy", "attention": "naive", "precision": "fp32"}
+    nf = NeuralForecast([mlp(steps=2)], "D").fit(panel, distributed=client, sync_every=2,
+                                                 verbose=False)
+    assert nf.worker_switches["kernels"] == "numba"
+
+
 def test_local_steps_then_averaging_trains(client, panel):
     nf = NeuralForecast([mlp(steps=40)], "D").fit(panel, distributed=client, sync_every=8,
                                                   val_size=12, verbose=False)

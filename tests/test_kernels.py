@@ -148,9 +148,22 @@ def test_scalers(kind, rng):
     assert np.all(np.isfinite(scale)) and np.all(scale > 0)
 
 
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_keep(p, dtype):
+    from ndwork.kernels.noise import mix64
+
+    keys = mix64(np.arange(300, dtype=np.uint64))
+    (keep, keep_ref) = both("dropout_keep", keys, 257, p, np.dtype(dtype))
+    np.testing.assert_array_equal(keep, keep_ref)  # integer hashing: bit-identical
+    assert keep.dtype == dtype
+    assert set(np.unique(keep)) <= {0.0, dtype(1) / dtype(1 - p)}
+    assert abs((keep == 0).mean() - p) < 0.01  # 77,100 draws: 4 standard errors at p=0.5
+
+
 def test_every_kernel_has_a_reference_and_a_test():
-    tested = {"relu", "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss",
-              "maxpool", "interpolate", "layernorm", "adam_update", "sgd_update",
+    tested = {"dropout_keep", "relu", "tanh", "sigmoid", "gelu", "elu", "softmax", "linear",
+              "point_loss", "mqloss", "maxpool", "interpolate", "layernorm", "adam_update", "sgd_update",
               "scaler_statistics"}
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref

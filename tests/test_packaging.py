@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _normalize(spec: str) -> tuple[str, str]:
+    """(name, version range) of a requirement; a platform marker does not apply to conda."""
+    spec = spec.split(";")[0]
     name, version = re.match(r"^([A-Za-z0-9_.\-\[\]]+)\s*(.*)$", spec.strip()).groups()
     return re.sub(r"\[.*\]", "", name).lower(), version.replace(" ", "")
 
@@ -37,3 +39,9 @@ def test_binder_matches_pyproject():
     post_build = (ROOT / "binder" / "postBuild").read_text()
     assert post_build.splitlines()[1] == "set -euo pipefail" and "pip install" in post_build
     assert (ROOT / "binder" / "start").read_text().rstrip().endswith('exec "$@"')
+
+
+def test_peers_pin_the_neuralforecast_the_figures_are_stated_against():
+    peers = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["peers"]
+    assert "neuralforecast==3.3.0" in peers and "torch==2.13.0" in peers

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from ndwork import profiling
+from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
 from ndwork.kernels import kernel
@@ -253,11 +254,12 @@ def layernorm(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
 
 
 @_profiled
-def dropout(x: Tensor, p: float, rng: np.random.Generator | None) -> Tensor:
-    """Inverted dropout; identity when p == 0 or rng is None (inference)."""
+def dropout(x: Tensor, p: float, rng: TrainingNoise | None) -> Tensor:
+    """Inverted dropout; identity when p == 0 or rng is None (inference). x's leading
+    axis runs over the batch's windows (see TrainingNoise)."""
     if p <= 0 or rng is None:
         return x
-    keep = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.data.dtype) / (1 - p)
+    keep = rng.dropout_keep(x.shape, p, x.data.dtype)
     return Tensor(x.data * keep, (x,), lambda g: (g * keep,))
 
 

@@ -1,32 +1,69 @@
 """The dask backend of the training loop: a round of `sync_every` steps on workers.
 
 sync_every=1: each step's global batch is split into one share per logical rank;
-every rank returns the mean loss and gradient of its share; the driver averages them
-(weighted by share size, so it is exactly the gradient of the global batch) and
-applies the optimizer: the trajectory equals single-process training.
+every rank returns the mean loss and gradient of its share and its updated running
+statistics; the driver averages them (weighted by share size, so the gradient is
+exactly that of the global batch) and applies the optimizer: the trajectory equals
+single-process training for every model without batch statistics (BatchNorm
+normalizes each rank's share by the share's own statistics, as PyTorch's DDP without
+SyncBatchNorm; the running statistics are averaged).
 sync_every=K>1 (local SGD): every rank runs K optimizer steps on its shares of the K
 global batches from the last averaged parameters, with its own optimizer moments, which
 stay on its worker between rounds (a future handed to the next round's task), so a
 synchronization moves the parameters once each way; the driver averages parameters and
 running statistics once per round, and the ranks' moments when training ends.
 
-Ranks are logical and fixed (batches and seeds depend on rank and step, never on
-which worker is alive); tasks hold no state, and the data is a task result with
-lineage, so dask recomputes whatever a dead worker held and retries its tasks.
+Ranks are logical and fixed (batches and dropout masks depend on seed, step and a
+window's place in the global batch, never on which worker is alive); tasks hold no
+state, and the data is a task result with lineage, so dask recomputes whatever a dead
+worker held and retries its tasks. Each task runs under the driver's Optimizations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
 import numpy as np
 
+from ndwork.config import active, optimizations
 from ndwork.distributed.pool import _hold, quiet_large_graphs, replicate
-from ndwork.training.trainer import LocalSteps, TrainingDiverged, diverged, initial_state
+from ndwork.training.trainer import (
+    LocalSteps,
+    TrainingDiverged,
+    TrainingNoise,
+    batch_positions,
+    diverged,
+    finite,
+    initial_state,
+)
 
 RESULT_TIMEOUT_S = 600
 RETRIES = 3
+
+
+@dataclasses.dataclass
+class RankGradient:
+    """One rank's share of a synchronous step."""
+
+    loss: float
+    grads: np.ndarray
+    windows: int
+    buffers: dict  # running statistics after the share's training forward
+    switches: dict  # the Optimizations the worker ran under
+
+
+@dataclasses.dataclass
+class RankSteps:
+    """One rank's K local steps (local SGD)."""
+
+    losses: list[float]
+    params: np.ndarray
+    moments: dict  # optimizer buffers: stay on the worker for the next round
+    buffers: dict
+    windows: int
+    switches: dict
 
 
 @functools.lru_cache(maxsize=8)
@@ -37,34 +74,43 @@ def _model(class_name: str, hyperparameters: str):
     return MODELS[class_name](**json.loads(hyperparameters))
 
 
-def _rank_gradient(model_key, params, buffers, panel, starts, seed):
+def _rank_gradient(model_key, switches, params, buffers, panel, starts, positions, step):
     """Mean loss and gradient of one rank's share of a global batch."""
     from ndwork.training.trainer import loss_and_grad, make_batch
 
     model = _model(*model_key)
-    with np.errstate(over="ignore", invalid="ignore"):
+    buffers = {k: v.copy() for k, v in buffers.items()}
+    with optimizations(**switches), np.errstate(over="ignore", invalid="ignore"):
         loss, grads = loss_and_grad(model, params, make_batch(model, panel, starts),
-                                    np.random.default_rng(seed), {k: v.copy() for k, v in
-                                                                  buffers.items()})
-    return loss, grads, len(starts)
+                                    TrainingNoise(model.random_seed, step, positions), buffers)
+        return RankGradient(loss, grads, len(positions), buffers, active().switches())
 
 
-def _pick(result, index):
-    return result[index]
-
-
-def _rank_local_steps(model_key, params, moments, step, buffers, panel, batches, lrs, seed):
+def _rank_local_steps(model_key, switches, params, moments, step, buffers, panel, batches,
+                      positions, lrs):
     """K optimizer steps of one rank from the last averaged state (local SGD)."""
-    from ndwork.training.trainer import LocalSteps
-
     model = _model(*model_key)
     state = initial_state(model)
     state.params, state.buffers = params.copy(), {k: v.copy() for k, v in buffers.items()}
     state.optimizer.buffers = {k: v.copy() for k, v in moments.items()}
     state.optimizer.step = step
-    state.rng = np.random.default_rng(seed)
-    losses = LocalSteps().run(model, panel, state, batches, lrs)
-    return losses, state.params, state.optimizer.buffers, state.buffers
+    with optimizations(**switches):
+        losses = LocalSteps().run(model, panel, state, batches, lrs, positions)
+        return RankSteps(losses, state.params, state.optimizer.buffers, state.buffers,
+                         len(positions[0]), active().switches())
+
+
+def _moments(result: RankSteps) -> dict:
+    return result.moments
+
+
+def _weighted_mean(arrays, weights, dtype):
+    return sum(w * a for w, a in zip(weights, arrays, strict=True)).astype(dtype)
+
+
+def _averaged_buffers(state, results, weights) -> dict:
+    return {name: _weighted_mean([r.buffers[name] for r in results], weights, value.dtype)
+            for name, value in state.buffers.items()}
 
 
 class DaskSteps:
@@ -77,6 +123,7 @@ class DaskSteps:
         self._panel_future = None
         self._moments = None  # per rank: a future of its optimizer moments (local SGD)
         self.bytes_per_sync = 0  # bytes moved per round and worker, both ways
+        self.worker_switches: dict | None = None  # what the workers last ran under
 
     def _panel(self, panel):
         if self._panel_key != id(panel):  # a loader task keeps lineage, unlike scatter
@@ -94,21 +141,25 @@ class DaskSteps:
 
     def _submit_round(self, model, panel, state, batches, lrs):
         key = (type(model).__name__, json.dumps(model.hyperparameters(), sort_keys=True))
+        switches = active().switches()
         data = self._panel(panel)
         step = state.optimizer.step
-        seeds = [[model.random_seed, step, rank] for rank in range(self.ranks)]
         shares = [np.array_split(starts, self.ranks) for starts in batches]
+        positions = [np.array_split(batch_positions(model, starts), self.ranks)
+                     for starts in batches]
         if len(batches) == 1:
-            return [self.client.submit(_rank_gradient, key, state.params, state.buffers, data,
-                                       shares[0][rank], seeds[rank], pure=False)
+            return [self.client.submit(_rank_gradient, key, switches, state.params,
+                                       state.buffers, data, shares[0][rank], positions[0][rank],
+                                       step, pure=False)
                     for rank in range(self.ranks)]
         moments = self._moments or [state.optimizer.buffers] * self.ranks
-        rounds = [self.client.submit(_rank_local_steps, key, state.params, moments[rank], step,
-                                     state.buffers, data, [s[rank] for s in shares], lrs,
-                                     seeds[rank], pure=False)
+        rounds = [self.client.submit(_rank_local_steps, key, switches, state.params,
+                                     moments[rank], step, state.buffers, data,
+                                     [s[rank] for s in shares], [p[rank] for p in positions],
+                                     lrs, pure=False)
                   for rank in range(self.ranks)]
-        self._moments = [self.client.submit(_pick, r, 2, pure=False) for r in rounds]
-        return [self.client.submit(_pick, r, i, pure=False) for r in rounds for i in (0, 1, 3)]
+        self._moments = [self.client.submit(_moments, r, pure=False) for r in rounds]
+        return rounds
 
     def run(self, model, panel, state, batches, lrs) -> list[float]:
         if model.MULTIVARIATE:  # a window is n_series rows: shares would split windows
@@ -127,9 +178,10 @@ class DaskSteps:
                     raise
                 self._moments = None  # restart the ranks' moments from the driver's
                 self.client.wait_for_workers(1, timeout=RESULT_TIMEOUT_S)  # and retry the round
+        self.worker_switches = results[0].switches
         if len(batches) == 1:
             return [self._apply_gradients(model, state, results, lrs[0])]
-        return self._average(model, state, [results[i:i + 3] for i in range(0, len(results), 3)])
+        return self._average(model, state, results)
 
     def finish(self, state) -> None:
         """Bring the ranks' optimizer moments back, averaged, into the driver's state."""
@@ -140,27 +192,30 @@ class DaskSteps:
             state.optimizer.buffers[name][:] = np.mean([m[name] for m in moments], axis=0)
         self._moments = None
 
-    def _apply_gradients(self, model, state, results, lr):
-        sizes = np.array([n for _, _, n in results], dtype=np.float64)
+    def _apply_gradients(self, model, state, results: list[RankGradient], lr):
+        sizes = np.array([r.windows for r in results], dtype=np.float64)
         weights = sizes / sizes.sum()
-        loss = float(sum(w * r[0] for w, r in zip(weights, results, strict=True)))
-        grads = sum(w * r[1] for w, r in zip(weights, results, strict=True)).astype(
-            state.params.dtype)
-        if not (np.isfinite(loss) and np.isfinite(grads).all()):
+        loss = float(sum(w * r.loss for w, r in zip(weights, results, strict=True)))
+        grads = _weighted_mean([r.grads for r in results], weights, state.params.dtype)
+        buffers = _averaged_buffers(state, results, weights)
+        if not (np.isfinite(loss) and np.isfinite(grads).all() and finite(buffers)):
             raise diverged(model, state, state.optimizer.step, loss)
+        state.buffers = buffers
         state.optimizer.update(state.params, grads, lr)
-        self.bytes_per_sync = 2 * state.params.nbytes
+        statistics = sum(v.nbytes for v in state.buffers.values())
+        self.bytes_per_sync = 2 * (state.params.nbytes + statistics)
         return loss
 
-    def _average(self, model, state, results):
-        """results per rank: (losses, parameters, running statistics)."""
-        losses = np.mean([r[0] for r in results], axis=0)
-        params = np.mean([r[1] for r in results], axis=0).astype(state.params.dtype)
-        if not (np.isfinite(losses).all() and np.isfinite(params).all()):
+    def _average(self, model, state, results: list[RankSteps]):
+        sizes = np.array([r.windows for r in results], dtype=np.float64)
+        weights = sizes / sizes.sum()
+        losses = _weighted_mean([np.asarray(r.losses) for r in results], weights, np.float64)
+        params = _weighted_mean([r.params for r in results], weights, state.params.dtype)
+        buffers = _averaged_buffers(state, results, weights)
+        if not (np.isfinite(losses).all() and np.isfinite(params).all() and finite(buffers)):
             raise diverged(model, state, state.optimizer.step, float(losses[-1]))
         state.params[:] = params
-        for name in state.buffers:
-            state.buffers[name][:] = np.mean([r[2][name] for r in results], axis=0)
+        state.buffers = buffers
         state.optimizer.step += len(losses)
         statistics = sum(v.nbytes for v in state.buffers.values())
         self.bytes_per_sync = 2 * (state.params.nbytes + statistics)

@@ -5,10 +5,19 @@
 """
 
 from ndwork.config import active
-from ndwork.kernels import activations, linear, losses, normalization, optim, pooling, scalers
+from ndwork.kernels import (
+    activations,
+    linear,
+    losses,
+    noise,
+    normalization,
+    optim,
+    pooling,
+    scalers,
+)
 
 REGISTRY: dict[str, tuple] = {}
-for _module in (activations, linear, losses, normalization, optim, pooling, scalers):
+for _module in (activations, linear, losses, noise, normalization, optim, pooling, scalers):
     REGISTRY.update(_module.KERNELS)
 
 

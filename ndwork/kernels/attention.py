@@ -16,8 +16,8 @@ import math
 
 import numba as nb
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from ndwork.config import kernel_blas_single_threaded
 from ndwork.kernels._jit import jit
 from ndwork.kernels.fastmath import exp_into
 
@@ -234,7 +234,7 @@ def flash_attention_forward(q, k, v, causal=False, key_padding_mask=None, block_
     pad, use_pad = _padding(key_padding_mask, k.shape[0], k.shape[2])
     out = np.empty_like(q)
     lse = np.empty(q.shape[:3], dtype=q.dtype)
-    with threadpool_limits(limits=1, user_api="blas"):  # BLAS inside prange: one thread each
+    with kernel_blas_single_threaded():  # BLAS inside prange: one thread each
         _flash_forward(q, k, v, causal, pad, use_pad, int(block_q), int(block_k), out, lse)
     return out, lse
 
@@ -248,7 +248,7 @@ def flash_attention_backward(q, k, v, out, lse, dout, causal=False, key_padding_
     dq = np.zeros_like(q)
     dk = np.empty_like(k)
     dv = np.empty_like(v)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with kernel_blas_single_threaded():
         _flash_backward(q, k, v, out, np.ascontiguousarray(lse), dout, causal, pad, use_pad,
                         int(block_q), int(block_k), dq, dk, dv)
     return dq, dk, dv

@@ -8,8 +8,9 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Parameters, Tensor, backward
-from ndwork.config import active
+from ndwork.config import active, kernel_blas_single_threaded
 from ndwork.data import Panel, WindowSampler, gather_windows, scale_windows
 from ndwork.models.base import BaseModel
 from ndwork.training.optimizers import Optimizer, learning_rate
@@ -21,6 +22,9 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, state: TrainState):
         super().__init__(message)
         self.state = state
+
+    def __reduce__(self):  # crosses process boundaries (dask) as itself, state included
+        return type(self), (self.args[0], self.state)
 
 
 def layout(model: BaseModel) -> Parameters:
@@ -57,7 +61,7 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
     return batch, shift, scale
 
 
-def forward(model: BaseModel, params: np.ndarray, batch: dict, rng=None,
+def forward(model: BaseModel, params: np.ndarray, batch: dict, rng: TrainingNoise | None = None,
             buffers: dict | None = None) -> tuple[Tensor, dict]:
     """The model's forward; `rng` given means training (dropout, batch statistics)."""
     p = layout(model).tensors(params)
@@ -67,7 +71,7 @@ def forward(model: BaseModel, params: np.ndarray, batch: dict, rng=None,
 
 
 def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
-                  rng: np.random.Generator | None = None,
+                  rng: TrainingNoise | None = None,
                   buffers: dict | None = None) -> tuple[float, np.ndarray]:
     """One training step's loss and its gradient with respect to the flat parameters.
 
@@ -88,9 +92,11 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     if model.MULTIVARIATE:  # a window is n_series consecutive rows: never split one
         chunk *= model.n_series
     outs = []
-    for a in range(0, n, chunk):
-        part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
-        outs.append(forward(model, params, part, None, buffers)[0].data)
+    with kernel_blas_single_threaded():
+        for a in range(0, n, chunk):
+            part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
+                    for k, v in batch.items()}
+            outs.append(forward(model, params, part, None, buffers)[0].data)
     out = np.concatenate(outs) if len(outs) > 1 else outs[0]
     out = out * scale[:, None, None] + shift[:, None, None]
     return np.sort(out, axis=-1) if out.shape[-1] > 1 else out
@@ -111,11 +117,12 @@ class TrainState:
     best_valid: float = np.inf  # early stopping: best validation loss so far ...
     bad_checks: int = 0  # ... and checks since it last improved
     done: bool = False  # this fit finished (max_steps, early stop, or a callback's stop)
+    diverged: str = ""  # why the last fit stopped early with the last finite state, if it did
 
     def restart(self) -> None:
         """Begin a new fit from the current weights and optimizer state (warm start)."""
-        self.fit_start, self.best_valid, self.bad_checks, self.done = (
-            self.optimizer.step, np.inf, 0, False)
+        self.fit_start, self.best_valid, self.bad_checks, self.done, self.diverged = (
+            self.optimizer.step, np.inf, 0, False, "")
 
 
 def initial_state(model: BaseModel) -> TrainState:
@@ -173,17 +180,34 @@ def diverged(model: BaseModel, state: TrainState, step: int, loss: float) -> Tra
         f"scaler_type='robust' or 'standard', or check the data.", state)
 
 
+def finite(buffers: dict) -> bool:
+    """Running statistics can overflow while the loss is still finite."""
+    return all(np.isfinite(v).all() for v in buffers.values())
+
+
+def batch_positions(model: BaseModel, starts: np.ndarray) -> np.ndarray:
+    """Each window's position in a step's global batch (a multivariate window is
+    n_series rows of starts)."""
+    return np.arange(len(starts) // (model.n_series if model.MULTIVARIATE else 1))
+
+
 class LocalSteps:
     """The single-process backend: one optimizer step per batch, in this process."""
 
-    def run(self, model, panel, state: TrainState, batches, lrs) -> list[float]:
+    def run(self, model, panel, state: TrainState, batches, lrs,
+            positions: list[np.ndarray] | None = None) -> list[float]:
+        """positions[i]: batch i's windows' positions in the global batch (a rank's share)."""
         losses = []
-        for starts, lr in zip(batches, lrs, strict=True):
+        for i, (starts, lr) in enumerate(zip(batches, lrs, strict=True)):
             batch = make_batch(model, panel, starts)
-            with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
-                loss, grads = loss_and_grad(model, state.params, batch, state.rng, state.buffers)
-            if not (np.isfinite(loss) and np.isfinite(grads).all()):
+            windows = batch_positions(model, starts) if positions is None else positions[i]
+            noise = TrainingNoise(model.random_seed, state.optimizer.step, windows)
+            buffers = {k: v.copy() for k, v in state.buffers.items()}  # kept if the step is
+            with np.errstate(over="ignore", invalid="ignore"):  # finite, checked below
+                loss, grads = loss_and_grad(model, state.params, batch, noise, buffers)
+            if not (np.isfinite(loss) and np.isfinite(grads).all() and finite(buffers)):
                 raise diverged(model, state, state.optimizer.step, loss)
+            state.buffers = buffers
             state.optimizer.update(state.params, grads, lr)
             losses.append(loss)
         return losses
@@ -199,10 +223,11 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     """Train `state` (fresh weights when None) up to model.max_steps steps of this fit.
 
     Steps run in rounds of `sync_every` through `backend` (this process by default; the
-    dask backend spreads each round over workers). `callback(step, train_loss,
-    valid_loss)` runs after every step; returning True stops training at that round's
-    end. Raises TrainingDiverged when the loss or gradient is not finite; the state
-    then holds the last finite parameters.
+    dask backend spreads each round over workers); a round also ends at each
+    validation check, so a check measures the parameters of the step it is labelled
+    with. `callback(step, train_loss, valid_loss)` runs after every step; returning
+    True stops training at that round's end. Raises TrainingDiverged when the loss or
+    gradient is not finite; the state then holds the last finite parameters.
     """
     state = state or initial_state(model)
     backend = backend or LocalSteps()
@@ -214,12 +239,14 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     sampler.set_state(state.sampler_order)
     end = state.fit_start + model.max_steps
     step = state.optimizer.step
+    checks = model.val_check_steps if val_size > 0 else end  # rounds end at validation checks
     show = verbose and model.enable_progress_bar and not state.done
     bar = tqdm(total=model.max_steps, initial=step - state.fit_start, disable=not show,
                desc=f"{model!r}{progress_note}", leave=False)
     try:
         while step < end and not state.done:
-            k = min(sync_every, end - step)
+            since_check = (step - state.fit_start) % checks
+            k = min(sync_every, end - step, checks - since_check)
             batches = [sampler.sample(state.rng) for _ in range(k)]
             lrs = [learning_rate(model.learning_rate, s - state.fit_start, model.max_steps,
                                  model.num_lr_decays) for s in range(step, step + k)]
