@@ -14,8 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,dask,lab,browser]"
 	touch $(STAMP)
 
+# numba's on-disk cache is keyed on each function's own file, not on the kernels it calls
+# from other files (fastmath.py, _jit.py's flags): when any kernel file changes, clear it.
+KERNEL_STAMP := ndwork/kernels/__pycache__/.sources
+$(KERNEL_STAMP): $(wildcard ndwork/kernels/*.py)
+	find ndwork -name '*.nbi' -delete -o -name '*.nbc' -delete
+	mkdir -p $(@D) && touch $@
+
 # The benchmark notebook, executed by papermill on embedded defaults, rendered to HTML.
-report: $(STAMP)
+report: $(STAMP) $(KERNEL_STAMP)
 	mkdir -p reports results
 	$(BIN)/papermill notebooks/06_benchmark_report.ipynb reports/benchmark_report.ipynb \
 		--cwd . --log-output $(REPORT_PARAMS)
@@ -28,14 +35,14 @@ browser:
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null); } || \
 		echo "chromium missing and not root: the browser test will be skipped"
 
-test: $(STAMP) browser
+test: $(STAMP) $(KERNEL_STAMP) browser
 	$(BIN)/ruff check ndwork widgets tests
 	$(BIN)/python -m pytest -q -p no:logging
 
 lint: $(STAMP)
 	$(BIN)/ruff check ndwork widgets tests
 
-bench: $(STAMP)
+bench: $(STAMP) $(KERNEL_STAMP)
 	$(BIN)/python -m ndwork.bench kernels
 	$(BIN)/python -m ndwork.bench models
 	$(BIN)/python -m ndwork.bench attention
@@ -55,10 +62,9 @@ $(PEERS)/.installed: pyproject.toml
 peers: $(PEERS)/.installed
 	$(PEERS)/bin/python -m ndwork.bench peers
 
-# numba's on-disk cache is keyed on each function's own file, not on the kernels it calls
-# from other files: after editing a shared kernel (fastmath.py), clear it.
 clean-cache:
 	find ndwork -name '*.nbi' -delete -o -name '*.nbc' -delete
+	rm -f $(KERNEL_STAMP)
 
 clean: clean-cache
 	rm -rf $(VENV) $(PEERS) results reports

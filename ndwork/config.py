@@ -169,6 +169,11 @@ _GEMM_BLAS = _SharedLimit(lambda lib: not _kernel_blas(lib))
 _KERNEL_BLAS = _SharedLimit(_kernel_blas)
 
 
+def blas_threads(threads: int) -> contextlib.AbstractContextManager:
+    """Limit the BLAS that numpy's GEMMs call to `threads` for the process (shared)."""
+    return _GEMM_BLAS.hold(threads)
+
+
 def kernel_blas_single_threaded() -> contextlib.AbstractContextManager:
     """BLAS called from inside numba's parallel loops runs one thread per loop thread.
 
@@ -192,7 +197,7 @@ def optimizations(**switches) -> Iterator[Optimizations]:
     limits = contextlib.nullcontext()
     if opts.threads is not None:
         numba.set_num_threads(min(opts.threads, numba.config.NUMBA_NUM_THREADS))
-        limits = _GEMM_BLAS.hold(opts.threads)
+        limits = blas_threads(opts.threads)
     _state.current = opts
     try:
         with limits, kernel_blas_single_threaded():

@@ -87,3 +87,18 @@ def test_ensemble_of_seeds(client, panel):
                                   serial)
     mean = ensemble(members, panel, "D", combine="mean")
     assert not np.allclose(mean.Ensemble, serial.Ensemble)
+
+
+def test_thread_pool_tasks_run_numba_and_gemm_blas_on_one_thread_each():
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from ndwork.distributed.pool import executor
+
+    def threads_seen(_):
+        numpy_blas = [p["num_threads"] for p in threadpool_info() if "numpy" in p["filepath"]]
+        return numba.get_num_threads(), numpy_blas
+
+    with executor("threads") as pool:
+        seen = pool.map(threads_seen, range(4))
+    assert seen == [(1, [1])] * 4

@@ -1,7 +1,7 @@
 """One `parallel=` argument for independent work: serial, threads, or dask workers.
 
 parallel=None runs in this process; "threads" a thread pool with one thread per core
-(BLAS pinned to one thread each, so the pool never oversubscribes); True, a number of
+(BLAS and numba pinned to one thread each, so the pool never oversubscribes); True, a number of
 workers, a dask.distributed.Client or a scheduler address: dask workers (see
 `connect`). Tasks run under the caller's `Optimizations`, in every thread or worker.
 """
@@ -9,13 +9,12 @@ workers, a dask.distributed.Client or a scheduler address: dask workers (see
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ndwork.config import active, optimizations
+from ndwork.config import active, blas_threads, optimizations
 
 
 def _call(switches: dict, fn: Callable, item):
@@ -42,7 +41,7 @@ class Threads(Serial):
         self.n_workers = n_workers
 
     def map(self, fn, items):
-        switches = dataclasses.asdict(active()) | {"threads": None}
+        switches = active().switches() | {"threads": 1}  # numba's threads are per thread
         with ThreadPoolExecutor(self.n_workers) as pool:
             return list(pool.map(lambda item: _call(switches, fn, item), items))
 
@@ -61,7 +60,7 @@ class DaskWorkers:
         return future
 
     def map(self, fn, items):
-        switches = dataclasses.asdict(active()) | {"threads": None}
+        switches = active().switches()
         with quiet_large_graphs():
             futures = [self.client.submit(_call, switches, fn, item, pure=False)
                        for item in items]
@@ -89,9 +88,7 @@ def executor(parallel) -> Iterator[Serial | Threads | DaskWorkers]:
     if parallel is None or parallel is False:
         yield Serial()
     elif parallel == "threads":
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1):
+        with blas_threads(1):  # held across the tasks, which each hold it too
             yield Threads(os.cpu_count() or 1)
     else:
         from ndwork.distributed.cluster import connect

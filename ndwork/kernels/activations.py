@@ -77,13 +77,13 @@ def softmax_backward_reference(y, dy):
 @jit
 def _relu_fwd(x, out):
     for i in range(x.size):
-        out[i] = x[i] if x[i] > _0 else _0
+        out[i] = _0 if x[i] <= _0 else x[i]  # NaN stays NaN, as np.maximum
 
 
 @jit
 def _relu_bwd(y, dy, out):
     for i in range(y.size):
-        out[i] = dy[i] if y[i] > _0 else _0
+        out[i] = dy[i] * (_1 if y[i] > _0 else _0)  # a non-finite dy gives NaN, as dy * mask
 
 
 @jit

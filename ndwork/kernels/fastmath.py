@@ -3,8 +3,9 @@
 numba's `math.exp` is a scalar library call (no SVML in the llvmlite wheels), which
 keeps loops from vectorizing. `exp_into` range-reduces x = k ln2 + r, evaluates a
 degree-7 polynomial for e^r and adds k to the float32 exponent bits, in two simple
-loops that LLVM vectorizes. Relative error below 4e-7 on [-87, 88];
-inputs are clamped there, so the result is always finite and positive.
+loops that LLVM vectorizes. Relative error below 4e-7 wherever the result is a normal
+float32; above ln(FLT_MAX) it is inf, below ln(FLT_MIN) 0 (numpy returns subnormals
+there: an absolute difference under 1.2e-38), and NaN stays NaN, as numpy's exp.
 """
 
 import math
@@ -16,7 +17,9 @@ from ndwork.kernels._jit import jit
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
-_LOW, _HIGH = np.float32(-87.0), np.float32(88.0)
+# ln of the smallest normal and of the largest float32: the bit trick is exact between
+_LOW, _HIGH = np.float32(-87.33654), np.float32(88.72283)
+_INF = np.float32(np.inf)
 
 
 _CHUNK = 2048  # scratch stays in L1/L2: fresh full-size scratch would page-fault per call
@@ -44,7 +47,8 @@ def exp_into(x, out, scale=1.0):
         stop = min(n, start + _CHUNK)
         xs, bs = x[start:stop], bits[start:stop]  # plain slices: simple induction, vectorizes
         for i in range(stop - start):
-            v = min(max(a * xs[i], _LOW), _HIGH)
+            u = a * xs[i]
+            v = min(max(u, _LOW), _HIGH)
             k = np.floor(v * _LOG2E + np.float32(0.5))
             r = v - k * _LN2_HI - k * _LN2_LO
             p = np.float32(1 / 5040)
@@ -54,8 +58,13 @@ def exp_into(x, out, scale=1.0):
             p = p * r + np.float32(1 / 6)
             p = p * r + np.float32(0.5)
             p = p * r + np.float32(1)
-            mantissas[i] = p * r + np.float32(1)
-            powers[i] = np.int32(k)
+            p = p * r + np.float32(1)
+            # outside the normal range the result is exact as it stands: NaN, inf or 0,
+            # and adds no exponent
+            special = u != u or u > _HIGH or u < _LOW
+            mantissas[i] = (u if u != u else (_INF if u > _HIGH else np.float32(0))) \
+                if special else p
+            powers[i] = 0 if special else np.int32(k)
         for i in range(stop - start):
             bs[i] = mantissa_bits[i] + (powers[i] << 23)
 

@@ -7,11 +7,17 @@ activation-derivative + bias-gradient before the backward GEMMs, saving passes o
 ("identity", "relu", "tanh", "sigmoid"), so the forward caches only y.
 """
 
-import math
-
 import numpy as np
 
 from ndwork.kernels._jit import jit
+from ndwork.kernels.activations import (
+    _relu_bwd,
+    _relu_fwd,
+    _sigmoid_bwd,
+    _sigmoid_fwd,
+    _tanh_bwd,
+    _tanh_fwd,
+)
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 
@@ -58,41 +64,42 @@ def linear_backward_reference(x, W, y, dy, activation="identity", need_dx=True):
 
 
 # --- numba path ----------------------------------------------------------------
+# The activations and their derivatives are the kernels of activations.py, applied
+# row by row so that each row is still in cache after the bias is added.
 
 @jit
 def _bias_activation(z, b, code):
     n, m = z.shape
-    zero, one = z.dtype.type(0), z.dtype.type(1)
     for i in range(n):
+        row = z[i]
         for j in range(m):
-            v = z[i, j] + b[j]
-            if code == 1:
-                v = max(v, zero)
-            elif code == 2:
-                v = math.tanh(v)
-            elif code == 3:
-                v = one / (one + math.exp(-v))
-            z[i, j] = v
+            row[j] += b[j]
+        if code == 1:
+            _relu_fwd(row, row)
+    flat = z.reshape(-1)
+    if code == 2:  # one bulk call: exp_into allocates its scratch per call
+        _tanh_fwd(flat, flat)
+    elif code == 3:
+        _sigmoid_fwd(flat, flat)
 
 
 @jit
-def _activation_grad_and_bias(y, dy, code):
-    """dz = dy * act'(y) and db = sum_rows(dz) in one pass."""
+def _activation_grad_and_bias(y, dy, code, dz):
+    """dz = dy * act'(y), and db = sum_rows(dz), in one pass."""
     n, m = y.shape
-    dz = np.empty_like(dy)
     db = np.zeros(m, dtype=np.float64)
     for i in range(n):
+        if code == 1:
+            _relu_bwd(y[i], dy[i], dz[i])
+        elif code == 2:
+            _tanh_bwd(y[i], dy[i], dz[i])
+        elif code == 3:
+            _sigmoid_bwd(y[i], dy[i], dz[i])
+        else:
+            dz[i] = dy[i]
         for j in range(m):
-            g = dy[i, j]
-            if code == 1:
-                g = g if y[i, j] > 0 else 0
-            elif code == 2:
-                g = g * (1 - y[i, j] * y[i, j])
-            elif code == 3:
-                g = g * y[i, j] * (1 - y[i, j])
-            dz[i, j] = g
-            db[j] += g
-    return dz, db.astype(dy.dtype)
+            db[j] += dz[i, j]
+    return db.astype(dy.dtype)
 
 
 def linear_forward(x, W, b, activation="identity"):
@@ -105,8 +112,9 @@ def linear_forward(x, W, b, activation="identity"):
 
 
 def linear_backward(x, W, y, dy, activation="identity", need_dx=True):
-    dz, db = _activation_grad_and_bias(
-        y, np.ascontiguousarray(dy), _activation_code(activation))
+    dy = np.ascontiguousarray(dy)
+    dz = np.empty_like(dy)
+    db = _activation_grad_and_bias(y, dy, _activation_code(activation), dz)
     dW = x.T @ dz
     dx = dz @ W.T if need_dx else None
     return dx, dW, db

@@ -32,7 +32,7 @@ def point_loss_reference(kind, y_hat, y, mask, param=0.0):
         grads = np.where(small, e, param * sign)
     elif kind == "quantile":
         losses = np.maximum(-param * e, (1 - param) * e)
-        grads = np.where(e > 0, 1 - param, np.where(e < 0, -param, 0.0))
+        grads = np.where(e > 0, 1 - param, np.where(e < 0, -param, e * 0))  # NaN stays
     elif kind == "mape":
         scale = _safe_div(np.ones_like(y), np.abs(y))
         losses, grads = np.abs(e) * scale, sign * scale
@@ -56,7 +56,7 @@ def mqloss_reference(y_hat, y, mask, quantiles):
     q = quantiles.astype(y_hat.dtype)
     n_q = len(q)
     losses = (q * np.maximum(-e, 0) + (1 - q) * np.maximum(e, 0)) / n_q
-    grads = np.where(e > 0, 1 - q, np.where(e < 0, -q, 0)) / n_q
+    grads = np.where(e > 0, 1 - q, np.where(e < 0, -q, e * 0)) / n_q  # NaN stays NaN
     total = mask.sum()
     if total == 0:
         return 0.0, np.zeros_like(y_hat)
@@ -69,7 +69,8 @@ def mqloss_reference(y_hat, y, mask, quantiles):
 @jit(inline="always")
 def _point(code, yh, yv, param):
     e = yh - yv
-    s = 1.0 if e > 0 else (-1.0 if e < 0 else 0.0)
+    zero = e * 0.0  # 0, or NaN when e is NaN or inf: kinks propagate NaN as np.sign does
+    s = 1.0 if e > 0 else (-1.0 if e < 0 else zero)
     a = abs(e)
     if code == 0:
         return a, s
@@ -84,7 +85,7 @@ def _point(code, yh, yv, param):
             return (1 - param) * e, 1 - param
         if e < 0:
             return -param * e, -param
-        return 0.0, 0.0
+        return zero, zero
     if code == 4:
         if yv == 0:
             return 0.0, 0.0
@@ -92,7 +93,7 @@ def _point(code, yh, yv, param):
     d = abs(yv) + abs(yh)
     if d == 0:
         return 0.0, 0.0
-    sh = 1.0 if yh > 0 else (-1.0 if yh < 0 else 0.0)
+    sh = 1.0 if yh > 0 else (-1.0 if yh < 0 else yh * 0.0)
     return 2 * a / d, 2 * (s * d - a * sh) / (d * d)
 
 
@@ -131,8 +132,9 @@ def _mqloss(y_hat, y, mask, quantiles):
             elif e < 0:
                 lsum -= w * q * e / n_q
                 grad[i, k] = -w * q / n_q
-            else:
-                grad[i, k] = 0
+            else:  # 0, or NaN when e is NaN
+                lsum += w * e * 0.0
+                grad[i, k] = w * e * 0.0
     if wsum == 0:
         grad[:] = 0
         return 0.0, grad

@@ -43,12 +43,14 @@ def interpolate_forward_reference(x, n_out):
 
 
 def interpolate_backward_reference(dy, n_in):
+    """Scatter-add each output's gradient to its two inputs (a product with the sparse
+    interpolation matrix would also send a NaN to the inputs it does not touch)."""
     left, right, w = interpolation_weights(n_in, dy.shape[1])
-    matrix = np.zeros((n_in, dy.shape[1]), dtype=dy.dtype)
-    cols = np.arange(dy.shape[1])
-    np.add.at(matrix, (left, cols), 1 - w)
-    np.add.at(matrix, (right, cols), w)
-    return dy @ matrix.T
+    w = w.astype(dy.dtype)
+    dx = np.zeros((dy.shape[0], n_in), dtype=dy.dtype)
+    np.add.at(dx.T, left, (dy * (1 - w)).T)
+    np.add.at(dx.T, right, (dy * w).T)
+    return dx
 
 
 # --- numba kernels ---------------------------------------------------------------

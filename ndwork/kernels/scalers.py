@@ -38,8 +38,9 @@ def scaler_statistics_reference(kind, x, mask):
         high = np.where(observed, x, -np.inf).max(axis=1)
         low = np.where(observed, x, np.inf).min(axis=1)
         spread = high - low
-        spread = np.where((spread == 0) | ~np.isfinite(spread), 1.0, spread)
-        low = np.where(np.isfinite(low), low, 0)
+        spread = np.where(spread == 0, 1.0, spread)
+        count = observed.sum(axis=1)  # a window with nothing observed: shift 0, scale 1
+        low, spread = np.where(count > 0, low, 0), np.where(count > 0, spread, 1.0)
         return low.astype(x.dtype), (spread + EPS).astype(x.dtype)
     mean = _masked_mean(x, observed)
     std = np.sqrt(_masked_mean((x - mean[:, None]) ** 2, observed))
@@ -77,8 +78,11 @@ def _statistics(code, x, mask, shift, scale):
             if mask[r, j] > 0:
                 count += 1
                 total += x[r, j]
-                high = max(high, x[r, j])
-                low = min(low, x[r, j])
+                # np.max and np.min propagate NaN; Python's max and min skip it
+                if x[r, j] > high or x[r, j] != x[r, j] or high != high:
+                    high = x[r, j] if high == high else high
+                if x[r, j] < low or x[r, j] != x[r, j] or low != low:
+                    low = x[r, j] if low == low else low
         if code == 3:
             spread = high - low
             if count == 0 or spread == 0:

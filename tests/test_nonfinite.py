@@ -1,0 +1,115 @@
+"""Every kernel propagates NaN and inf as its numpy reference does.
+
+A compiled kernel that turned a NaN into a finite number would hide a diverging run
+from the trainer's finiteness check. Each case puts NaN, +inf and -inf (and values
+whose exp overflows) into one input and compares, output by output: the compiled
+kernel is non-finite exactly where the reference is, with the same sign where both
+are infinite. (NaN against inf is allowed: inf times a derivative that underflows to
+0 in one path and to 1e-11 in the other is NaN in one and inf in the other.)
+"""
+
+import numpy as np
+import pytest
+
+from ndwork.kernels import REGISTRY, compiled, reference
+from ndwork.kernels.losses import POINT_LOSSES
+from ndwork.kernels.scalers import SCALERS
+
+SPECIALS = (np.nan, np.inf, -np.inf)
+
+
+def poisoned(rng, shape, scale=1.0):
+    """A float32 array of shape with NaN, +inf and -inf at fixed places (and ordinary
+    values elsewhere, large ones included so that exp overflows)."""
+    x = (rng.normal(0, scale, shape)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[:: max(1, flat.size // 7)][:3] = SPECIALS
+    if flat.size > 8:
+        flat[5], flat[6] = 100.0, -100.0  # exp(+-100) over- and underflows float32
+    return x
+
+
+def activation_cases(rng):
+    for kind in ("relu", "tanh", "sigmoid", "gelu", "elu", "softmax"):
+        x = poisoned(rng, (6, 11), 3)
+        yield f"{kind}_forward", (x,)
+        clean = rng.normal(0, 3, (6, 11)).astype(np.float32)
+        saved = clean if kind == "gelu" else reference(f"{kind}_forward")(clean)
+        yield f"{kind}_backward", (saved, poisoned(rng, (6, 11)))
+        yield f"{kind}_backward", (poisoned(rng, (6, 11), 3), rng.normal(size=(6, 11)).astype(
+            np.float32))
+
+
+def linear_cases(rng):
+    w = rng.normal(size=(7, 5)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    for activation in ("identity", "relu", "tanh", "sigmoid"):
+        x = poisoned(rng, (9, 7))
+        yield "linear_forward", (x, w, b, activation)
+        clean = rng.normal(size=(9, 7)).astype(np.float32)
+        y = reference("linear_forward")(clean, w, b, activation)
+        yield "linear_backward", (clean, w, y, poisoned(rng, y.shape), activation)
+
+
+def loss_cases(rng):
+    y = rng.normal(size=(5, 6)).astype(np.float32) + 3
+    mask = np.ones_like(y)
+    for kind in POINT_LOSSES:
+        yield "point_loss", (kind, poisoned(rng, y.shape), y, mask, 0.3)
+    yield "mqloss", (poisoned(rng, (5, 6, 3)), y, mask, np.array([0.1, 0.5, 0.9]))
+
+
+def other_cases(rng):
+    x = poisoned(rng, (6, 12))
+    yield "maxpool_forward", (x, 3)
+    _, argmax = reference("maxpool_forward")(rng.normal(size=(6, 12)).astype(np.float32), 3)
+    yield "maxpool_backward", (poisoned(rng, (6, 4)), argmax, 12)
+    yield "interpolate_forward", (poisoned(rng, (6, 5)), 12)
+    yield "interpolate_backward", (poisoned(rng, (6, 12)), 5)
+    gamma, beta = np.ones(9, np.float32), np.zeros(9, np.float32)
+    yield "layernorm_forward", (poisoned(rng, (4, 9)), gamma, beta)
+    clean = rng.normal(size=(4, 9)).astype(np.float32)
+    _, mean, rstd = reference("layernorm_forward")(clean, gamma, beta)
+    yield "layernorm_backward", (clean, gamma, mean, rstd, poisoned(rng, (4, 9)))
+    p = rng.normal(size=40).astype(np.float32)
+    yield "adam_update", (p, poisoned(rng, (40,)), np.zeros_like(p), np.zeros_like(p), 1, 1e-3,
+                          0.9, 0.999, 1e-8, 0.0, False)
+    yield "sgd_update", (p, poisoned(rng, (40,)), np.zeros_like(p), 0.1, 0.9, 0.0)
+    for kind in SCALERS:
+        yield "scaler_statistics", (kind, poisoned(rng, (6, 12)), np.ones((6, 12), np.float32))
+
+
+def cases():
+    rng = np.random.default_rng(0)
+    found = [c for make in (activation_cases, linear_cases, loss_cases, other_cases)
+             for c in make(rng)]
+    return [pytest.param(name, args, id=f"{name}-{i}") for i, (name, args) in enumerate(found)]
+
+
+def outputs(result, args):
+    """The arrays a kernel produced: its return values, and for the in-place optimizer
+    updates the arrays it updated."""
+    if result is None:
+        return [a for a in args if isinstance(a, np.ndarray)][:1] + [args[2]]
+    result = result if isinstance(result, tuple) else (result,)
+    return [np.asarray(r) for r in result if r is not None]
+
+
+@pytest.mark.parametrize("name,args", cases())
+def test_kernel_propagates_nan_and_inf_as_its_reference(name, args):
+    copies = [[a.copy() if isinstance(a, np.ndarray) else a for a in args] for _ in range(2)]
+    with np.errstate(all="ignore"):
+        got = outputs(compiled(name)(*copies[0]), copies[0])
+        expected = outputs(reference(name)(*copies[1]), copies[1])
+    assert len(got) == len(expected)
+    for k, (g, e) in enumerate(zip(got, expected, strict=True)):
+        np.testing.assert_array_equal(np.isfinite(g), np.isfinite(e),
+                                      err_msg=f"output {k}: non-finite positions")
+        both_inf = np.isinf(g) & np.isinf(e)
+        np.testing.assert_array_equal(np.sign(g[both_inf]), np.sign(e[both_inf]),
+                                      err_msg=f"output {k}: signs of infinities")
+
+
+def test_every_kernel_with_float_inputs_has_a_nonfinite_case():
+    covered = {name for name, _ in (p.values for p in cases())}
+    assert covered == set(REGISTRY) - {"dropout_keep"}  # integer keys in, no float input
