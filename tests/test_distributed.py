@@ -176,3 +176,27 @@ def test_worker_settings_stay_out_of_this_process():
         threads = one.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
     assert list(threads.values()) == ["1"]  # the worker is pinned ...
     assert {k: os.environ.get(k) for k in before} == before  # ... and this process is not
+
+
+def test_a_script_without_the_main_guard_gets_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    body = ("from ndwork import NeuralForecast\n"
+            "from ndwork.datasets import synthetic_panel\n"
+            "from ndwork.models import MLP\n"
+            "nf = NeuralForecast([MLP(h=2, input_size=4, max_steps=1, hidden_size=4)], 'D')\n"
+            "nf.fit(synthetic_panel(2, 40), distributed=1, verbose=False)\n"
+            "print('trained')\n")
+    unguarded = tmp_path / "unguarded.py"
+    unguarded.write_text(body)
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text("if __name__ == '__main__':\n"
+                       + "".join(f"    {line}\n" for line in body.splitlines()))
+    run = subprocess.run([sys.executable, str(unguarded)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0
+    assert "if __name__ == \"__main__\":" in run.stderr and "bootstrapping" not in run.stderr
+    run = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and "trained" in run.stdout, run.stderr[-2000:]

@@ -45,3 +45,11 @@ def test_peers_pin_the_neuralforecast_the_figures_are_stated_against():
     peers = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]["peers"]
     assert "neuralforecast==3.3.0" in peers and "torch==2.13.0" in peers
+
+
+def test_numpy_pin_has_savez_allow_pickle():
+    """Checkpoints call np.savez(allow_pickle=False), a real parameter from numpy 2.2."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    numpy = dict(_normalize(s) for s in dependencies)["numpy"]
+    lower = re.search(r">=(\d+)\.(\d+)", numpy).groups()
+    assert tuple(map(int, lower)) >= (2, 2)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import inspect
+import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 CONNECT_TIMEOUT_S = 10
 # Measured on the team's 2-core machines (shared/dask/NOTES.md): a numpy step ran 2-5x
@@ -56,6 +61,7 @@ def connect(distributed, timeout: float = CONNECT_TIMEOUT_S) -> Iterator:
     else:
         raise ValueError(f"distributed={distributed!r}: use True, a number of workers, a "
                          f"dask.distributed.Client or a scheduler address.")
+    _check_main_guard()
     pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **PRE_SPAWN_ENV}
     config = {"distributed.worker.profile.enabled": False,
               "distributed.nanny.pre-spawn-environ": pre_spawn}
@@ -82,3 +88,41 @@ def _check_workers(client, timeout: float) -> None:
         raise ValueError(f"the dask client at {client.scheduler.address} has no workers "
                          f"(waited {timeout:g} s); start some with `dask worker ADDRESS`.") \
             from None
+
+
+MAIN_GUARD = ("fit(distributed=...) starts dask worker processes, which import your script "
+              "again: put the code that trains under `if __name__ == \"__main__\":` (see "
+              "the README's dask section), or pass the address of a running scheduler.")
+
+
+def _check_main_guard() -> None:
+    """Starting worker processes from a script's top level without the __main__ guard
+    makes every worker run the script again (multiprocessing's spawn), which dies deep
+    inside multiprocessing. Say so before starting any process."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(MAIN_GUARD)  # a worker re-running an unguarded script
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    frame = inspect.currentframe()
+    while frame is not None and not (frame.f_code.co_name == "<module>"
+                                     and frame.f_globals.get("__name__") == "__main__"):
+        frame = frame.f_back
+    if frame is None or not path or not os.path.isfile(path):
+        return  # a notebook, the REPL, or not called from the script's top level
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return
+    line = frame.f_lineno
+    if not any(isinstance(node, ast.If) and _is_main_test(node.test)
+               and node.lineno <= line <= node.end_lineno for node in ast.walk(tree)):
+        raise RuntimeError(MAIN_GUARD)
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """`__name__ == "__main__"` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
