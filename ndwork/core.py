@@ -148,8 +148,9 @@ class NeuralForecast:
             try:
                 for i, (model, state) in enumerate(zip(self.models, states, strict=True)):
                     try:
-                        train(model, panel, val_size, test_size, state, verbose, callback,
-                              backend, sync_every, note)
+                        with model.precision_scope():
+                            train(model, panel, val_size, test_size, state, verbose, callback,
+                                  backend, sync_every, note)
                     except TrainingDiverged as e:
                         state.diverged = str(e)  # the last finite state, reported as such
                         self.states[i], e.state = state, state
@@ -211,7 +212,7 @@ class NeuralForecast:
     def _panel_static(self, panel, static_df):
         from ndwork.data.panel import static_array
 
-        return static_array(static_df, panel.uids, self._static_cols, np.float32)
+        return static_array(static_df, panel.uids, self._static_cols, panel.y.dtype)
 
     def _horizon(self) -> int:
         return max(m.h for m in self.models)
@@ -241,7 +242,8 @@ class NeuralForecast:
                 temporal[:, L:, futr[1]] = futr[0][:, : model.h]
             batch, shift, scale = build_batch(model, y, temporal, panel.temporal_cols,
                                               panel.static, panel.static_cols)
-            y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
+            with model.precision_scope():
+                y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
             full = np.full((len(starts), h, y_hat.shape[2]), np.nan, y_hat.dtype)
             full[:, : model.h] = y_hat
             for k in _output_order(model):
@@ -264,7 +266,7 @@ class NeuralForecast:
             row = merged.loc[missing, ["unique_id", "ds"]].iloc[0].tolist()
             raise ValueError(f"futr_df does not cover the horizon: {int(missing.sum())} of the "
                              f"{len(expected)} (unique_id, ds) rows needed are missing, e.g. {row}.")
-        values = merged[cols].to_numpy(np.float32).reshape(panel.n_series, h, len(cols))
+        values = merged[cols].to_numpy(panel.y.dtype).reshape(panel.n_series, h, len(cols))
         return values, [panel.temporal_cols.index(c) for c in cols]
 
     # --- cross-validation ------------------------------------------------------------

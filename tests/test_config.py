@@ -103,3 +103,22 @@ def test_two_fits_in_two_threads_with_flash_attention():
     # concurrent BLAS calls may split their sums differently: equal up to float32 noise
     for seed, losses in zip((1, 2), serial, strict=True):
         np.testing.assert_allclose(results[seed], losses, rtol=1e-4)
+
+
+def test_the_dtype_policy_decides_every_dtype(monkeypatch):
+    """A policy swapped in for fp32 reaches data, weights, moments, statistics, forecasts."""
+    from ndwork import NeuralForecast, config
+    from ndwork.datasets import air_passengers
+    from ndwork.models import PatchTST
+
+    f64 = np.dtype(np.float64)
+    monkeypatch.setitem(config._POLICIES, "fp32", config.DtypePolicy(f64, f64, f64))
+    model = PatchTST(h=12, input_size=24, max_steps=2, hidden_size=16, n_heads=2,
+                     linear_hidden_size=8, encoder_layers=1)
+    nf = NeuralForecast([model], "MS").fit(air_passengers(), verbose=False)
+    state = nf.states[0]
+    assert nf.panel.y.dtype == f64 and state.params.dtype == f64
+    assert {v.dtype for v in state.optimizer.buffers.values()} == {f64}
+    assert {v.dtype for v in state.buffers.values()} == {f64}
+    assert {v.dtype for v in model.constants.values()} == {f64}
+    assert nf.predict()["PatchTST"].dtype == f64

@@ -130,3 +130,70 @@ def test_validation_in_rounds_measures_the_step_it_is_labelled_with(panel):
     assert [s for s, _ in in_rounds.valid_losses] == [3, 6]
     np.testing.assert_allclose(in_rounds.valid_losses, stepwise.valid_losses, rtol=1e-6)
     np.testing.assert_array_equal(in_rounds.params, stepwise.params)
+
+
+def test_valid_batch_size_bounds_the_series_per_forward(panel, monkeypatch):
+    from ndwork.training import trainer
+
+    rows_per_forward = []
+    forward = trainer.forward
+
+    def counting(model, params, batch, rng=None, buffers=None):
+        if rng is None:  # inference: validation and predict
+            rows_per_forward.append(batch["insample_y"].shape[0])
+        return forward(model, params, batch, rng, buffers)
+
+    monkeypatch.setattr(trainer, "forward", counting)
+
+    def fit(valid_batch_size):
+        rows_per_forward.clear()
+        model = MLP(h=5, input_size=10, max_steps=4, val_check_steps=2,
+                    valid_batch_size=valid_batch_size, **SMALL_MLP)
+        nf = NeuralForecast([model], freq="D").fit(panel, val_size=7, verbose=False)
+        return nf, nf.predict(), list(rows_per_forward)
+
+    whole, whole_forecast, whole_rows = fit(None)
+    chunked, chunked_forecast, chunked_rows = fit(2)
+    windows = 7 - 5 + 1  # validation windows per series
+    assert whole_rows == [3 * windows] * 2 + [3]  # 2 checks of 3 series, then predict
+    assert chunked_rows == [2 * windows, windows] * 2 + [2, 1]
+    np.testing.assert_allclose(chunked.states[0].valid_losses, whole.states[0].valid_losses,
+                               rtol=1e-6)
+    pd.testing.assert_frame_equal(chunked_forecast, whole_forecast)
+
+
+@pytest.mark.parametrize("option", ["accelerator", "devices", "logger", "enable_checkpointing",
+                                    "enable_model_summary"])
+def test_a_trainer_option_ndwork_does_not_use_warns_once_naming_its_equivalent(option):
+    with pytest.warns(UserWarning, match=f"{option}=.*does not use: .*(optimizations|callback|"
+                                         f"checkpoint_every|num_parameters)") as caught:
+        MLP(h=2, input_size=4, **{option: "auto"})
+    assert len(caught) == 1
+
+
+def test_precision_maps_onto_the_optimizations(panel, monkeypatch):
+    import contextlib
+    import warnings
+
+    from ndwork import config
+
+    entered = []
+    real = config.optimizations
+
+    @contextlib.contextmanager
+    def recording(**switches):
+        entered.append(switches)
+        with real(**switches) as opts:
+            yield opts
+
+    monkeypatch.setattr(config, "optimizations", recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fp32 under Lightning's names is silent
+        model = MLP(h=5, input_size=10, max_steps=2, precision="32-true", **SMALL_MLP)
+    assert model.precision == "fp32"
+    NeuralForecast([model], freq="D").fit(panel, verbose=False).predict()
+    assert entered == [{"precision": "fp32"}] * 2  # fit and predict run under it
+    with pytest.warns(UserWarning, match="precision='bf16-mixed': ndwork has no mixed precision"):
+        assert MLP(h=2, input_size=4, precision="bf16-mixed").precision is None
+    with pytest.raises(ValueError, match="precision='64' is not a precision ndwork knows"):
+        MLP(h=2, input_size=4, precision="64")

@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ndwork.config import active
+
 
 class Tensor:
     """An array plus how to send its gradient back to the tensors it came from."""
@@ -68,7 +70,7 @@ class Parameters:
     single array, and a data-parallel gradient average a single reduction.
     """
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=np.float32):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=None):
         self.shapes = dict(shapes)
         self.offsets: dict[str, tuple[int, int]] = {}
         start = 0
@@ -77,7 +79,7 @@ class Parameters:
             self.offsets[name] = (start, start + size)
             start += size
         self.size = start
-        self.dtype = np.dtype(dtype)
+        self.dtype = np.dtype(dtype or active().dtypes.param)
 
     def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         return {name: flat[a:b].reshape(self.shapes[name]) for name, (a, b) in self.offsets.items()}

@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from ndwork.config import active
+
 REQUIRED = ("unique_id", "ds", "y")
 
 
@@ -102,11 +104,11 @@ class Panel:
 
     uids: np.ndarray            # (n_series,)
     indptr: np.ndarray          # (n_series + 1,) int64
-    y: np.ndarray               # (total,) float32
+    y: np.ndarray               # (total,) in the dtype policy's compute dtype
     ds: np.ndarray              # (total,) datetime64 or int64
-    temporal: np.ndarray        # (total, n_temporal) float32, the exogenous columns
+    temporal: np.ndarray        # (total, n_temporal), the exogenous columns
     temporal_cols: list[str]
-    static: np.ndarray          # (n_series, n_static) float32
+    static: np.ndarray          # (n_series, n_static)
     static_cols: list[str]
     _dates: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -121,7 +123,8 @@ class Panel:
     @classmethod
     def from_frame(cls, df: pd.DataFrame, freq, temporal_cols: list[str] = (),
                    static_df: pd.DataFrame | None = None, static_cols: list[str] = (),
-                   dtype=np.float32) -> Panel:
+                   dtype=None) -> Panel:
+        dtype = dtype or active().dtypes.compute
         df = validate_frame(df, freq, list(temporal_cols))
         uids_all = df["unique_id"].to_numpy()
         starts = np.flatnonzero(np.r_[True, uids_all[1:] != uids_all[:-1]])

@@ -8,7 +8,9 @@ prediction live once, in ndwork.data and ndwork.training.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import warnings
 
 import numpy as np
 
@@ -42,9 +44,24 @@ TRAINING_DEFAULTS = dict(
     optimizer_kwargs=None,
     enable_progress_bar=True,
 )
-# Lightning trainer options NeuralForecast users pass; they have no meaning here.
-IGNORED_TRAINER_OPTIONS = {"accelerator", "devices", "logger", "enable_checkpointing",
-                           "enable_model_summary", "precision"}
+# Lightning trainer options NeuralForecast scripts pass. `precision` maps onto
+# Optimizations.precision; each other one warns once, naming what does its job here.
+_PARALLELISM = ("ndwork trains on the CPU: ndwork.optimizations(threads=...) and "
+                "fit(distributed=...) set its parallelism")
+UNSUPPORTED_TRAINER_OPTIONS = {
+    "accelerator": _PARALLELISM,
+    "devices": _PARALLELISM,
+    "strategy": _PARALLELISM,
+    "logger": "fit(callback=...) sees every step's losses, and nf.states[i].train_losses "
+              "and .valid_losses keep them",
+    "enable_checkpointing": "fit(checkpoint_every=..., checkpoint_path=...) writes checkpoints",
+    "enable_model_summary": "model.num_parameters() counts the parameters",
+}
+# Lightning's precision (or ndwork's own name) -> Optimizations.precision, for the
+# precisions ndwork has
+LIGHTNING_PRECISIONS = {32: "fp32", "32": "fp32", "32-true": "fp32", "fp32": "fp32"}
+# ... and those it does not have yet (the mixed-precision issue adds them)
+PLANNED_PRECISIONS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true", "bf16", "16", 16)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 
@@ -53,6 +70,19 @@ def activation_name(name: str) -> str:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation {name!r} is not supported; use one of {list(ACTIVATIONS)}")
     return ACTIVATIONS[name]
+
+
+def _precision(value) -> str | None:
+    """Lightning's `precision` as an Optimizations.precision (None: not given)."""
+    if value is None or value in LIGHTNING_PRECISIONS:
+        return LIGHTNING_PRECISIONS.get(value)
+    if value in PLANNED_PRECISIONS:
+        warnings.warn(f"precision={value!r}: ndwork has no mixed precision yet, so this model "
+                      f"trains in fp32 (ndwork.optimizations(precision=...) will select it).",
+                      UserWarning, stacklevel=4)
+        return None
+    raise ValueError(f"precision={value!r} is not a precision ndwork knows; use one of "
+                     f"{sorted(map(str, LIGHTNING_PRECISIONS))} (Lightning's names) or leave it out.")
 
 
 def _positive_int(name: str, value) -> int:
@@ -71,13 +101,16 @@ class BaseModel:
     early_stop_patience_steps: validation checks without improvement before stopping (-1: off).
     val_check_steps: steps between validation checks.
     batch_size: series per step. windows_batch_size: windows sampled per step.
-    valid_batch_size / inference_windows_batch_size: series / windows per inference chunk.
+    valid_batch_size / inference_windows_batch_size: at most this many series / windows
+    per forward in validation and predict (None / -1: all at once; bounds memory).
     step_size: distance between consecutive windows. scaler_type: identity, standard,
     robust or minmax, applied per window. random_seed: seeds initialization and sampling.
     alias: the model's column name. futr_exog_list, hist_exog_list, stat_exog_list:
     exogenous columns. exclude_insample_y: ignore the target's own lags.
     optimizer: "adam", "adamw" or "sgd"; optimizer_kwargs: its extra arguments.
     enable_progress_bar: tqdm bar during fit (NeuralForecast's trainer option).
+    precision: Lightning's precision ("32", "32-true"), trained under the matching
+    Optimizations.precision; other Lightning trainer options warn once and are unused.
     """
 
     EXOGENOUS_FUTR = False
@@ -91,7 +124,13 @@ class BaseModel:
     def __init__(self, h: int, input_size: int, **kwargs):
         self.h = _positive_int("h", h)
         self.input_size = _positive_int("input_size", input_size)
-        unknown = set(kwargs) - set(TRAINING_DEFAULTS) - IGNORED_TRAINER_OPTIONS
+        self.precision = _precision(kwargs.pop("precision", None))
+        for name in set(kwargs) & set(UNSUPPORTED_TRAINER_OPTIONS):
+            kwargs.pop(name)
+            warnings.warn(f"{type(self).__name__}({name}=...) is a Lightning trainer option "
+                          f"ndwork does not use: {UNSUPPORTED_TRAINER_OPTIONS[name]}.",
+                          UserWarning, stacklevel=3)
+        unknown = set(kwargs) - set(TRAINING_DEFAULTS)
         if unknown:
             raise ValueError(
                 f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
@@ -113,6 +152,8 @@ class BaseModel:
         for name in ("max_steps", "batch_size", "windows_batch_size", "step_size",
                      "val_check_steps"):
             _positive_int(name, getattr(self, name))
+        if self.valid_batch_size is not None:
+            _positive_int("valid_batch_size", self.valid_batch_size)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not known; use one of {OPTIMIZERS}.")
         from ndwork.kernels.scalers import SCALERS
@@ -168,7 +209,17 @@ class BaseModel:
         for name in TRAINING_DEFAULTS:
             value = getattr(self, name)
             config[name] = value.config() if isinstance(value, Loss) else value
+        if self.precision is not None:
+            config["precision"] = self.precision
         return config
+
+    def precision_scope(self):
+        """The Optimizations this model trains and forecasts under: its `precision`, if
+        it was given one, over the active configuration."""
+        from ndwork.config import optimizations
+
+        return optimizations(precision=self.precision) if self.precision else \
+            contextlib.nullcontext()
 
     def __repr__(self) -> str:
         return self.alias or type(self).__name__

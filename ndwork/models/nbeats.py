@@ -4,6 +4,7 @@ basis (identity, polynomial trend, Fourier seasonality). Also the bases NBEATSx 
 import numpy as np
 
 from ndwork.autodiff import ops
+from ndwork.config import active
 from ndwork.models.base import BaseModel, activation_name
 from ndwork.nn import MLPStack
 
@@ -11,7 +12,7 @@ from ndwork.nn import MLPStack
 def polynomial_basis(length: int, n_terms: int) -> np.ndarray:
     """(n_terms, length): (t / length) ** i."""
     t = np.arange(length, dtype=float) / length
-    return np.stack([t**i for i in range(n_terms)]).astype(np.float32)
+    return np.stack([t**i for i in range(n_terms)]).astype(active().dtypes.compute)
 
 
 def seasonality_bases(harmonics: int, backcast_size: int, forecast_size: int):
@@ -20,8 +21,9 @@ def seasonality_bases(harmonics: int, backcast_size: int, forecast_size: int):
                           / harmonics)[None, :]
     back = -2 * np.pi * (np.arange(backcast_size)[:, None] / forecast_size) * frequency
     fore = 2 * np.pi * (np.arange(forecast_size)[:, None] / forecast_size) * frequency
-    return (np.concatenate([np.cos(back).T, np.sin(back).T]).astype(np.float32),
-            np.concatenate([np.cos(fore).T, np.sin(fore).T]).astype(np.float32))
+    dtype = active().dtypes.compute
+    return (np.concatenate([np.cos(back).T, np.sin(back).T]).astype(dtype),
+            np.concatenate([np.cos(fore).T, np.sin(fore).T]).astype(dtype))
 
 
 def basis_outputs(theta, backcast_basis, forecast_basis, n_outputs):

@@ -4,6 +4,7 @@ encoder with BatchNorm, residual attention scores and a flatten head; RevIN arou
 import numpy as np
 
 from ndwork.autodiff import ops
+from ndwork.config import active
 from ndwork.models.base import BaseModel
 from ndwork.nn import BatchNorm, Linear
 from ndwork.nn.transformer import MultiHeadAttention
@@ -22,7 +23,7 @@ class _EncoderLayer:
         head_dim = hidden_size // n_heads
         # NeuralForecast keeps the scale as a frozen parameter: counted, never trained
         model.constants[f"{name}.self_attn.sdp_attn.scale"] = np.array([head_dim**-0.5],
-                                                                      np.float32)
+                                                                      active().dtypes.compute)
         self.norm_attn = BatchNorm(spec, f"{name}.norm_attn", hidden_size)
         self.ff1 = Linear(spec, f"{name}.ff.0", hidden_size, linear_hidden_size)
         self.ff2 = Linear(spec, f"{name}.ff.3", linear_hidden_size, hidden_size)
@@ -99,7 +100,7 @@ class PatchTST(BaseModel):
         self.W_pos = spec.add("backbone.W_pos", (self.patch_num, hidden_size), "uniform", 0.02)
         if not learn_pos_embed:  # a fixed draw: counted like NeuralForecast's frozen parameter
             self.constants["backbone.W_pos"] = np.random.default_rng(self.random_seed).uniform(
-                -0.02, 0.02, (self.patch_num, hidden_size)).astype(np.float32)
+                -0.02, 0.02, (self.patch_num, hidden_size)).astype(active().dtypes.compute)
             del spec.shapes["backbone.W_pos"], spec.inits["backbone.W_pos"]
         self.layers = [_EncoderLayer(self, f"backbone.encoder.layers.{i}", hidden_size, n_heads,
                                      linear_hidden_size, activation, dropout)

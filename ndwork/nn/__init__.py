@@ -7,6 +7,7 @@ import numpy as np
 
 from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
+from ndwork.config import active
 
 
 class ParameterSpec:
@@ -27,13 +28,15 @@ class ParameterSpec:
     def add_buffer(self, name: str, initial: np.ndarray) -> str:
         if name in self.buffers or name in self.shapes:
             raise ValueError(f"{name!r} declared twice")
-        self.buffers[name] = np.asarray(initial, dtype=np.float32)
+        self.buffers[name] = np.asarray(initial, dtype=np.float64)  # cast per policy below
         return name
 
     def initial_buffers(self) -> dict[str, np.ndarray]:
-        return {name: value.copy() for name, value in self.buffers.items()}
+        """Running statistics are state kept like the master weights: in the param dtype."""
+        dtype = active().dtypes.param
+        return {name: value.astype(dtype) for name, value in self.buffers.items()}
 
-    def initialize(self, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    def initialize(self, rng: np.random.Generator, dtype=None) -> np.ndarray:
         """Draw every parameter: "uniform" U(-scale, scale) (torch's Linear default with
         scale = 1/sqrt(fan_in)), "normal" N(0, scale), "constant" scale."""
         parts = []
@@ -45,6 +48,7 @@ class ParameterSpec:
                 parts.append(rng.normal(0, scale, size=shape).ravel())
             else:
                 parts.append(np.full(int(np.prod(shape)), scale))
+        dtype = dtype or active().dtypes.param
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
+from ndwork.config import active
 from ndwork.nn import LayerNorm, Linear, ParameterSpec
 
 
@@ -106,7 +107,7 @@ def sinusoidal_positions(length: int, hidden_size: int) -> np.ndarray:
     table = np.zeros((length, hidden_size))
     table[:, 0::2] = np.sin(position * div)
     table[:, 1::2] = np.cos(position * div)[:, : hidden_size // 2]
-    return table.astype(np.float32)
+    return table.astype(active().dtypes.compute)
 
 
 class DataEmbedding:

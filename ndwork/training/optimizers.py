@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ndwork.config import active
 from ndwork.kernels import kernel
 
 KNOWN_KWARGS = {"adam": {"betas", "eps", "weight_decay"},
@@ -14,7 +15,7 @@ KNOWN_KWARGS = {"adam": {"betas", "eps", "weight_decay"},
 class Optimizer:
     """Holds the optimizer's moments; `update` applies one fused in-place step."""
 
-    def __init__(self, kind: str, size: int, kwargs: dict | None = None, dtype=np.float32):
+    def __init__(self, kind: str, size: int, kwargs: dict | None = None, dtype=None):
         kwargs = dict(kwargs or {})
         unknown = set(kwargs) - KNOWN_KWARGS[kind]
         if unknown:
@@ -22,6 +23,7 @@ class Optimizer:
                              f"use {sorted(KNOWN_KWARGS[kind])}.")
         self.kind, self.kwargs = kind, kwargs
         self.step = 0
+        dtype = dtype or active().dtypes.param  # moments live beside the master weights
         self.buffers = {name: np.zeros(size, dtype) for name in
                         (("m", "v") if kind in ("adam", "adamw") else ("momentum",))}
 

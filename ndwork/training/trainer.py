@@ -84,11 +84,18 @@ def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
 
 
 def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np.ndarray,
-                    scale: np.ndarray, buffers: dict | None = None) -> np.ndarray:
-    """Forecasts (W, h, n_outputs) in the data's scale; quantiles sorted (never cross)."""
-    chunk = model.inference_windows_batch_size
+                    scale: np.ndarray, buffers: dict | None = None,
+                    windows_per_series: int = 1) -> np.ndarray:
+    """Forecasts (W, h, n_outputs) in the data's scale; quantiles sorted (never cross).
+
+    One forward takes at most `inference_windows_batch_size` windows and at most
+    `valid_batch_size` series (the batch holds each series' `windows_per_series`
+    windows one after another)."""
     n = batch["insample_y"].shape[0]
-    chunk = n if chunk is None or chunk <= 0 else chunk
+    limits = [model.inference_windows_batch_size or 0]
+    if model.valid_batch_size and not model.MULTIVARIATE:
+        limits.append(model.valid_batch_size * windows_per_series)
+    chunk = min((limit for limit in limits if limit > 0), default=n)
     if model.MULTIVARIATE:  # a window is n_series consecutive rows: never split one
         chunk *= model.n_series
     outs = []
@@ -98,7 +105,8 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
                     for k, v in batch.items()}
             outs.append(forward(model, params, part, None, buffers)[0].data)
     out = np.concatenate(outs) if len(outs) > 1 else outs[0]
-    out = out * scale[:, None, None] + shift[:, None, None]
+    out = (out * scale[:, None, None] + shift[:, None, None]).astype(active().dtypes.output,
+                                                                      copy=False)
     return np.sort(out, axis=-1) if out.shape[-1] > 1 else out
 
 
@@ -145,7 +153,8 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
     w = gather_windows(panel, starts, window)
     batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                                       panel.static[w["series"]], panel.static_cols)
-    y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
+    y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                            windows_per_series=1 if model.MULTIVARIATE else len(offsets))
     target = w["y"][:, model.input_size:]
     loss = model.valid_loss or model.loss
     if loss.outputsize_multiplier != y_hat.shape[-1]:
