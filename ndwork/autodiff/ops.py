@@ -23,7 +23,8 @@ BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5}  # x the forwa
 
 
 def _profiled(op):
-    """Time the op's forward and backward into the active ndwork.profile(), if any."""
+    """Time the op's forward and backward into the active ndwork.profile(), if any, and
+    charge the time spent here, outside the op, to the profiler's own overhead."""
     name = op.__name__
 
     @functools.wraps(op)
@@ -31,30 +32,31 @@ def _profiled(op):
         prof = profiling.current()
         if prof is None:
             return op(*args, **kwargs)
-        start = time.perf_counter()
-        out = op(*args, **kwargs)
-        seconds = time.perf_counter() - start
+        entered = time.perf_counter()
+        out, seconds = prof.time(name, lambda: op(*args, **kwargs))
         inputs = tuple(a for a in args if isinstance(a, Tensor))
         listed = tuple(t for a in args if isinstance(a, list) for t in a)
-        if any(out is t for t in inputs + listed):  # a pass-through (identity, p=0, ...)
-            return out
-        forward_flops = profiling.flops(name, inputs, out.data)
-        prof.record(name, seconds, forward_flops, out.data.nbytes)
-        if out.backward_fn is not None:
-            inner = out.backward_fn
-
-            def timed_backward(g):
-                t = time.perf_counter()
-                grads = inner(g)
-                prof.record(f"{name} backward", time.perf_counter() - t,
-                            BACKWARD_FLOPS.get(name, 1.0) * forward_flops,
-                            sum(x.nbytes for x in grads if x is not None))
-                return grads
-
-            out.backward_fn = timed_backward
+        if not any(out is t for t in inputs + listed):  # not a pass-through (identity, ...)
+            forward_flops = profiling.flops(name, inputs, out.data)
+            prof.count(name, forward_flops, out.data.nbytes)
+            if out.backward_fn is not None:
+                out.backward_fn = _timed_backward(prof, name, out.backward_fn,
+                                                  BACKWARD_FLOPS.get(name, 1.0) * forward_flops)
+        prof.add_overhead(time.perf_counter() - entered - seconds)
         return out
 
     return run
+
+
+def _timed_backward(prof, name: str, inner, flops: float):
+    def backward_fn(g):
+        entered = time.perf_counter()
+        grads, seconds = prof.time(f"{name} backward", inner, g)
+        prof.count(f"{name} backward", flops, sum(x.nbytes for x in grads if x is not None))
+        prof.add_overhead(time.perf_counter() - entered - seconds)
+        return grads
+
+    return backward_fn
 
 
 def constant(array: np.ndarray) -> Tensor:

@@ -8,6 +8,7 @@ Training is timed end to end as a user times it: `NeuralForecast.fit` for
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import tracemalloc
@@ -68,6 +69,27 @@ def fit_peak_memory(cls, kwargs, df, freq, steps) -> int:
     return peak
 
 
+def profiler_overhead(quick: bool = False) -> dict:
+    """Steps/s of the same fit unprofiled, under ndwork.profile() and under
+    ndwork.profile(memory=True), on fpp3-like data (148 series, h=24, input 96, MLP)."""
+    df = synthetic_panel(148, 300, seed=0)
+    steps, repeat = (5, 1) if quick else (20, 3)
+    settings = {"unprofiled": None, "profiled": {}, "profiled, memory=True": {"memory": True}}
+    times = {name: [] for name in settings}
+    for i in range(repeat + 1):  # interleaved, so drifts of a shared machine hit all three
+        for name, kwargs in settings.items():
+            nf = NeuralForecast([MLP(h=24, input_size=96, max_steps=steps)], "D")
+            block = ndwork.profile(**kwargs) if kwargs is not None else contextlib.nullcontext()
+            start = time.perf_counter()
+            with block:
+                nf.fit(df, verbose=False)
+            if i:
+                times[name].append(time.perf_counter() - start)
+    rates = {name: steps / statistics.median(t) for name, t in times.items()}
+    return {"steps/s": rates,
+            "slowdown": {name: rates["unprofiled"] / rate for name, rate in rates.items()}}
+
+
 def run(quick: bool = False, configs=None) -> dict:
     peak = gemm_peak()
     rows = []
@@ -95,7 +117,7 @@ def run(quick: bool = False, configs=None) -> dict:
         row["predict ms median"] = lat["median_s"] * 1e3
         row["predict ms p99"] = lat["p99_s"] * 1e3
         rows.append(row)
-    return {"rows": rows, "gemm_peak_gflops": peak,
+    return {"rows": rows, "gemm_peak_gflops": peak, "profiler": profiler_overhead(quick),
             "note": "fit timed end to end for max_steps steps; median of repeats; "
                     "predict = warm nf.predict() on a model fitted to one series (AirPassengers)"}
 
@@ -103,5 +125,9 @@ def run(quick: bool = False, configs=None) -> dict:
 def render(results: dict) -> str:
     cols = ["config", "steps/s numba", "steps/s numpy", "numba/numpy", "windows/s", "GFLOP/s",
             "% GEMM peak", "predict ms median", "predict ms p99", "peak MiB"]
+    profiler = results["profiler"]
+    overhead = "\n".join(f"  {name}: {rate:.3g} steps/s ({profiler['slowdown'][name]:.2f}x slower)"
+                         for name, rate in profiler["steps/s"].items())
     return (table(results["rows"], cols)
-            + f"\n\nfloat32 GEMM peak (n=2048): {results['gemm_peak_gflops']:.0f} GFLOP/s")
+            + f"\n\nfloat32 GEMM peak (n=2048): {results['gemm_peak_gflops']:.0f} GFLOP/s"
+            + f"\n\nprofiler overhead (MLP, 148 series, h=24, input 96):\n{overhead}")

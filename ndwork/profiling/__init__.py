@@ -4,6 +4,7 @@
         nf.fit(df)
     prof.table()        # per op: calls, time, share, GFLOP/s, bytes, hotspot class
     prof.timeline       # (seconds, RSS bytes, traced bytes) samples during the run
+                        # (traced bytes with profile(memory=True) only)
     prof.sampled        # a pyinstrument session, with sampling=True (the `lab` extra)
 
 Plots of a profile live in `widgets/`; ndwork itself never imports a plotting library.
@@ -38,22 +39,47 @@ def _rss() -> int:
 
 
 class Profile:
-    """Accumulates per-op time, FLOPs and bytes; samples memory every `interval` s."""
+    """Accumulates per-op time (total and self), FLOPs and bytes, and the profiler's own
+    time; samples memory every `interval` s."""
 
     def __init__(self, interval: float = 0.05):
         self.calls: dict[str, int] = defaultdict(int)
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.seconds: dict[str, float] = defaultdict(float)  # total: children included
+        self.self_seconds: dict[str, float] = defaultdict(float)
         self.flops: dict[str, float] = defaultdict(float)
         self.bytes: dict[str, int] = defaultdict(int)
+        self.overhead_seconds = 0.0  # the profiler's own bookkeeping around every op
         self.timeline: list[tuple[float, int, int]] = []
         self.interval = interval
         self.start = self.stop = 0.0
         self.sampled = None
         self._next_sample = 0.0
+        self._children: list[float] = []  # per op running now: its children's total time
 
-    def record(self, name: str, seconds: float, flops: float, nbytes: int) -> None:
+    def time(self, name: str, fn, *args):
+        """Run fn(*args) as op `name`: returns (result, seconds); its self time excludes
+        the ops it runs inside."""
+        self._children.append(0.0)
+        start = time.perf_counter()
+        try:
+            result = fn(*args)
+        finally:
+            seconds = time.perf_counter() - start
+            children = self._children.pop()
+            if self._children:
+                self._children[-1] += seconds
         self.calls[name] += 1
         self.seconds[name] += seconds
+        self.self_seconds[name] += seconds - children
+        return result, seconds
+
+    def add_overhead(self, seconds: float) -> None:
+        """The profiler's own time around an op; inside another op it is not that op's."""
+        self.overhead_seconds += seconds
+        if self._children:
+            self._children[-1] += seconds
+
+    def count(self, name: str, flops: float, nbytes: int) -> None:
         self.flops[name] += flops
         self.bytes[name] += nbytes
         now = time.perf_counter()
@@ -67,29 +93,39 @@ class Profile:
         return (self.stop or time.perf_counter()) - self.start
 
     def table(self) -> pd.DataFrame:
-        """One row per op (forward and backward apart), plus "other" for time outside ops."""
+        """One row per op (forward and backward apart), the profiler's own overhead, and
+        "other" for the rest of the block's wall time. Shares are of self time."""
         total = self.wall_seconds
         rows = [{"op": name, "calls": self.calls[name], "total ms": self.seconds[name] * 1e3,
-                 "self ms": self.seconds[name] * 1e3, "share": self.seconds[name] / total,
+                 "self ms": self.self_seconds[name] * 1e3,
+                 "share": self.self_seconds[name] / total,
                  "GFLOP": self.flops[name] / 1e9,
                  "GFLOP/s": self.flops[name] / self.seconds[name] / 1e9
                  if self.seconds[name] > 0 else 0.0,
                  "MiB allocated": self.bytes[name] / 2**20} for name in self.calls]
-        other = total - sum(self.seconds.values())
-        rows.append({"op": "other (data, optimizer, Python)", "calls": 0,
-                     "total ms": other * 1e3, "self ms": other * 1e3, "share": other / total,
-                     "GFLOP": 0.0, "GFLOP/s": 0.0, "MiB allocated": 0.0})
-        frame = pd.DataFrame(rows).sort_values("total ms", ascending=False, kind="stable")
+        overhead = self.overhead_seconds
+        other = total - sum(self.self_seconds.values()) - overhead
+        for name, seconds in ((PROFILER_ROW, overhead), (OTHER_ROW, other)):
+            rows.append({"op": name, "calls": 0, "total ms": seconds * 1e3,
+                         "self ms": seconds * 1e3, "share": seconds / total,
+                         "GFLOP": 0.0, "GFLOP/s": 0.0, "MiB allocated": 0.0})
+        frame = pd.DataFrame(rows).sort_values("self ms", ascending=False, kind="stable")
         frame["hotspot"] = [next(label for bound, label in HOTSPOT_CLASSES if s >= bound)
-                            for s in frame["share"]]
+                            for s in frame["share"].clip(lower=0)]
         return frame.reset_index(drop=True)
 
 
+PROFILER_ROW = "profiler overhead (measured)"
+OTHER_ROW = "other (data, optimizer, Python)"
+
+
 @contextlib.contextmanager
-def profile(sampling: bool = False, memory: bool = True, interval: float = 0.05
+def profile(sampling: bool = False, memory: bool = False, interval: float = 0.05
             ) -> Iterator[Profile]:
     """Profile the ops run in this thread inside the block (and, with sampling=True,
-    the whole block with pyinstrument). memory=True also traces Python allocations."""
+    the whole block with pyinstrument). The RSS timeline is always sampled; memory=True
+    also traces Python allocations (tracemalloc, which slows every allocation: off by
+    default)."""
     prof = Profile(interval)
     sampler = None
     if sampling:
