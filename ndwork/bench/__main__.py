@@ -6,7 +6,7 @@ import importlib
 
 from ndwork.bench.common import write
 
-SUITES = ("kernels", "models", "attention", "parallel", "peers", "startup", "report")
+SUITES = ("kernels", "models", "attention", "parallel", "switches", "peers", "startup", "report")
 
 
 def main(argv=None) -> None:

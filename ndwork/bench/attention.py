@@ -2,9 +2,10 @@
 the peers extra is installed) over sequence lengths, causal and not: forward and
 forward+backward time, GFLOP/s and peak extra memory.
 
-FLOPs: forward 4·B·H·N²·d (half when causal), forward+backward 2.5x that (the backward
-recomputes the scores). Peak memory is the growth of peak RSS during one forward+backward
-over the inputs, in a fresh process per point, so numba's allocations count too; it
+FLOPs (FlashAttention-2's convention): forward 4·B·H·N²·d (half when causal), backward
+2.5x the forward (it recomputes the scores), so forward+backward 3.5x the forward.
+Peak memory is the growth of peak RSS during one forward+backward over the inputs, in
+a fresh process per point, so numba's allocations count too; it
 includes what attention returns (out, lse, dq, dk, dv). Naive points whose score
 matrices would pass the memory cap are not run, and the table says so.
 """
@@ -19,6 +20,8 @@ import textwrap
 import numpy as np
 
 from ndwork.bench.common import table, timeit
+
+FWD_BWD_FLOPS = 3.5  # forward 1x + backward 2.5x, in units of the forward
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time, statistics
@@ -178,7 +181,8 @@ def run(quick: bool = False, lengths=None, batch: int = 1, heads: int = 4, d: in
                 row.update({"forward ms": m["forward"] * 1e3,
                             "fwd+bwd ms": m["forward_backward"] * 1e3,
                             "forward GFLOP/s": flops / m["forward"] / 1e9,
-                            "fwd+bwd GFLOP/s": 2.5 * flops / m["forward_backward"] / 1e9,
+                            "fwd+bwd GFLOP/s": FWD_BWD_FLOPS * flops / m["forward_backward"]
+                            / 1e9,
                             "peak MiB": m["peak_extra_bytes"] / 2**20})
                 rows.append(row)
     return {"rows": rows, "batch": batch, "heads": heads, "d": d,

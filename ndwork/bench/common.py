@@ -55,16 +55,37 @@ def gemm_peak(n: int = 2048, repeat: int = 7) -> float:
     return 2 * n**3 / t["median_s"] / 1e9
 
 
+def cpu() -> dict:
+    """The CPU model and the ISA extensions that decide kernel speed (Linux /proc/cpuinfo)."""
+    info = {"model": platform.processor() or platform.machine(), "isa": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
+              "amx_tile")
+    return {"model": fields.get("model name", info["model"]),
+            "isa": [f for f in wanted if f in flags]}
+
+
 def machine() -> dict:
+    import numba
     from threadpoolctl import threadpool_info
 
     import ndwork
+    from ndwork.config import threading_layer
 
-    return {"platform": platform.platform(), "processor": platform.machine(),
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu": cpu(),
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "ndwork": ndwork.__version__,
-            "blas": [{k: p.get(k) for k in ("internal_api", "num_threads", "architecture")}
+            "numpy": np.__version__, "numba": numba.__version__, "ndwork": ndwork.__version__,
+            "numba_threading_layer": threading_layer(),
+            "blas": [{"library": os.path.basename(p["filepath"]),
+                      **{k: p.get(k) for k in ("internal_api", "num_threads", "architecture")}}
                      for p in threadpool_info()],
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 

@@ -126,16 +126,26 @@ def _training(quick: bool) -> dict:
 
 def _scaling_model(compute_step_s: float, param_bytes: int, round_trip_s: float) -> list[dict]:
     """Predicted windows/s for N workers on a 10 Gb/s network: each step's global batch
-    of 1,024 windows split N ways, and every K steps a ring all-reduce of the parameters
-    (2 (N - 1) / N of them over each link) plus one task round trip."""
+    of 1,024 windows split N ways, and every K steps one synchronization plus one task
+    round trip.
+
+    The model is of what the code does: the driver sends the parameters to each of the
+    N ranks and gathers each rank's gradient (K=1) or parameters (K>1) back, so its link
+    carries 2 N parameter copies per round. A ring all-reduce, which ndwork does not
+    implement, would carry 2 (N - 1) / N copies per link: listed as a projection only."""
+    syncs = {
+        "": lambda n: 2 * n * param_bytes / NETWORK_BYTES_PER_S,  # driver gather
+        " (projection: ring all-reduce)": lambda n: (2 * (n - 1) / n * param_bytes
+                                                     / NETWORK_BYTES_PER_S
+                                                     + 2 * (n - 1) * NETWORK_LATENCY_S),
+    }
     rows = []
     for n in (4, 8, 16, 32, 64):
         row = {"workers": n}
-        for k in (1, 16, 64):
-            sync = (2 * (n - 1) / n * param_bytes / NETWORK_BYTES_PER_S
-                    + 2 * (n - 1) * NETWORK_LATENCY_S + round_trip_s)
-            seconds_per_round = k * compute_step_s / n + sync
-            row[f"windows/s K={k}"] = 1024 * k / seconds_per_round
+        for label, transfer in syncs.items():
+            for k in (1, 16, 64):
+                seconds_per_round = k * compute_step_s / n + transfer(n) + round_trip_s
+                row[f"windows/s K={k}{label}"] = 1024 * k / seconds_per_round
         rows.append(row)
     return rows
 
@@ -154,7 +164,11 @@ def render(results: dict) -> str:
              f"\noverheads: {train['overheads']}",
              f"bytes per synchronization per worker: {train['bytes_per_sync_per_worker']} "
              f"(parameters: {train['overheads']['parameter bytes']})",
-             f"\nscaling model (10 Gb/s, measured step {train['compute_step_s'] * 1e3:.0f} ms):",
+             f"\nscaling model (10 Gb/s, measured step {train['compute_step_s'] * 1e3:.0f} ms; "
+             f"the driver gathers every rank, as the code does):",
              table(train["model"], ["workers", "windows/s K=1", "windows/s K=16",
-                                    "windows/s K=64"])]
+                                    "windows/s K=64"]),
+             "\nprojection only, not implemented: the same with a ring all-reduce",
+             table(train["model"], ["workers"] + [f"windows/s K={k} (projection: ring "
+                                                  f"all-reduce)" for k in (1, 16, 64)])]
     return "\n".join(lines)

@@ -169,7 +169,9 @@ class DaskSteps:
 
         for attempt in range(RETRIES + 1):
             try:
-                results = self._gather(self._submit_round(model, panel, state, batches, lrs))
+                with quiet_large_graphs():  # the parameters ride in the tasks, on purpose
+                    futures = self._submit_round(model, panel, state, batches, lrs)
+                results = self._gather(futures)
                 break
             except TrainingDiverged:  # on a worker: this state is the last synchronized one
                 raise diverged(model, state, state.optimizer.step, float("nan")) from None
