@@ -92,3 +92,59 @@ def test_profile_and_benchmark_panels(panels):
     bench = panels["Benchmark"]
     result = bench.run("kernels")
     assert len(bench.throughput.data) == 2 and result["rows"]
+
+
+def test_training_changes_widgets_only_on_the_main_thread(panels):
+    import threading
+
+    train = panels["Train"]
+    train.max_steps.value = 30
+    seen = set()
+    for widget in (train.progress, train.status, train.train_button):
+        widget.observe(lambda change: seen.add(threading.get_ident()), names=["value",
+                                                                               "disabled"])
+    train.figure.observe(lambda change: seen.add(threading.get_ident()), names="_data")
+    train.start()
+    train.wait(120)
+    assert train.error is None and train.progress.value == 30
+    assert seen == {threading.get_ident()}
+
+
+def test_the_forecast_runs_under_the_panels_optimizations(panels, monkeypatch):
+    import ndwork
+
+    kernels_at_predict = []
+    predict = ndwork.NeuralForecast.predict
+
+    def recording(self, *args, **kwargs):
+        kernels_at_predict.append(ndwork.config.active().kernels)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(ndwork.NeuralForecast, "predict", recording)
+    panels["Optimizations"].kernels.value = False  # the numpy reference path
+    train = panels["Train"]
+    train.max_steps.value = 3
+    train.start()
+    train.wait(120)
+    assert train.error is None and kernels_at_predict == ["numpy"]
+    assert panels["Forecast"].forecast is train.forecast
+
+
+def test_a_benchmark_cannot_be_started_twice(panels, monkeypatch):
+    import threading
+
+    bench = panels["Benchmark"]
+    release, runs = threading.Event(), []
+
+    def slow(suite):
+        runs.append(suite)
+        release.wait(30)
+        return {"rows": []}
+
+    monkeypatch.setattr(bench, "measure", slow)
+    assert bench.start() is True
+    assert bench.start() is False and "running" in bench.status.value
+    release.set()
+    bench.wait()
+    assert runs == ["kernels"] and bench.status.value == "kernels: done"
+    assert not bench.run_button.disabled

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import ipywidgets as w
 import plotly.graph_objects as go
 
+import ndwork
 from ndwork.bench import attention, kernels, models
+from widgets.updates import MainThreadUpdates
 
 LAYOUT = dict(height=340, margin=dict(l=60, r=20, t=40, b=80), barmode="group")
 
@@ -28,31 +31,63 @@ class BenchmarkPanel:
         self.widget = w.VBox([w.HBox([self.suite, self.run_button]), self.status,
                               self.throughput, self.memory])
         self.results: dict = {}
+        self.updates = MainThreadUpdates()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self.status.value = f"running {self.suite.value}..."
-        self._thread = threading.Thread(target=self.run, args=(self.suite.value,), daemon=True)
+    def start(self) -> bool:
+        """Run the chosen suite in a background thread (Run button); False, and nothing
+        started, while a run is still going."""
+        if self._thread is not None and self._thread.is_alive():
+            self.status.value = "a benchmark is running; wait for it to finish"
+            return False
+        suite = self.suite.value
+        self.status.value = f"running {suite}..."
+        self.run_button.disabled = True
+        switches = dataclasses.asdict(self.options.optimizations)
+        self._thread = threading.Thread(target=self._run_in_thread, args=(suite, switches),
+                                        daemon=True)
         self._thread.start()
+        return True
 
     def wait(self) -> None:
+        """Wait for the run, then apply its pending widget updates."""
         if self._thread is not None:
             self._thread.join()
+        self.updates.drain()
+
+    def _run_in_thread(self, suite: str, switches: dict) -> None:
+        try:
+            with ndwork.optimizations(**switches):
+                result = self.measure(suite)
+        except Exception as e:  # shown in the panel
+            self.updates.post(lambda error=e: self._finish(suite, None, error))
+            return
+        self.updates.post(lambda: self._finish(suite, result, None))
 
     def run(self, suite: str) -> dict:
+        """Run a suite in this thread under the panel's Optimizations and plot it."""
         with self.options.active():
-            if suite == "kernels":
-                result = kernels.run(quick=self.quick)
-            elif suite == "models":
-                small = [c for c in models.CONFIGS if "small" in c[0]]
-                result = models.run(quick=self.quick, configs=small)
-            else:
-                result = attention.run(quick=self.quick, lengths=[128, 256, 512] if self.quick
-                                       else None)
+            result = self.measure(suite)
+        self._finish(suite, result, None)
+        return result
+
+    def measure(self, suite: str) -> dict:
+        if suite == "kernels":
+            return kernels.run(quick=self.quick)
+        if suite == "models":
+            small = [c for c in models.CONFIGS if "small" in c[0]]
+            return models.run(quick=self.quick, configs=small)
+        return attention.run(quick=self.quick, lengths=[128, 256, 512] if self.quick else None)
+
+    def _finish(self, suite: str, result: dict | None, error: BaseException | None) -> None:
+        """On the main thread: plot the result (or show the error)."""
+        self.run_button.disabled = False
+        if error is not None:
+            self.status.value = f"<b>error:</b> {type(error).__name__}: {error}"
+            return
         self.results[suite] = result
         getattr(self, f"_plot_{suite}")(result)
         self.status.value = f"{suite}: done"
-        return result
 
     def _bars(self, figure, x, series: dict, yaxis: str):
         with figure.batch_update():

@@ -22,10 +22,11 @@ class ForecastPanel:
         self.forecast = None
 
     def refresh(self) -> None:
+        """The train panel's forecast, computed in its thread under its Optimizations."""
         panel = self.train_panel
-        if panel.nf is None:
+        if panel.forecast is None:
             return
-        self.forecast = panel.nf.predict()
+        self.forecast = panel.forecast
         ids = list(dict.fromkeys(panel.df["unique_id"]))
         keep = self.series.value if self.series.value in ids else ids[0]
         self.series.options = ids

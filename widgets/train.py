@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -10,9 +11,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+import ndwork
 from ndwork import NeuralForecast
 from ndwork.datasets import air_passengers, synthetic_panel
 from ndwork.models import MODELS
+from widgets.updates import MainThreadUpdates
 
 DATASETS = {"AirPassengers (monthly)": ("MS", air_passengers),
             "synthetic panel (8 series, daily)": ("D", lambda: synthetic_panel(8, 400, seed=0)),
@@ -35,7 +38,8 @@ class TrainPanel:
     """Model and dataset pickers, main hyper-parameters, Train and Stop, a progress bar
     and live train/validation loss curves. Training runs in a background thread, so
     the notebook stays responsive; Stop ends it at a step boundary and keeps the
-    parameters of that step, as a finished fit would."""
+    parameters of that step, as a finished fit would. The thread changes no widget: it
+    posts updates that run on the main thread (widgets.updates)."""
 
     def __init__(self, options):
         self.options = options
@@ -77,11 +81,13 @@ class TrainPanel:
             self.figure])
         self.nf: NeuralForecast | None = None
         self.df: pd.DataFrame | None = None
+        self.forecast: pd.DataFrame | None = None  # nf.predict() of the last training
         self.error: BaseException | None = None
+        self.updates = MainThreadUpdates()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._train, self._valid = ([], []), ([], [])
-        self._last_draw = 0.0
+        self._last_post = 0.0
         self.on_finished: list = []  # callbacks(panel) run after each training
 
     def build(self) -> tuple[NeuralForecast, pd.DataFrame]:
@@ -96,7 +102,9 @@ class TrainPanel:
         return NeuralForecast([cls(**kwargs)], freq), df
 
     def start(self) -> None:
-        """Start training in a background thread (Train button)."""
+        """Start training in a background thread (Train button). The data, the model and
+        the Optimizations are read here, on the main thread; fit and the forecast run in
+        the thread under those Optimizations; widgets change only on the main thread."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
@@ -105,10 +113,18 @@ class TrainPanel:
         with self.figure.batch_update():
             for trace in self.figure.data:
                 trace.x, trace.y = [], []
+        try:
+            nf, df = self.build()
+        except Exception as e:  # a bad CSV or option: shown in the panel
+            self._finish(None, None, None, e)
+            return
         self.progress.max, self.progress.value = self.max_steps.value, 0
         self.train_button.disabled, self.stop_button.disabled = True, False
         self.status.value = "training..."
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        switches = dataclasses.asdict(self.options.optimizations)
+        self._thread = threading.Thread(
+            target=self._run, args=(nf, df, switches, self.options.fit_kwargs(),
+                                    self.val_size.value), daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -116,48 +132,58 @@ class TrainPanel:
         self._stop.set()
 
     def wait(self, timeout: float | None = None) -> None:
+        """Wait for the training thread, then apply its pending widget updates."""
         if self._thread is not None:
             self._thread.join(timeout)
+        self.updates.drain()
 
-    def _run(self) -> None:
+    def _run(self, nf, df, switches, fit_kwargs, val_size) -> None:
+        forecast, error = None, None
         try:
-            nf, df = self.build()
-            with self.options.active():
-                nf.fit(df, val_size=self.val_size.value, verbose=False,
-                       callback=self._on_step, **self.options.fit_kwargs())
-            self.nf, self.df = nf, df
+            with ndwork.optimizations(**switches):
+                nf.fit(df, val_size=val_size, verbose=False, callback=self._on_step,
+                       **fit_kwargs)
+                forecast = nf.predict()  # under the same Optimizations as the fit
+        except Exception as e:  # shown in the panel; the notebook keeps running
+            error = e
+        self.updates.post(lambda: self._finish(nf, df, forecast, error))
+
+    def _finish(self, nf, df, forecast, error) -> None:
+        """On the main thread, when training ends."""
+        self.error = error
+        if error is None:
+            self.nf, self.df, self.forecast = nf, df, forecast
             steps = len(nf.states[0].train_losses)
             stopped = " (stopped)" if self._stop.is_set() else ""
             self.status.value = f"trained {steps} steps{stopped}"
-        except Exception as e:  # shown in the panel; the notebook keeps running
-            self.error = e
-            self.status.value = f"<b>error:</b> {type(e).__name__}: {e}"
-        finally:
-            self._draw(force=True)
-            self.train_button.disabled, self.stop_button.disabled = False, True
-            for callback in self.on_finished:
-                callback(self)
+        else:
+            self.status.value = f"<b>error:</b> {type(error).__name__}: {error}"
+        self._draw()
+        self.train_button.disabled, self.stop_button.disabled = False, True
+        for callback in self.on_finished:
+            callback(self)
 
     def _on_step(self, step: int, loss: float, valid: float | None) -> bool:
+        """In the training thread: record, and post a redraw at most every REDRAW_S."""
         self._train[0].append(step)
         self._train[1].append(loss)
         if valid is not None:
             self._valid[0].append(step)
             self._valid[1].append(valid)
-        self.progress.value = step
-        self._draw()
+        now = time.perf_counter()
+        if now - self._last_post >= REDRAW_S:
+            self._last_post = now
+            self.updates.post(self._draw)
         return self._stop.is_set()
 
-    def _draw(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self._last_draw < REDRAW_S:
-            return
-        self._last_draw = now
+    def _draw(self) -> None:
+        """On the main thread: the loss curves and the progress bar, as recorded so far."""
+        train = [list(v) for v in self._train]
+        valid = [list(v) for v in self._valid]
         with self.figure.batch_update():
-            self.figure.data[0].x, self.figure.data[0].y = list(self._train[0]), list(
-                self._train[1])
-            self.figure.data[1].x, self.figure.data[1].y = list(self._valid[0]), list(
-                self._valid[1])
+            self.figure.data[0].x, self.figure.data[0].y = train
+            self.figure.data[1].x, self.figure.data[1].y = valid
+        self.progress.value = train[0][-1] if train[0] else 0
 
     @property
     def losses(self) -> np.ndarray:
