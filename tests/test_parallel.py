@@ -81,8 +81,14 @@ def test_ensemble_of_seeds(client, panel):
     serial = ensemble(members, panel, "D", level=[80])
     assert list(serial.columns) == ["unique_id", "ds", "Ensemble", "Ensemble-lo-80",
                                     "Ensemble-hi-80"]
-    assert (serial["Ensemble-lo-80"] <= serial["Ensemble"]).all()
-    assert (serial["Ensemble"] <= serial["Ensemble-hi-80"]).all()
+    # against the members fitted one by one: the median and the 10th / 90th percentiles
+    alone = np.stack([NeuralForecast([m], "D").fit(panel, verbose=False).predict()[repr(m)]
+                      for m in members])
+    np.testing.assert_allclose(serial["Ensemble"], np.median(alone, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(serial["Ensemble-lo-80"], np.percentile(alone, 10, axis=0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(serial["Ensemble-hi-80"], np.percentile(alone, 90, axis=0),
+                               rtol=1e-6)
     pd.testing.assert_frame_equal(ensemble(members, panel, "D", level=[80], parallel=client),
                                   serial)
     mean = ensemble(members, panel, "D", combine="mean")
