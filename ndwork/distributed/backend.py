@@ -27,12 +27,12 @@ import json
 
 import numpy as np
 
+from ndwork.autodiff.noise import TrainingNoise
 from ndwork.config import active, optimizations
 from ndwork.distributed.pool import _hold, quiet_large_graphs, replicate
 from ndwork.training.trainer import (
     LocalSteps,
     TrainingDiverged,
-    TrainingNoise,
     batch_positions,
     diverged,
     finite,

@@ -74,16 +74,26 @@ def softmax_backward_reference(y, dy):
 
 # --- numba kernels: flat loops over the raveled arrays ----------------------
 
+@jit(inline="always")
+def relu(v):
+    return _0 if v <= _0 else v  # NaN stays NaN, as np.maximum
+
+
+@jit(inline="always")
+def relu_grad(y, dy):
+    return dy * (_1 if y > _0 else _0)  # a non-finite dy gives NaN, as dy * mask
+
+
 @jit
 def _relu_fwd(x, out):
     for i in range(x.size):
-        out[i] = _0 if x[i] <= _0 else x[i]  # NaN stays NaN, as np.maximum
+        out[i] = relu(x[i])
 
 
 @jit
 def _relu_bwd(y, dy, out):
     for i in range(y.size):
-        out[i] = dy[i] * (_1 if y[i] > _0 else _0)  # a non-finite dy gives NaN, as dy * mask
+        out[i] = relu_grad(y[i], dy[i])
 
 
 @jit

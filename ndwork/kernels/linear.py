@@ -11,12 +11,12 @@ import numpy as np
 
 from ndwork.kernels._jit import jit
 from ndwork.kernels.activations import (
-    _relu_bwd,
-    _relu_fwd,
     _sigmoid_bwd,
     _sigmoid_fwd,
     _tanh_bwd,
     _tanh_fwd,
+    relu,
+    relu_grad,
 )
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
@@ -64,18 +64,16 @@ def linear_backward_reference(x, W, y, dy, activation="identity", need_dx=True):
 
 
 # --- numba path ----------------------------------------------------------------
-# The activations and their derivatives are the kernels of activations.py, applied
-# row by row so that each row is still in cache after the bias is added.
+# The activations and their derivatives are those of activations.py: ReLU's inlined
+# into the bias loop, the others applied after it (row by row for the derivatives, so
+# each row is still in cache).
 
 @jit
 def _bias_activation(z, b, code):
     n, m = z.shape
     for i in range(n):
-        row = z[i]
         for j in range(m):
-            row[j] += b[j]
-        if code == 1:
-            _relu_fwd(row, row)
+            z[i, j] = relu(z[i, j] + b[j]) if code == 1 else z[i, j] + b[j]
     flat = z.reshape(-1)
     if code == 2:  # one bulk call: exp_into allocates its scratch per call
         _tanh_fwd(flat, flat)
@@ -90,7 +88,8 @@ def _activation_grad_and_bias(y, dy, code, dz):
     db = np.zeros(m, dtype=np.float64)
     for i in range(n):
         if code == 1:
-            _relu_bwd(y[i], dy[i], dz[i])
+            for j in range(m):
+                dz[i, j] = relu_grad(y[i, j], dy[i, j])
         elif code == 2:
             _tanh_bwd(y[i], dy[i], dz[i])
         elif code == 3:

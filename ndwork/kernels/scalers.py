@@ -78,12 +78,12 @@ def _statistics(code, x, mask, shift, scale):
             if mask[r, j] > 0:
                 count += 1
                 total += x[r, j]
-                # np.max and np.min propagate NaN; Python's max and min skip it
-                if x[r, j] > high or x[r, j] != x[r, j] or high != high:
-                    high = x[r, j] if high == high else high
-                if x[r, j] < low or x[r, j] != x[r, j] or low != low:
-                    low = x[r, j] if low == low else low
+                if code == 3:
+                    high = max(high, x[r, j])
+                    low = min(low, x[r, j])
         if code == 3:
+            if total != total:  # a NaN, which np.max and np.min propagate and max() skips
+                high = low = np.nan
             spread = high - low
             if count == 0 or spread == 0:
                 spread = 1.0
