@@ -135,3 +135,17 @@ def test_selection_ops(kernels, rng):
     check_gradients(lambda x: ops.take_rows(x, index), x)
     check_gradients(lambda base, rows: ops.put_rows(base, index, rows), x,
                     rng.normal(size=(1, 2, 2, 3)))
+
+
+@pytest.mark.parametrize("cell,gates", [("rnn_tanh", 1), ("rnn_relu", 1), ("lstm", 4),
+                                        ("gru", 3)])
+def test_recurrent(kernels, cell, gates, rng):
+    """Backward through time of one layer, with and without biases."""
+    b, t, i, h = 3, 5, 2, 4
+    x = rng.normal(size=(b, t, i))
+    w_ih = rng.normal(size=(i, gates * h)) / 2
+    w_hh = rng.normal(size=(h, gates * h)) / 2
+    b_ih, b_hh = rng.normal(size=gates * h), rng.normal(size=gates * h)
+    check_gradients(lambda *a: ops.recurrent(*a, cell), x, w_ih, w_hh, b_ih, b_hh)
+    check_gradients(lambda x, w_ih, w_hh: ops.recurrent(x, w_ih, w_hh, None, None, cell),
+                    x, w_ih, w_hh)

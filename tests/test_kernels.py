@@ -161,8 +161,37 @@ def test_dropout_keep(p, dtype):
     assert abs((keep == 0).mean() - p) < 0.01  # 77,100 draws: 4 standard errors at p=0.5
 
 
+def recurrent_case(cell, b, t, h, rng):
+    """(forward args, forward name, backward name) of one recurrent kernel case."""
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    xw = rng.normal(size=(b, t, gates * h)).astype(np.float32)
+    w_hh = (rng.normal(size=(h, gates * h)) / np.sqrt(h)).astype(np.float32)
+    extra = {"rnn": ("tanh",), "lstm": (), "gru": (rng.normal(size=gates * h).astype(
+        np.float32),)}[cell]
+    return (xw, w_hh, *extra)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("b,t,h", [(1, 1, 1), (3, 7, 5), (16, 50, 32)])
+def test_recurrent_kernels(cell, b, t, h, rng):
+    args = recurrent_case(cell, b, t, h, rng)
+    saved, saved_ref = both(f"{cell}_forward", *args)
+    for got, ref in zip(saved, saved_ref, strict=True):
+        assert_close_f32(got, ref)
+    dh = rng.normal(size=saved_ref[0].shape).astype(np.float32)
+    rest = ("tanh",) if cell == "rnn" else ()
+    for got, ref in zip(*both(f"{cell}_backward", args[1], *saved_ref, dh, *rest), strict=True):
+        assert_close_f32(got, ref)
+    if cell == "rnn":  # the relu cell too
+        relu_args = (args[0], args[1], "relu")
+        (h_seq,), (h_ref,) = both("rnn_forward", *relu_args)
+        assert_close_f32(h_seq, h_ref)
+        for got, ref in zip(*both("rnn_backward", args[1], h_ref, dh, "relu"), strict=True):
+            assert_close_f32(got, ref)
+
+
 def test_every_kernel_has_a_reference_and_a_test():
-    tested = {"dropout_keep", "relu", "tanh", "sigmoid", "gelu", "elu", "softmax", "linear",
+    tested = {"dropout_keep", "rnn", "lstm", "gru", "relu", "tanh", "sigmoid", "gelu", "elu", "softmax", "linear",
               "point_loss", "mqloss", "maxpool", "interpolate", "layernorm", "adam_update", "sgd_update",
               "scaler_statistics"}
     for name, (fast, ref) in REGISTRY.items():

@@ -79,9 +79,24 @@ def other_cases(rng):
         yield "scaler_statistics", (kind, poisoned(rng, (6, 12)), np.ones((6, 12), np.float32))
 
 
+def recurrent_cases(rng):
+    h = 4
+    for cell, gates, extra in (("rnn", 1, ("tanh",)), ("lstm", 4, ()), ("gru", 3, None)):
+        w_hh = rng.normal(size=(h, gates * h)).astype(np.float32)
+        if extra is None:
+            extra = (rng.normal(size=gates * h).astype(np.float32),)
+        xw = poisoned(rng, (3, 5, gates * h), 3)
+        yield f"{cell}_forward", (xw, w_hh, *extra)
+        clean = rng.normal(size=(3, 5, gates * h)).astype(np.float32)
+        saved = reference(f"{cell}_forward")(clean, w_hh, *extra)
+        rest = extra if cell == "rnn" else ()
+        yield f"{cell}_backward", (w_hh, *saved, poisoned(rng, (3, 5, h)), *rest)
+
+
 def cases():
     rng = np.random.default_rng(0)
-    found = [c for make in (activation_cases, linear_cases, loss_cases, other_cases)
+    found = [c for make in (activation_cases, linear_cases, loss_cases, other_cases,
+                            recurrent_cases)
              for c in make(rng)]
     return [pytest.param(name, args, id=f"{name}-{i}") for i, (name, args) in enumerate(found)]
 

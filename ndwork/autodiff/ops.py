@@ -281,6 +281,55 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
 
 
 @_profiled
+def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+              cell: str) -> Tensor:
+    """One recurrent layer over x (B, T, I) from a zero state, PyTorch's equations: every
+    hidden state (B, T, H). cell: "rnn_tanh", "rnn_relu", "lstm" or "gru"; w_ih (I, G),
+    w_hh (H, G), biases (G,) or None, G = gates x H in PyTorch's gate order.
+
+    The input projection of all steps is one GEMM; the recurrence and its backward
+    through time are the kernels of ndwork.kernels.recurrent, which keep only what the
+    backward needs (see there)."""
+    b, t, i = x.shape
+    x2 = x.data.reshape(-1, i)
+    xw = x2 @ w_ih.data
+    if b_ih is not None:
+        xw += b_ih.data
+    if b_hh is not None and cell != "gru":  # GRU's b_hn sits inside the reset gate
+        xw += b_hh.data
+    xw = xw.reshape(b, t, -1)
+    if cell == "gru":
+        bias = b_hh.data if b_hh is not None else np.zeros(xw.shape[2], xw.dtype)
+        saved = kernel("gru_forward")(xw, w_hh.data, bias)
+    elif cell == "lstm":
+        saved = kernel("lstm_forward")(xw, w_hh.data)
+    else:
+        activation = cell.removeprefix("rnn_")
+        saved = kernel("rnn_forward")(xw, w_hh.data, activation)
+    del xw
+
+    def backward_fn(dh):
+        if cell == "gru":
+            dxw, dw_hh, db_hh = kernel("gru_backward")(w_hh.data, *saved, dh)
+        elif cell == "lstm":
+            dxw, dw_hh = kernel("lstm_backward")(w_hh.data, *saved, dh)
+        else:
+            dxw, dw_hh = kernel("rnn_backward")(w_hh.data, *saved, dh, activation)
+        dxw2 = dxw.reshape(-1, dxw.shape[2])
+        dx = (dxw2 @ w_ih.data.T).reshape(x.shape) if x.requires_grad else None
+        grads = [dx, x2.T @ dxw2, dw_hh]
+        db = dxw2.sum(axis=0)
+        if b_ih is not None:
+            grads.append(db)
+        if b_hh is not None:
+            grads.append(db_hh if cell == "gru" else db)
+        return tuple(grads)
+
+    parents = [x, w_ih, w_hh] + [p for p in (b_ih, b_hh) if p is not None]
+    return Tensor(saved[0], parents, backward_fn)
+
+
+@_profiled
 def point_loss(y_hat: Tensor, y: np.ndarray, mask: np.ndarray, kind: str,
                param: float = 0.0) -> Tensor:
     """Masked mean loss of y_hat (B, h) against y (B, h); a 0-d tensor."""

@@ -13,11 +13,13 @@ from ndwork.kernels import (
     normalization,
     optim,
     pooling,
+    recurrent,
     scalers,
 )
 
 REGISTRY: dict[str, tuple] = {}
-for _module in (activations, linear, losses, noise, normalization, optim, pooling, scalers):
+for _module in (activations, linear, losses, noise, normalization, optim, pooling, recurrent,
+                scalers):
     REGISTRY.update(_module.KERNELS)
 
 
