@@ -149,3 +149,11 @@ def test_recurrent(kernels, cell, gates, rng):
     check_gradients(lambda *a: ops.recurrent(*a, cell), x, w_ih, w_hh, b_ih, b_hh)
     check_gradients(lambda x, w_ih, w_hh: ops.recurrent(x, w_ih, w_hh, None, None, cell),
                     x, w_ih, w_hh)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(1, 1), (2, 1), (2, 4), (3, 2), (2, 16)])
+def test_causal_conv1d(kernels, kernel_size, dilation, rng):
+    x = rng.normal(size=(2, 9, 3))
+    w = rng.normal(size=(kernel_size, 3, 4))
+    b = rng.normal(size=4)
+    check_gradients(lambda x, w, b: ops.causal_conv1d(x, w, b, dilation), x, w, b)

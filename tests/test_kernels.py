@@ -190,10 +190,33 @@ def test_recurrent_kernels(cell, b, t, h, rng):
             assert_close_f32(got, ref)
 
 
+@pytest.mark.parametrize("b,t,c_in,c_out,kernel_size,dilation",
+                         [(1, 1, 1, 1, 1, 1), (4, 24, 1, 16, 2, 1), (3, 30, 8, 8, 3, 4),
+                          (2, 10, 4, 5, 2, 16)])
+def test_causal_conv1d(b, t, c_in, c_out, kernel_size, dilation, rng):
+    x = rng.normal(size=(b, t, c_in)).astype(np.float32)
+    w = rng.normal(size=(kernel_size, c_in, c_out)).astype(np.float32)
+    assert_close_f32(*both("causal_conv1d_forward", x, w, dilation))
+    dy = rng.normal(size=(b, t, c_out)).astype(np.float32)
+    for got, ref in zip(*both("causal_conv1d_backward", x, w, dilation, dy), strict=True):
+        assert_close_f32(got, ref)
+
+
+def test_causal_conv1d_is_causal_and_matches_a_direct_sum(rng):
+    """Against the definition, element by element: y[t] sees x[t], x[t - d], ..."""
+    x = rng.normal(size=(1, 12, 2))
+    w = rng.normal(size=(3, 2, 1))
+    for impl in (compiled, reference):
+        y = impl("causal_conv1d_forward")(x, w, 2)
+        for t in range(12):
+            direct = sum(x[0, t - (2 - k) * 2] @ w[k] for k in range(3) if t - (2 - k) * 2 >= 0)
+            np.testing.assert_allclose(y[0, t], direct, rtol=1e-12)
+
+
 def test_every_kernel_has_a_reference_and_a_test():
-    tested = {"dropout_keep", "rnn", "lstm", "gru", "relu", "tanh", "sigmoid", "gelu", "elu", "softmax", "linear",
-              "point_loss", "mqloss", "maxpool", "interpolate", "layernorm", "adam_update", "sgd_update",
-              "scaler_statistics"}
+    tested = {"causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu", "tanh", "sigmoid",
+              "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "maxpool",
+              "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics"}
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref
         assert name.removesuffix("_forward").removesuffix("_backward") in tested, name

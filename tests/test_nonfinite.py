@@ -93,10 +93,17 @@ def recurrent_cases(rng):
         yield f"{cell}_backward", (w_hh, *saved, poisoned(rng, (3, 5, h)), *rest)
 
 
+def convolution_cases(rng):
+    w = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    yield "causal_conv1d_forward", (poisoned(rng, (2, 9, 3)), w, 2)
+    yield "causal_conv1d_backward", (rng.normal(size=(2, 9, 3)).astype(np.float32), w, 2,
+                                     poisoned(rng, (2, 9, 4)))
+
+
 def cases():
     rng = np.random.default_rng(0)
     found = [c for make in (activation_cases, linear_cases, loss_cases, other_cases,
-                            recurrent_cases)
+                            recurrent_cases, convolution_cases)
              for c in make(rng)]
     return [pytest.param(name, args, id=f"{name}-{i}") for i, (name, args) in enumerate(found)]
 

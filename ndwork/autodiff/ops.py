@@ -281,6 +281,22 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
 
 
 @_profiled
+def causal_conv1d(x: Tensor, w: Tensor, b: Tensor | None, dilation: int) -> Tensor:
+    """TCN's causal dilated convolution over time: x (B, T, C_in), w (K, C_in, C_out),
+    b (C_out,) -> (B, T, C_out); see ndwork.kernels.convolution. Keeps x for the backward."""
+    y = kernel("causal_conv1d_forward")(x.data, w.data, dilation)
+    if b is not None:
+        y += b.data
+
+    def backward_fn(g):
+        dx, dw = kernel("causal_conv1d_backward")(x.data, w.data, dilation, g)
+        grads = (dx if x.requires_grad else None, dw)
+        return grads if b is None else (*grads, g.reshape(-1, g.shape[-1]).sum(axis=0))
+
+    return Tensor(y, (x, w) if b is None else (x, w, b), backward_fn)
+
+
+@_profiled
 def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
               cell: str) -> Tensor:
     """One recurrent layer over x (B, T, I) from a zero state, PyTorch's equations: every

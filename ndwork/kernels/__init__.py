@@ -7,6 +7,7 @@
 from ndwork.config import active
 from ndwork.kernels import (
     activations,
+    convolution,
     linear,
     losses,
     noise,
@@ -18,8 +19,8 @@ from ndwork.kernels import (
 )
 
 REGISTRY: dict[str, tuple] = {}
-for _module in (activations, linear, losses, noise, normalization, optim, pooling, recurrent,
-                scalers):
+for _module in (activations, convolution, linear, losses, noise, normalization, optim, pooling,
+                recurrent, scalers):
     REGISTRY.update(_module.KERNELS)
 
 
