@@ -7,13 +7,13 @@ import pytest
 from ndwork import NeuralForecast
 from ndwork.data import Panel, WindowSampler, gather_windows
 from ndwork.datasets import air_passengers, synthetic_panel
-from ndwork.models import MLP, NBEATS, NHITS, DLinear, NBEATSx, NLinear, TiDE
+from ndwork.models import GRU, LSTM, MLP, NBEATS, NHITS, RNN, TCN, DLinear, NBEATSx, NLinear, TiDE
 from ndwork.training.trainer import build_batch, initial_state, loss_and_grad
 
 # NeuralForecast 3.3, h=12, input_size=24, every other hyper-parameter at its default.
 NEURALFORECAST_PARAMETER_COUNTS = {
     MLP: 1_087_500, NHITS: 2_437_725, NBEATS: 2_447_322, TiDE: 951_376, DLinear: 600,
-    NLinear: 300,
+    NLinear: 300, RNN: 66_433, GRU: 388_857, LSTM: 215_809, TCN: 148_909,
 }
 FD_EPS, FD_RTOL = 1e-6, 1e-4
 
@@ -26,6 +26,10 @@ SMALL = {
                                                      "exogenous"], n_blocks=[1, 1, 1, 1]),
     NHITS: dict(mlp_units=[[16, 16]]),
     TiDE: dict(hidden_size=16, decoder_output_dim=4, temporal_decoder_dim=8, dropout=0.0),
+    RNN: dict(encoder_hidden_size=8, decoder_hidden_size=8),
+    LSTM: dict(encoder_hidden_size=8, decoder_hidden_size=8),
+    GRU: dict(encoder_hidden_size=8, decoder_hidden_size=8),
+    TCN: dict(encoder_hidden_size=8, decoder_hidden_size=8, dilations=[1, 2, 4]),
 }
 EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
 

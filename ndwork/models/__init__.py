@@ -2,20 +2,25 @@
 
 from ndwork.models.base import BaseModel
 from ndwork.models.dlinear import DLinear
+from ndwork.models.gru import GRU
 from ndwork.models.informer import Informer
 from ndwork.models.itransformer import iTransformer
+from ndwork.models.lstm import LSTM
 from ndwork.models.mlp import MLP
 from ndwork.models.nbeats import NBEATS
 from ndwork.models.nbeatsx import NBEATSx
 from ndwork.models.nhits import NHITS
 from ndwork.models.nlinear import NLinear
 from ndwork.models.patchtst import PatchTST
+from ndwork.models.rnn import RNN
+from ndwork.models.tcn import TCN
 from ndwork.models.tide import TiDE
 from ndwork.models.vanillatransformer import VanillaTransformer
 
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
                                          VanillaTransformer, PatchTST, Informer,
-                                         iTransformer)}
+                                         iTransformer, RNN, LSTM, GRU, TCN)}
 
-__all__ = ["MODELS", "BaseModel", "DLinear", "Informer", "MLP", "NBEATS", "NBEATSx", "NHITS",
-           "NLinear", "PatchTST", "TiDE", "VanillaTransformer", "iTransformer"]
+__all__ = ["GRU", "LSTM", "MODELS", "RNN", "TCN", "BaseModel", "DLinear", "Informer", "MLP",
+           "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST", "TiDE", "VanillaTransformer",
+           "iTransformer"]

@@ -63,7 +63,7 @@ LIGHTNING_PRECISIONS = {32: "fp32", "32": "fp32", "32-true": "fp32", "fp32": "fp
 # ... and those it does not have yet (the mixed-precision issue adds them)
 PLANNED_PRECISIONS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true", "bf16", "16", 16)
 OPTIMIZERS = ("adam", "adamw", "sgd")
-ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "GELU": "gelu", "ELU": "elu"}
 
 
 def activation_name(name: str) -> str:
@@ -119,10 +119,18 @@ class BaseModel:
     # A multivariate model sees the windows of all n_series series at one time offset,
     # as consecutive rows of the batch (window-major), and mixes them.
     MULTIVARIATE = False
+    # NeuralForecast's recurrent and convolutional models default to input_size=-1,
+    # meaning 3 * h
+    INPUT_SIZE_FROM_HORIZON = False
     DEFAULTS: dict = {}
 
     def __init__(self, h: int, input_size: int, **kwargs):
         self.h = _positive_int("h", h)
+        if self.INPUT_SIZE_FROM_HORIZON and isinstance(input_size, int) and input_size < 1:
+            warnings.warn(f"{type(self).__name__}(input_size={input_size}): using 3 * h = "
+                          f"{3 * self.h} input steps, as NeuralForecast does.", UserWarning,
+                          stacklevel=3)
+            input_size = 3 * self.h
         self.input_size = _positive_int("input_size", input_size)
         self.precision = _precision(kwargs.pop("precision", None))
         for name in set(kwargs) & set(UNSUPPORTED_TRAINER_OPTIONS):
@@ -200,8 +208,15 @@ class BaseModel:
     # --- configuration -----------------------------------------------------------
     @classmethod
     def _architecture_names(cls) -> list[str]:
-        names = inspect.signature(cls.__init__).parameters
-        return [n for n, prm in names.items() if n != "self" and prm.kind is prm.POSITIONAL_OR_KEYWORD]
+        """The named options of this class's __init__ and of its architecture bases'."""
+        names = []
+        for klass in cls.__mro__:
+            if klass is BaseModel or not issubclass(klass, BaseModel):
+                continue
+            for n, prm in inspect.signature(klass.__init__).parameters.items():
+                if n != "self" and prm.kind is prm.POSITIONAL_OR_KEYWORD and n not in names:
+                    names.append(n)
+        return names
 
     def hyperparameters(self) -> dict:
         """Everything needed to rebuild this model, JSON-serializable."""

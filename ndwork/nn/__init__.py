@@ -129,3 +129,77 @@ class BatchNorm:
             xhat = ops.mul(ops.sub(x2, ops.constant(mean)), ops.constant(inv_std))
         y = ops.add(ops.mul(xhat, p[self.gamma]), p[self.beta])
         return ops.reshape(y, shape)
+
+
+class MLPDecoder:
+    """NeuralForecast's MLP module (the decoder of its RNN, LSTM, GRU and TCN): with
+    num_layers = 1 one Linear(in, out); else Linear(in, hidden) + activation, then
+    num_layers - 2 times Linear(hidden, hidden) + activation, then Linear(hidden, out)."""
+
+    def __init__(self, spec: ParameterSpec, name: str, in_features: int, out_features: int,
+                 hidden_size: int, num_layers: int, activation: str):
+        sizes = [in_features] + [hidden_size] * (num_layers - 1) + [out_features]
+        self.layers = [Linear(spec, f"{name}.layers.{i}", a, b)
+                       for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))]
+        self.activation = activation
+
+    def __call__(self, p, x: Tensor) -> Tensor:
+        for layer in self.layers[:-1]:
+            x = layer(p, x, self.activation)
+        return self.layers[-1](p, x)
+
+
+class RecurrentStack:
+    """PyTorch's nn.RNN / nn.LSTM / nn.GRU with batch_first=True: n_layers recurrent
+    layers from a zero state, dropout between layers in training. Weights are stored
+    transposed from PyTorch's: weight_ih (in, G), weight_hh (H, G), G = gates x H."""
+
+    GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+    def __init__(self, spec: ParameterSpec, name: str, cell: str, input_size: int,
+                 hidden_size: int, n_layers: int, bias: bool = True, dropout: float = 0.0):
+        gates = self.GATES[cell] * hidden_size
+        bound = 1 / np.sqrt(hidden_size)  # PyTorch's initialization of every RNN weight
+        self.layers = []
+        for layer in range(n_layers):
+            fan_in = input_size if layer == 0 else hidden_size
+            names = [spec.add(f"{name}.weight_ih_l{layer}", (fan_in, gates), "uniform", bound),
+                     spec.add(f"{name}.weight_hh_l{layer}", (hidden_size, gates), "uniform",
+                              bound)]
+            names += ([spec.add(f"{name}.bias_{kind}_l{layer}", (gates,), "uniform", bound)
+                       for kind in ("ih", "hh")] if bias else [None, None])
+            self.layers.append(names)
+        self.cell, self.dropout = cell, dropout
+
+    def __call__(self, p, x: Tensor, rng=None) -> Tensor:
+        """x (B, T, input_size) -> every hidden state of the last layer (B, T, H)."""
+        for i, names in enumerate(self.layers):
+            if i:
+                x = ops.dropout(x, self.dropout, rng)
+            weights = [p[n] if n is not None else None for n in names]
+            x = ops.recurrent(x, *weights, self.cell)
+        return x
+
+
+class CausalConvStack:
+    """NeuralForecast's TemporalConvolutionEncoder: per dilation a causal dilated Conv1d
+    (left padding (K - 1) * dilation, chomped) and an activation. Weights (K, C_in, C_out)."""
+
+    def __init__(self, spec: ParameterSpec, name: str, in_channels: int, out_channels: int,
+                 kernel_size: int, dilations: list[int], activation: str):
+        self.layers = []
+        for i, dilation in enumerate(dilations):
+            bound = 1 / np.sqrt(in_channels * kernel_size)  # PyTorch's Conv1d initialization
+            prefix = f"{name}.tcn.{i}.conv"
+            self.layers.append((spec.add(f"{prefix}.weight", (kernel_size, in_channels,
+                                                              out_channels), "uniform", bound),
+                                spec.add(f"{prefix}.bias", (out_channels,), "uniform", bound),
+                                dilation))
+            in_channels = out_channels
+        self.activation = activation
+
+    def __call__(self, p, x: Tensor) -> Tensor:
+        """x (B, T, C_in) -> (B, T, C_out)."""
+        for weight, bias, dilation in self.layers:
+            x = ops.activation(ops.causal_conv1d(x, p[weight], p[bias], dilation), self.activation)
+        return x

@@ -1,0 +1,114 @@
+"""The recurrent and convolutional models: NeuralForecast's defaults and options, bad
+input, and the rest of ndwork around them (intervals, cross-validation, warm start,
+distributed fit, profiler)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ndwork
+from ndwork import NeuralForecast
+from ndwork.datasets import air_passengers, synthetic_panel
+from ndwork.losses import MQLoss
+from ndwork.models import GRU, LSTM, RNN, TCN
+
+SMALL = {RNN: dict(encoder_hidden_size=16, decoder_hidden_size=16),
+         LSTM: dict(encoder_hidden_size=16, decoder_hidden_size=16),
+         GRU: dict(encoder_hidden_size=16, decoder_hidden_size=16),
+         TCN: dict(encoder_hidden_size=16, decoder_hidden_size=16, dilations=[1, 2, 4])}
+MODELS = list(SMALL)
+
+
+def ids(cls):
+    return cls.__name__
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=ids)
+def test_input_size_defaults_to_three_horizons(cls):
+    with pytest.warns(UserWarning, match="using 3 \\* h = 36"):
+        model = cls(h=12)
+    assert model.input_size == 36
+    assert model.windows_batch_size == 128 and model.scaler_type == "robust"
+
+
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU], ids=ids)
+def test_a_horizon_longer_than_the_input_is_upsampled_over_time(cls):
+    model = cls(h=12, input_size=6, **SMALL[cls], max_steps=20, windows_batch_size=16)
+    assert model.num_parameters() == cls(h=12, input_size=12, **SMALL[cls]).num_parameters() \
+        + 6 * 12 + 12  # NeuralForecast's upsample_sequence = Linear(input_size, h)
+    fcst = NeuralForecast([model], "MS").fit(air_passengers(), verbose=False).predict()
+    assert len(fcst) == 12 and np.isfinite(fcst[cls.__name__]).all()
+
+
+@pytest.mark.parametrize("cls,kwargs,message", [
+    (LSTM, dict(encoder_hidden_size=0), "encoder_hidden_size=0 must be a positive integer"),
+    (GRU, dict(encoder_n_layers=-1), "encoder_n_layers=-1 must be a positive integer"),
+    (RNN, dict(decoder_hidden_size=0), "decoder_hidden_size=0 must be a positive integer"),
+    (RNN, dict(encoder_activation="gelu"), "encoder_activation='gelu': use 'tanh' or 'relu'"),
+    (LSTM, dict(recurrent=True), "recurrent=True.*use recurrent=False"),
+    (LSTM, dict(encoder_dropout=1.0), "encoder_dropout=1.0 must be in"),
+    (TCN, dict(kernel_size=0), "kernel_size=0 must be a positive integer"),
+    (TCN, dict(dilations=[1, 0]), "dilations=\\[1, 0\\] must be a non-empty list"),
+    (TCN, dict(dilations=[1, 2, 32]), "reaches 32 steps back, beyond input_size=24"),
+    (TCN, dict(encoder_hidden_size=-4), "encoder_hidden_size=-4 must be a positive integer"),
+])
+def test_bad_options_name_the_option_and_the_fix(cls, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cls(h=12, input_size=24, **kwargs)
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=ids)
+def test_intervals_cross_validation_and_warm_start(cls):
+    df = synthetic_panel(3, 120, seed=4)
+    model = cls(h=6, input_size=18, max_steps=8, loss=MQLoss(level=[80]), **SMALL[cls],
+                windows_batch_size=16)
+    nf = NeuralForecast([model], "D")
+    cv = nf.cross_validation(df, n_windows=2, step_size=6, verbose=False)
+    name = cls.__name__
+    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "y", f"{name}-median",
+                                f"{name}-lo-80", f"{name}-hi-80"]
+    assert (cv[f"{name}-lo-80"] <= cv[f"{name}-hi-80"]).all() and len(cv) == 3 * 2 * 6
+    nf.fit(df, verbose=False)
+    before = nf.states[0].params.copy()
+    nf.fit(df, warm_start=True, verbose=False)
+    assert nf.states[0].optimizer.step == 16 and not np.array_equal(nf.states[0].params, before)
+
+
+def test_exogenous_inputs_reach_the_recurrent_and_convolutional_models():
+    df = synthetic_panel(3, 80, seed=2)
+    df["promo"] = (np.arange(len(df)) % 7 == 0).astype(np.float32)
+    static = pd.DataFrame({"unique_id": df.unique_id.unique(), "size": [1.0, 2.0, 3.0]})
+    futr = NeuralForecast([LSTM(h=4, input_size=12, max_steps=1)], "D").fit(df, verbose=False)
+    future = futr.predict()[["unique_id", "ds"]].assign(promo=1.0)
+    for cls in MODELS:
+        model = cls(h=4, input_size=12, max_steps=3, futr_exog_list=["promo"],
+                    stat_exog_list=["size"], **SMALL[cls], windows_batch_size=8)
+        nf = NeuralForecast([model], "D").fit(df, static_df=static, verbose=False)
+        base = nf.predict(futr_df=future)[cls.__name__]
+        shifted = nf.predict(futr_df=future.assign(promo=0.0))[cls.__name__]
+        assert not np.allclose(base, shifted), cls.__name__  # the future values are used
+
+
+def test_distributed_fit_with_dropout_equals_one_process(client):
+    df = synthetic_panel(6, 150, seed=3)
+
+    def model():
+        return LSTM(h=6, input_size=24, max_steps=6, encoder_hidden_size=16,
+                    decoder_hidden_size=16, encoder_dropout=0.3, windows_batch_size=32,
+                    scaler_type="standard")
+
+    alone = NeuralForecast([model()], "D").fit(df, verbose=False)
+    spread = NeuralForecast([model()], "D").fit(df, distributed=client, verbose=False)
+    np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
+
+
+def test_the_profiler_sees_the_sequence_ops():
+    nf = NeuralForecast([LSTM(h=12, input_size=24, max_steps=2, **SMALL[LSTM])], "MS")
+    with ndwork.profile() as prof:
+        nf.fit(air_passengers(), verbose=False)
+    ops = set(prof.table().op)
+    assert {"recurrent", "recurrent backward"} <= ops
+    nf = NeuralForecast([TCN(h=12, input_size=24, max_steps=2, **SMALL[TCN])], "MS")
+    with ndwork.profile() as prof:
+        nf.fit(air_passengers(), verbose=False)
+    assert {"causal_conv1d", "causal_conv1d backward"} <= set(prof.table().op)
