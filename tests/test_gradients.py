@@ -141,8 +141,8 @@ def test_selection_ops(kernels, rng):
                                         ("gru", 3)])
 def test_recurrent(kernels, cell, gates, rng):
     """Backward through time of one layer, with and without biases."""
-    b, t, i, h = 3, 5, 2, 4
-    x = rng.normal(size=(b, t, i))
+    t, b, i, h = 5, 3, 2, 4
+    x = rng.normal(size=(t, b, i))  # time-major
     w_ih = rng.normal(size=(i, gates * h)) / 2
     w_hh = rng.normal(size=(h, gates * h)) / 2
     b_ih, b_hh = rng.normal(size=gates * h), rng.normal(size=gates * h)

@@ -161,10 +161,10 @@ def test_dropout_keep(p, dtype):
     assert abs((keep == 0).mean() - p) < 0.01  # 77,100 draws: 4 standard errors at p=0.5
 
 
-def recurrent_case(cell, b, t, h, rng):
-    """(forward args, forward name, backward name) of one recurrent kernel case."""
+def recurrent_case(cell, t, b, h, rng):
+    """The forward arguments of one recurrent kernel case (time-major)."""
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
-    xw = rng.normal(size=(b, t, gates * h)).astype(np.float32)
+    xw = rng.normal(size=(t, b, gates * h)).astype(np.float32)
     w_hh = (rng.normal(size=(h, gates * h)) / np.sqrt(h)).astype(np.float32)
     extra = {"rnn": ("tanh",), "lstm": (), "gru": (rng.normal(size=gates * h).astype(
         np.float32),)}[cell]
@@ -172,9 +172,9 @@ def recurrent_case(cell, b, t, h, rng):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("b,t,h", [(1, 1, 1), (3, 7, 5), (16, 50, 32)])
-def test_recurrent_kernels(cell, b, t, h, rng):
-    args = recurrent_case(cell, b, t, h, rng)
+@pytest.mark.parametrize("t,b,h", [(1, 1, 1), (7, 3, 5), (50, 16, 32), (4, 1, 3)])
+def test_recurrent_kernels(cell, t, b, h, rng):
+    args = recurrent_case(cell, t, b, h, rng)
     saved, saved_ref = both(f"{cell}_forward", *args)
     for got, ref in zip(saved, saved_ref, strict=True):
         assert_close_f32(got, ref)

@@ -299,21 +299,22 @@ def causal_conv1d(x: Tensor, w: Tensor, b: Tensor | None, dilation: int) -> Tens
 @_profiled
 def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
               cell: str) -> Tensor:
-    """One recurrent layer over x (B, T, I) from a zero state, PyTorch's equations: every
-    hidden state (B, T, H). cell: "rnn_tanh", "rnn_relu", "lstm" or "gru"; w_ih (I, G),
-    w_hh (H, G), biases (G,) or None, G = gates x H in PyTorch's gate order.
+    """One recurrent layer over x (T, B, I), time-major, from a zero state, PyTorch's
+    equations: every hidden state (T, B, H). cell: "rnn_tanh", "rnn_relu", "lstm" or
+    "gru"; w_ih (I, G), w_hh (H, G), biases (G,) or None, G = gates x H in PyTorch's
+    gate order.
 
     The input projection of all steps is one GEMM; the recurrence and its backward
     through time are the kernels of ndwork.kernels.recurrent, which keep only what the
     backward needs (see there)."""
-    b, t, i = x.shape
+    t, b, i = x.shape
     x2 = x.data.reshape(-1, i)
     xw = x2 @ w_ih.data
     if b_ih is not None:
         xw += b_ih.data
     if b_hh is not None and cell != "gru":  # GRU's b_hn sits inside the reset gate
         xw += b_hh.data
-    xw = xw.reshape(b, t, -1)
+    xw = xw.reshape(t, b, -1)
     if cell == "gru":
         bias = b_hh.data if b_hh is not None else np.zeros(xw.shape[2], xw.dtype)
         saved = kernel("gru_forward")(xw, w_hh.data, bias)

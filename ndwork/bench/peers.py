@@ -30,6 +30,11 @@ CONFIGS = [
      300),
     ("NBEATS small", "NBEATS", dict(mlp_units=3 * [[128, 128]], windows_batch_size=64), "air",
      300),
+    # the recurrent and convolutional models at NeuralForecast's defaults
+    ("LSTM default", "LSTM", {}, "air", 100),
+    ("GRU default", "GRU", {}, "air", 60),
+    ("TCN default", "TCN", {}, "air", 200),
+    ("RNN default", "RNN", {}, "air", 200),
 ]
 NF_TRAINER = dict(accelerator="cpu", logger=False, enable_progress_bar=False,
                   enable_checkpointing=False, enable_model_summary=False)

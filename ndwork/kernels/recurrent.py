@@ -2,19 +2,20 @@
 (tanh or relu), LSTM and GRU, with PyTorch's gate order and equations.
 
 Shapes: B = windows, T = time steps, H = hidden size, G = gates x H (RNN 1, GRU 3,
-LSTM 4). The input projection of every step, xw = x @ W_ih + biases (B, T, G), is one
+LSTM 4). Every sequence is time-major, (T, B, .), so that each step's slice is one
+contiguous block. The input projection of every step, xw = x @ W_ih + biases (T, B, G), is one
 GEMM done by the caller (ops.recurrent); these kernels run the recurrence from a zero
 state: each step's hidden-to-hidden product h @ W_hh (H, G) goes through BLAS, and the
-gate arithmetic is fused around it.
+gate arithmetic is fused around it (one numba kernel per step on the compiled path).
 
 What the forward keeps for the backward, and nothing more:
-RNN: the hidden states h (B, T, H).
-LSTM: h, the cell states c (B, T, H) and the gate activations (B, T, 4H) (i, f, g, o).
-GRU: h, the gate activations (B, T, 3H) (r, z, n) and W_hn h + b_hn (B, T, H), which the
+RNN: the hidden states h (T, B, H).
+LSTM: h, the cell states c (T, B, H) and the gate activations (T, B, 4H) (i, f, g, o).
+GRU: h, the gate activations (T, B, 3H) (r, z, n) and W_hn h + b_hn (T, B, H), which the
 reset gate multiplies (so b_hh enters per step: it is passed here, not folded in xw).
 
-Backward takes dh (B, T, H), the gradient of every output hidden state, and returns
-dxw (B, T, G) (so the caller's GEMMs give dx, dW_ih and the input biases) and dW_hh
+Backward takes dh (T, B, H), the gradient of every output hidden state, and returns
+dxw (T, B, G) (so the caller's GEMMs give dx, dW_ih and the input biases) and dW_hh
 (plus db_hh for GRU).
 """
 
@@ -33,120 +34,126 @@ def _sigmoid(v):
 
 # --- numpy references ----------------------------------------------------------
 
+def _previous(h):
+    """(T * B, H): the state each step started from (zeros at the first)."""
+    previous = np.zeros_like(h)
+    previous[1:] = h[:-1]
+    return previous.reshape(-1, h.shape[2])
+
+
 def rnn_forward_reference(xw, w_hh, activation):
-    b, t, hidden = xw.shape
-    h = np.zeros((b, t, hidden), xw.dtype)
+    t, b, hidden = xw.shape
+    h = np.zeros((t, b, hidden), xw.dtype)
     prev = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
-        z = xw[:, s] + prev @ w_hh
+        z = xw[s] + prev @ w_hh
         prev = np.tanh(z) if activation == "tanh" else np.maximum(z, 0)
-        h[:, s] = prev
+        h[s] = prev
     return (h,)
 
 
 def rnn_backward_reference(w_hh, h, dh, activation):
-    b, t, hidden = h.shape
+    t, b, hidden = h.shape
     dxw = np.empty_like(h)
     carry = np.zeros((b, hidden), h.dtype)
     for s in range(t - 1, -1, -1):
-        g = dh[:, s] + carry
-        dz = g * (1 - h[:, s] ** 2) if activation == "tanh" else g * (h[:, s] > 0)
-        dxw[:, s] = dz
+        g = dh[s] + carry
+        dz = g * (1 - h[s] ** 2) if activation == "tanh" else g * (h[s] > 0)
+        dxw[s] = dz
         carry = dz @ w_hh.T
-    previous = np.concatenate([np.zeros((b, 1, hidden), h.dtype), h[:, :-1]], axis=1)
-    dw_hh = previous.reshape(-1, hidden).T @ dxw.reshape(-1, hidden)
+    dw_hh = _previous(h).T @ dxw.reshape(-1, hidden)
     return dxw, dw_hh
 
 
 def lstm_forward_reference(xw, w_hh):
-    b, t, g4 = xw.shape
+    t, b, g4 = xw.shape
     hidden = g4 // 4
-    h = np.zeros((b, t, hidden), xw.dtype)
-    c = np.zeros((b, t, hidden), xw.dtype)
-    gates = np.empty((b, t, g4), xw.dtype)
+    h = np.zeros((t, b, hidden), xw.dtype)
+    c = np.zeros((t, b, hidden), xw.dtype)
+    gates = np.empty((t, b, g4), xw.dtype)
     h_prev = np.zeros((b, hidden), xw.dtype)
     c_prev = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
-        z = xw[:, s] + h_prev @ w_hh
+        z = xw[s] + h_prev @ w_hh
         i, f = _sigmoid(z[:, :hidden]), _sigmoid(z[:, hidden:2 * hidden])
         g, o = np.tanh(z[:, 2 * hidden:3 * hidden]), _sigmoid(z[:, 3 * hidden:])
         c_prev = f * c_prev + i * g
         h_prev = o * np.tanh(c_prev)
-        gates[:, s] = np.concatenate([i, f, g, o], axis=1)
-        h[:, s], c[:, s] = h_prev, c_prev
+        gates[s] = np.concatenate([i, f, g, o], axis=1)
+        h[s], c[s] = h_prev, c_prev
     return h, c, gates
 
 
 def lstm_backward_reference(w_hh, h, c, gates, dh):
-    b, t, hidden = h.shape
+    t, b, hidden = h.shape
     dxw = np.empty_like(gates)
     dh_carry = np.zeros((b, hidden), h.dtype)
     dc_carry = np.zeros((b, hidden), h.dtype)
     for s in range(t - 1, -1, -1):
-        i, f = gates[:, s, :hidden], gates[:, s, hidden:2 * hidden]
-        g, o = gates[:, s, 2 * hidden:3 * hidden], gates[:, s, 3 * hidden:]
-        tanh_c = np.tanh(c[:, s])
-        c_prev = c[:, s - 1] if s else np.zeros_like(tanh_c)
-        dh_s = dh[:, s] + dh_carry
+        i, f = gates[s, :, :hidden], gates[s, :, hidden:2 * hidden]
+        g, o = gates[s, :, 2 * hidden:3 * hidden], gates[s, :, 3 * hidden:]
+        tanh_c = np.tanh(c[s])
+        c_prev = c[s - 1] if s else np.zeros_like(tanh_c)
+        dh_s = dh[s] + dh_carry
         dc = dc_carry + dh_s * o * (1 - tanh_c**2)
         dz = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
                              dc * i * (1 - g * g), dh_s * tanh_c * o * (1 - o)], axis=1)
-        dxw[:, s] = dz
+        dxw[s] = dz
         dc_carry = dc * f
         dh_carry = dz @ w_hh.T
-    previous = np.concatenate([np.zeros((b, 1, hidden), h.dtype), h[:, :-1]], axis=1)
-    dw_hh = previous.reshape(-1, hidden).T @ dxw.reshape(-1, 4 * hidden)
+    dw_hh = _previous(h).T @ dxw.reshape(-1, 4 * hidden)
     return dxw, dw_hh
 
 
 def gru_forward_reference(xw, w_hh, b_hh):
-    b, t, g3 = xw.shape
+    t, b, g3 = xw.shape
     hidden = g3 // 3
-    h = np.zeros((b, t, hidden), xw.dtype)
-    gates = np.empty((b, t, g3), xw.dtype)
-    hn = np.empty((b, t, hidden), xw.dtype)
+    h = np.zeros((t, b, hidden), xw.dtype)
+    gates = np.empty((t, b, g3), xw.dtype)
+    hn = np.empty((t, b, hidden), xw.dtype)
     prev = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
         hw = prev @ w_hh + b_hh
-        r = _sigmoid(xw[:, s, :hidden] + hw[:, :hidden])
-        z = _sigmoid(xw[:, s, hidden:2 * hidden] + hw[:, hidden:2 * hidden])
-        n = np.tanh(xw[:, s, 2 * hidden:] + r * hw[:, 2 * hidden:])
+        r = _sigmoid(xw[s, :, :hidden] + hw[:, :hidden])
+        z = _sigmoid(xw[s, :, hidden:2 * hidden] + hw[:, hidden:2 * hidden])
+        n = np.tanh(xw[s, :, 2 * hidden:] + r * hw[:, 2 * hidden:])
         prev = (1 - z) * n + z * prev
-        gates[:, s] = np.concatenate([r, z, n], axis=1)
-        hn[:, s], h[:, s] = hw[:, 2 * hidden:], prev
+        gates[s] = np.concatenate([r, z, n], axis=1)
+        hn[s], h[s] = hw[:, 2 * hidden:], prev
     return h, gates, hn
 
 
 def gru_backward_reference(w_hh, h, gates, hn, dh):
-    b, t, hidden = h.shape
+    t, b, hidden = h.shape
     dxw = np.empty_like(gates)
     dhw = np.empty_like(gates)  # gradient of h_prev @ W_hh + b_hh
     carry = np.zeros((b, hidden), h.dtype)
     for s in range(t - 1, -1, -1):
-        r, z, n = gates[:, s, :hidden], gates[:, s, hidden:2 * hidden], gates[:, s, 2 * hidden:]
-        h_prev = h[:, s - 1] if s else np.zeros_like(r)
-        dh_s = dh[:, s] + carry
+        r, z, n = gates[s, :, :hidden], gates[s, :, hidden:2 * hidden], gates[s, :, 2 * hidden:]
+        h_prev = h[s - 1] if s else np.zeros_like(r)
+        dh_s = dh[s] + carry
         dn = dh_s * (1 - z) * (1 - n * n)
         dz = dh_s * (h_prev - n) * z * (1 - z)
-        dr = dn * hn[:, s] * r * (1 - r)
-        dxw[:, s] = np.concatenate([dr, dz, dn], axis=1)
-        dhw[:, s] = np.concatenate([dr, dz, dn * r], axis=1)
-        carry = dh_s * z + dhw[:, s] @ w_hh.T
-    previous = np.concatenate([np.zeros((b, 1, hidden), h.dtype), h[:, :-1]], axis=1)
-    dw_hh = previous.reshape(-1, hidden).T @ dhw.reshape(-1, 3 * hidden)
+        dr = dn * hn[s] * r * (1 - r)
+        dxw[s] = np.concatenate([dr, dz, dn], axis=1)
+        dhw[s] = np.concatenate([dr, dz, dn * r], axis=1)
+        carry = dh_s * z + dhw[s] @ w_hh.T
+    dw_hh = _previous(h).T @ dhw.reshape(-1, 3 * hidden)
     return dxw, dw_hh, dhw.reshape(-1, 3 * hidden).sum(axis=0)
 
 
-# --- numba kernels: the recurrence in one compiled call ----------------------------
-# Each step: one BLAS product into `z`, then a fused pass over (B, G) in which the
-# sigmoids and tanhs share one bulk exp_into call.
+# --- compiled path -------------------------------------------------------------------
+# A step is one product through numpy's
+# BLAS (threaded, unlike BLAS called from numba, which fit pins to one thread for the
+# parallel kernels), then one fused numba kernel over contiguous (B, G) rows in which
+# the sigmoids and tanhs share bulk exp_into calls.
 
 _1, _2 = np.float32(1), np.float32(2)
 
 
 @jit
 def _sigmoid_into(v, e):
-    """v <- sigmoid(v), e scratch of v's size."""
+    """v <- sigmoid(v); e is scratch of v's size."""
     exp_into(v, e, -1.0)
     for k in range(v.size):
         v[k] = _1 / (_1 + e[k])
@@ -160,214 +167,220 @@ def _tanh_into(v, e):
 
 
 @jit
-def _rnn_fwd(xw, w_hh, use_tanh, h):
-    b, t, hidden = xw.shape
-    prev = np.zeros((b, hidden), xw.dtype)
-    e = np.empty(b * hidden, xw.dtype)
-    for s in range(t):
-        z = np.dot(prev, w_hh)
-        z += xw[:, s]
-        flat = z.reshape(-1)
-        if use_tanh:
-            _tanh_into(flat, e)
-        else:
-            for k in range(flat.size):
-                flat[k] = relu(flat[k])
-        h[:, s] = z
-        prev = z
+def _rnn_step(z, xw_s, use_tanh, h_s, e):
+    """h_s = act(z + xw_s)."""
+    b, hidden = z.shape
+    for i in range(b):
+        for j in range(hidden):
+            h_s[i, j] = z[i, j] + xw_s[i, j]
+    flat = h_s.reshape(-1)
+    if use_tanh:
+        _tanh_into(flat, e)
+    else:
+        for k in range(flat.size):
+            flat[k] = relu(flat[k])
 
 
 @jit
-def _rnn_bwd(w_hh, h, dh, use_tanh, dxw):
-    b, t, hidden = h.shape
-    carry = np.zeros((b, hidden), h.dtype)
-    w_t = np.ascontiguousarray(w_hh.T)
-    dz = np.empty((b, hidden), h.dtype)
-    for s in range(t - 1, -1, -1):
-        for i in range(b):
-            for j in range(hidden):
-                g = dh[i, s, j] + carry[i, j]
-                y = h[i, s, j]
-                dz[i, j] = g * (_1 - y * y) if use_tanh else relu_grad(y, g)
-        dxw[:, s] = dz
-        carry = np.dot(dz, w_t)
+def _rnn_step_back(h_s, dh_s, carry, use_tanh, dz):
+    """dz = (dh_s + carry) * act'(h_s)."""
+    b, hidden = h_s.shape
+    for i in range(b):
+        for j in range(hidden):
+            g = dh_s[i, j] + carry[i, j]
+            y = h_s[i, j]
+            dz[i, j] = g * (_1 - y * y) if use_tanh else relu_grad(y, g)
 
 
 @jit
-def _lstm_fwd(xw, w_hh, h, c, gates):
-    b, t, g4 = xw.shape
+def _lstm_step(z, xw_s, c_prev, gates_s, c_s, h_s, e):
+    """gates (i, f, g, o) from z + xw_s, then c_s and h_s; z is overwritten."""
+    b, g4 = z.shape
     hidden = g4 // 4
-    h_prev = np.zeros((b, hidden), xw.dtype)
-    c_prev = np.zeros((b, hidden), xw.dtype)
-    e = np.empty(b * g4, xw.dtype)
-    tc = np.empty((b, hidden), xw.dtype)
-    e_h = np.empty(b * hidden, xw.dtype)
-    for s in range(t):
-        z = np.dot(h_prev, w_hh)
-        z += xw[:, s]
-        # i, f, o sigmoid and g tanh in one exp pass: tanh(v) = 2 sigmoid(2v) - 1
-        for i in range(b):
-            for j in range(2 * hidden, 3 * hidden):
-                z[i, j] *= _2
-        _sigmoid_into(z.reshape(-1), e)
-        for i in range(b):
-            for j in range(hidden):
-                ig, fg = z[i, j], z[i, hidden + j]
-                gg = _2 * z[i, 2 * hidden + j] - _1
-                z[i, 2 * hidden + j] = gg
-                c_prev[i, j] = fg * c_prev[i, j] + ig * gg
-                tc[i, j] = c_prev[i, j]
-        _tanh_into(tc.reshape(-1), e_h)
-        for i in range(b):
-            for j in range(hidden):
-                h_prev[i, j] = z[i, 3 * hidden + j] * tc[i, j]
-        h[:, s] = h_prev
-        c[:, s] = c_prev
-        gates[:, s] = z
+    for i in range(b):
+        for j in range(g4):
+            gates_s[i, j] = z[i, j] + xw_s[i, j]
+        for j in range(2 * hidden, 3 * hidden):  # tanh(v) = 2 sigmoid(2v) - 1
+            gates_s[i, j] *= _2
+    _sigmoid_into(gates_s.reshape(-1), e)
+    for i in range(b):
+        for j in range(hidden):
+            g = _2 * gates_s[i, 2 * hidden + j] - _1
+            gates_s[i, 2 * hidden + j] = g
+            c_s[i, j] = gates_s[i, hidden + j] * c_prev[i, j] + gates_s[i, j] * g
+            h_s[i, j] = c_s[i, j]
+    tanh_c = h_s.reshape(-1)
+    _tanh_into(tanh_c, e)
+    for i in range(b):
+        for j in range(hidden):
+            h_s[i, j] *= gates_s[i, 3 * hidden + j]
 
 
 @jit
-def _lstm_bwd(w_hh, h, c, gates, dh, dxw):
-    b, t, hidden = h.shape
-    w_t = np.ascontiguousarray(w_hh.T)
-    dh_carry = np.zeros((b, hidden), h.dtype)
-    dc_carry = np.zeros((b, hidden), h.dtype)
-    tc = np.empty((b, hidden), h.dtype)
-    e = np.empty(b * hidden, h.dtype)
-    dz = np.empty((b, 4 * hidden), h.dtype)
-    zero = np.zeros(1, h.dtype)[0]
-    for s in range(t - 1, -1, -1):
-        tc[:] = c[:, s]
-        _tanh_into(tc.reshape(-1), e)
-        for i in range(b):
-            for j in range(hidden):
-                ig, fg = gates[i, s, j], gates[i, s, hidden + j]
-                gg, og = gates[i, s, 2 * hidden + j], gates[i, s, 3 * hidden + j]
-                c_prev = c[i, s - 1, j] if s else zero
-                dh_s = dh[i, s, j] + dh_carry[i, j]
-                dc = dc_carry[i, j] + dh_s * og * (_1 - tc[i, j] * tc[i, j])
-                dz[i, j] = dc * gg * ig * (_1 - ig)
-                dz[i, hidden + j] = dc * c_prev * fg * (_1 - fg)
-                dz[i, 2 * hidden + j] = dc * ig * (_1 - gg * gg)
-                dz[i, 3 * hidden + j] = dh_s * tc[i, j] * og * (_1 - og)
-                dc_carry[i, j] = dc * fg
-        dxw[:, s] = dz
-        dh_carry = np.dot(dz, w_t)
+def _lstm_step_back(gates_s, c_s, c_prev, dh_s, dh_carry, dc_carry, dz, tanh_c, e):
+    """dz (B, 4H) of one step; dc_carry is updated in place."""
+    b, hidden = c_s.shape
+    for i in range(b):
+        for j in range(hidden):
+            tanh_c[i, j] = c_s[i, j]
+    _tanh_into(tanh_c.reshape(-1), e)
+    for i in range(b):
+        for j in range(hidden):
+            ig, fg = gates_s[i, j], gates_s[i, hidden + j]
+            gg, og = gates_s[i, 2 * hidden + j], gates_s[i, 3 * hidden + j]
+            tc = tanh_c[i, j]
+            dh = dh_s[i, j] + dh_carry[i, j]
+            dc = dc_carry[i, j] + dh * og * (_1 - tc * tc)
+            dz[i, j] = dc * gg * ig * (_1 - ig)
+            dz[i, hidden + j] = dc * c_prev[i, j] * fg * (_1 - fg)
+            dz[i, 2 * hidden + j] = dc * ig * (_1 - gg * gg)
+            dz[i, 3 * hidden + j] = dh * tc * og * (_1 - og)
+            dc_carry[i, j] = dc * fg
 
 
 @jit
-def _gru_fwd(xw, w_hh, b_hh, h, gates, hn):
-    b, t, g3 = xw.shape
+def _gru_step(hw, b_hh, xw_s, h_prev, gates_s, hn_s, h_s, e):
+    """hw = h_prev @ W_hh (bias added here); gates (r, z, n), W_hn h + b_hn, and h_s."""
+    b, g3 = hw.shape
     hidden = g3 // 3
-    prev = np.zeros((b, hidden), xw.dtype)
-    rz = np.empty((b, 2 * hidden), xw.dtype)
-    n = np.empty((b, hidden), xw.dtype)
-    e2 = np.empty(b * 2 * hidden, xw.dtype)
-    e1 = np.empty(b * hidden, xw.dtype)
-    for s in range(t):
-        hw = np.dot(prev, w_hh)
-        for i in range(b):
-            for j in range(g3):
-                hw[i, j] += b_hh[j]
-            for j in range(2 * hidden):
-                rz[i, j] = xw[i, s, j] + hw[i, j]
-        _sigmoid_into(rz.reshape(-1), e2)
-        for i in range(b):
-            for j in range(hidden):
-                n[i, j] = xw[i, s, 2 * hidden + j] + rz[i, j] * hw[i, 2 * hidden + j]
-        _tanh_into(n.reshape(-1), e1)
-        for i in range(b):
-            for j in range(hidden):
-                zg = rz[i, hidden + j]
-                prev[i, j] = (_1 - zg) * n[i, j] + zg * prev[i, j]
-                gates[i, s, j] = rz[i, j]
-                gates[i, s, hidden + j] = zg
-                gates[i, s, 2 * hidden + j] = n[i, j]
-                hn[i, s, j] = hw[i, 2 * hidden + j]
-        h[:, s] = prev
+    rz = e[b * 2 * hidden:].reshape(b, 2 * hidden)  # r and z, contiguous for one exp pass
+    for i in range(b):
+        for j in range(g3):
+            hw[i, j] += b_hh[j]
+        for j in range(2 * hidden):
+            rz[i, j] = xw_s[i, j] + hw[i, j]
+    _sigmoid_into(rz.reshape(-1), e[: b * 2 * hidden])
+    for i in range(b):
+        for j in range(2 * hidden):
+            gates_s[i, j] = rz[i, j]
+        for j in range(hidden):
+            hn_s[i, j] = hw[i, 2 * hidden + j]
+            h_s[i, j] = xw_s[i, 2 * hidden + j] + gates_s[i, j] * hn_s[i, j]
+    _tanh_into(h_s.reshape(-1), e[: b * hidden])
+    for i in range(b):
+        for j in range(hidden):
+            n, zg = h_s[i, j], gates_s[i, hidden + j]
+            gates_s[i, 2 * hidden + j] = n
+            h_s[i, j] = (_1 - zg) * n + zg * h_prev[i, j]
 
 
 @jit
-def _gru_bwd(w_hh, h, gates, hn, dh, dxw, dhw):
-    b, t, hidden = h.shape
-    w_t = np.ascontiguousarray(w_hh.T)
-    carry = np.zeros((b, hidden), h.dtype)
-    step = np.empty((b, 3 * hidden), h.dtype)
-    zero = np.zeros(1, h.dtype)[0]
-    for s in range(t - 1, -1, -1):
-        for i in range(b):
-            for j in range(hidden):
-                r, zg, n = gates[i, s, j], gates[i, s, hidden + j], gates[i, s, 2 * hidden + j]
-                h_prev = h[i, s - 1, j] if s else zero
-                dh_s = dh[i, s, j] + carry[i, j]
-                dn = dh_s * (_1 - zg) * (_1 - n * n)
-                dz = dh_s * (h_prev - n) * zg * (_1 - zg)
-                dr = dn * hn[i, s, j] * r * (_1 - r)
-                dxw[i, s, j], dxw[i, s, hidden + j], dxw[i, s, 2 * hidden + j] = dr, dz, dn
-                step[i, j], step[i, hidden + j], step[i, 2 * hidden + j] = dr, dz, dn * r
-                carry[i, j] = dh_s * zg
-        dhw[:, s] = step
-        carry += np.dot(step, w_t)
+def _gru_step_back(gates_s, hn_s, h_prev, dh_s, carry, dxw_s, dhw_s):
+    """dxw (dr, dz, dn) and dhw (dr, dz, dn r) of one step; carry <- dh z (the part of
+    the previous state's gradient that skips W_hh)."""
+    b, hidden = hn_s.shape
+    for i in range(b):
+        for j in range(hidden):
+            r, zg = gates_s[i, j], gates_s[i, hidden + j]
+            n = gates_s[i, 2 * hidden + j]
+            dh = dh_s[i, j] + carry[i, j]
+            dn = dh * (_1 - zg) * (_1 - n * n)
+            dzg = dh * (h_prev[i, j] - n) * zg * (_1 - zg)
+            dr = dn * hn_s[i, j] * r * (_1 - r)
+            dxw_s[i, j], dxw_s[i, hidden + j], dxw_s[i, 2 * hidden + j] = dr, dzg, dn
+            dhw_s[i, j], dhw_s[i, hidden + j], dhw_s[i, 2 * hidden + j] = dr, dzg, dn * r
+            carry[i, j] = dh * zg
 
-
-# --- public wrappers: same signatures as the references ---------------------------
 
 def rnn_forward(xw, w_hh, activation):
-    xw = np.ascontiguousarray(xw)
-    h = np.empty_like(xw)
-    _rnn_fwd(xw, np.ascontiguousarray(w_hh), activation == "tanh", h)
-    return (h,)
+    xw_t = np.ascontiguousarray(xw)
+    t, b, hidden = xw_t.shape
+    h_t = np.empty_like(xw_t)
+    z = np.zeros((b, hidden), xw.dtype)
+    e = np.empty(b * hidden, xw.dtype)
+    for s in range(t):
+        if s:
+            np.matmul(h_t[s - 1], w_hh, out=z)
+        _rnn_step(z, xw_t[s], activation == "tanh", h_t[s], e)
+    return (h_t,)
 
 
 def rnn_backward(w_hh, h, dh, activation):
-    b, t, hidden = h.shape
-    dxw = np.empty_like(h)
-    _rnn_bwd(np.ascontiguousarray(w_hh), h, np.ascontiguousarray(dh, h.dtype),
-             activation == "tanh", dxw)
-    return dxw, _previous(h).T @ dxw.reshape(-1, hidden)
+    h_t, dh_t = h, np.ascontiguousarray(dh, h.dtype)
+    t, b, hidden = h_t.shape
+    w_t = np.ascontiguousarray(w_hh.T)
+    dz_t = np.empty_like(h_t)
+    carry = np.zeros((b, hidden), h.dtype)
+    for s in range(t - 1, -1, -1):
+        _rnn_step_back(h_t[s], dh_t[s], carry, activation == "tanh", dz_t[s])
+        np.matmul(dz_t[s], w_t, out=carry)
+    dw_hh = _previous(h_t).T @ dz_t.reshape(-1, hidden)
+    return dz_t, dw_hh
 
 
 def lstm_forward(xw, w_hh):
-    xw = np.ascontiguousarray(xw)
-    b, t, g4 = xw.shape
-    h = np.empty((b, t, g4 // 4), xw.dtype)
-    c = np.empty_like(h)
-    gates = np.empty_like(xw)
-    _lstm_fwd(xw, np.ascontiguousarray(w_hh), h, c, gates)
-    return h, c, gates
+    xw_t = np.ascontiguousarray(xw)
+    t, b, g4 = xw_t.shape
+    hidden = g4 // 4
+    h_t = np.empty((t, b, hidden), xw.dtype)
+    c_t = np.empty_like(h_t)
+    gates_t = np.empty_like(xw_t)
+    z = np.zeros((b, g4), xw.dtype)
+    zeros = np.zeros((b, hidden), xw.dtype)
+    e = np.empty(b * g4, xw.dtype)
+    for s in range(t):
+        if s:
+            np.matmul(h_t[s - 1], w_hh, out=z)
+        _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], h_t[s], e)
+    return h_t, c_t, gates_t
 
 
 def lstm_backward(w_hh, h, c, gates, dh):
-    dxw = np.empty_like(gates)
-    _lstm_bwd(np.ascontiguousarray(w_hh), h, c, gates, np.ascontiguousarray(dh, h.dtype), dxw)
-    return dxw, _previous(h).T @ dxw.reshape(-1, gates.shape[2])
+    h_t, c_t, gates_t = h, c, gates
+    dh_t = np.ascontiguousarray(dh, h.dtype)
+    t, b, hidden = h_t.shape
+    w_t = np.ascontiguousarray(w_hh.T)
+    dz_t = np.empty_like(gates_t)
+    dh_carry = np.zeros((b, hidden), h.dtype)
+    dc_carry = np.zeros((b, hidden), h.dtype)
+    zeros, tanh_c = np.zeros((b, hidden), h.dtype), np.empty((b, hidden), h.dtype)
+    e = np.empty(b * hidden, h.dtype)
+    for s in range(t - 1, -1, -1):
+        _lstm_step_back(gates_t[s], c_t[s], c_t[s - 1] if s else zeros, dh_t[s], dh_carry,
+                        dc_carry, dz_t[s], tanh_c, e)
+        np.matmul(dz_t[s], w_t, out=dh_carry)
+    dw_hh = _previous(h_t).T @ dz_t.reshape(-1, 4 * hidden)
+    return dz_t, dw_hh
 
 
 def gru_forward(xw, w_hh, b_hh):
-    xw = np.ascontiguousarray(xw)
-    b, t, g3 = xw.shape
-    h = np.empty((b, t, g3 // 3), xw.dtype)
-    gates = np.empty_like(xw)
-    hn = np.empty_like(h)
-    _gru_fwd(xw, np.ascontiguousarray(w_hh), np.ascontiguousarray(b_hh, xw.dtype), h, gates, hn)
-    return h, gates, hn
+    xw_t = np.ascontiguousarray(xw)
+    t, b, g3 = xw_t.shape
+    hidden = g3 // 3
+    h_t = np.empty((t, b, hidden), xw.dtype)
+    hn_t = np.empty_like(h_t)
+    gates_t = np.empty_like(xw_t)
+    hw = np.empty((b, g3), xw.dtype)
+    zeros = np.zeros((b, hidden), xw.dtype)
+    e = np.empty(4 * b * hidden, xw.dtype)  # exp scratch and the r, z buffer
+    bias = np.ascontiguousarray(b_hh, xw.dtype)
+    for s in range(t):
+        if s:
+            np.matmul(h_t[s - 1], w_hh, out=hw)
+        else:
+            hw[:] = 0
+        _gru_step(hw, bias, xw_t[s], h_t[s - 1] if s else zeros, gates_t[s], hn_t[s], h_t[s],
+                  e)
+    return h_t, gates_t, hn_t
 
 
 def gru_backward(w_hh, h, gates, hn, dh):
-    dxw = np.empty_like(gates)
-    dhw = np.empty_like(gates)
-    _gru_bwd(np.ascontiguousarray(w_hh), h, gates, hn, np.ascontiguousarray(dh, h.dtype), dxw,
-             dhw)
-    flat = dhw.reshape(-1, gates.shape[2])
-    return dxw, _previous(h).T @ flat, flat.sum(axis=0)
-
-
-def _previous(h):
-    """(B * T, H): the hidden state each step started from (zeros at the first)."""
-    b, t, hidden = h.shape
-    previous = np.zeros_like(h)
-    previous[:, 1:] = h[:, :-1]
-    return previous.reshape(-1, hidden)
+    h_t, gates_t, hn_t = h, gates, hn
+    dh_t = np.ascontiguousarray(dh, h.dtype)
+    t, b, hidden = h_t.shape
+    w_t = np.ascontiguousarray(w_hh.T)
+    dxw_t = np.empty_like(gates_t)
+    dhw_t = np.empty_like(gates_t)
+    carry = np.zeros((b, hidden), h.dtype)
+    through_w = np.zeros((b, hidden), h.dtype)
+    zeros = np.zeros((b, hidden), h.dtype)
+    for s in range(t - 1, -1, -1):
+        carry += through_w
+        _gru_step_back(gates_t[s], hn_t[s], h_t[s - 1] if s else zeros, dh_t[s], carry,
+                       dxw_t[s], dhw_t[s])
+        np.matmul(dhw_t[s], w_t, out=through_w)
+    flat = dhw_t.reshape(-1, 3 * hidden)
+    return dxw_t, _previous(h_t).T @ flat, flat.sum(axis=0)
 
 
 KERNELS = {
