@@ -14,7 +14,8 @@ LSTM: h, the cell states c (T, B, H) and the gate activations (T, B, 4H) (i, f, 
 GRU: h, the gate activations (T, B, 3H) (r, z, n) and W_hn h + b_hn (T, B, H), which the
 reset gate multiplies (so b_hh enters per step: it is passed here, not folded in xw).
 
-Backward takes dh (T, B, H), the gradient of every output hidden state, and returns
+Backward takes dh (T, B, H), the gradient of every output hidden state (the compiled
+LSTM backward writes its result over `gates`, which it consumes), and returns
 dxw (T, B, G) (so the caller's GEMMs give dx, dW_ih and the input biases) and dW_hh
 (plus db_hh for GRU).
 """
@@ -330,7 +331,9 @@ def lstm_backward(w_hh, h, c, gates, dh):
     dh_t = np.ascontiguousarray(dh, h.dtype)
     t, b, hidden = h_t.shape
     w_t = np.ascontiguousarray(w_hh.T)
-    dz_t = np.empty_like(gates_t)
+    # each step's gates are read once, then that step's dz is written over them: the
+    # backward needs no second (T, B, 4H) array (it consumes `gates`)
+    dz_t = gates_t
     dh_carry = np.zeros((b, hidden), h.dtype)
     dc_carry = np.zeros((b, hidden), h.dtype)
     zeros, tanh_c = np.zeros((b, hidden), h.dtype), np.empty((b, hidden), h.dtype)
