@@ -7,13 +7,26 @@ import pytest
 from ndwork import NeuralForecast
 from ndwork.data import Panel, WindowSampler, gather_windows
 from ndwork.datasets import air_passengers, synthetic_panel
-from ndwork.models import GRU, LSTM, MLP, NBEATS, NHITS, RNN, TCN, DLinear, NBEATSx, NLinear, TiDE
+from ndwork.models import (
+    GRU,
+    LSTM,
+    MLP,
+    NBEATS,
+    NHITS,
+    RNN,
+    TCN,
+    BiTCN,
+    DLinear,
+    NBEATSx,
+    NLinear,
+    TiDE,
+)
 from ndwork.training.trainer import build_batch, initial_state, loss_and_grad
 
 # NeuralForecast 3.3, h=12, input_size=24, every other hyper-parameter at its default.
 NEURALFORECAST_PARAMETER_COUNTS = {
     MLP: 1_087_500, NHITS: 2_437_725, NBEATS: 2_447_322, TiDE: 951_376, DLinear: 600,
-    NLinear: 300, RNN: 66_433, GRU: 388_857, LSTM: 215_809, TCN: 148_909,
+    NLinear: 300, RNN: 66_433, GRU: 388_857, LSTM: 215_809, TCN: 148_909, BiTCN: 6_013,
 }
 FD_EPS, FD_RTOL = 1e-6, 1e-4
 
@@ -30,6 +43,7 @@ SMALL = {
     LSTM: dict(encoder_hidden_size=8, decoder_hidden_size=8),
     GRU: dict(encoder_hidden_size=8, decoder_hidden_size=8),
     TCN: dict(encoder_hidden_size=8, decoder_hidden_size=8, dilations=[1, 2, 4]),
+    BiTCN: dict(hidden_size=4, dropout=0.0),
 }
 EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
 

@@ -10,12 +10,13 @@ import ndwork
 from ndwork import NeuralForecast
 from ndwork.datasets import air_passengers, synthetic_panel
 from ndwork.losses import MQLoss
-from ndwork.models import GRU, LSTM, RNN, TCN
+from ndwork.models import GRU, LSTM, RNN, TCN, BiTCN
 
 SMALL = {RNN: dict(encoder_hidden_size=16, decoder_hidden_size=16),
          LSTM: dict(encoder_hidden_size=16, decoder_hidden_size=16),
          GRU: dict(encoder_hidden_size=16, decoder_hidden_size=16),
-         TCN: dict(encoder_hidden_size=16, decoder_hidden_size=16, dilations=[1, 2, 4])}
+         TCN: dict(encoder_hidden_size=16, decoder_hidden_size=16, dilations=[1, 2, 4]),
+         BiTCN: dict(hidden_size=8, dropout=0.1)}
 MODELS = list(SMALL)
 
 
@@ -23,7 +24,7 @@ def ids(cls):
     return cls.__name__
 
 
-@pytest.mark.parametrize("cls", MODELS, ids=ids)
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU, TCN], ids=ids)
 def test_input_size_defaults_to_three_horizons(cls):
     with pytest.warns(UserWarning, match="using 3 \\* h = 36"):
         model = cls(h=12)
@@ -51,6 +52,8 @@ def test_a_horizon_longer_than_the_input_is_upsampled_over_time(cls):
     (TCN, dict(dilations=[1, 0]), "dilations=\\[1, 0\\] must be a non-empty list"),
     (TCN, dict(dilations=[1, 2, 32]), "reaches 32 steps back, beyond input_size=24"),
     (TCN, dict(encoder_hidden_size=-4), "encoder_hidden_size=-4 must be a positive integer"),
+    (BiTCN, dict(hidden_size=0), "hidden_size=0 must be a positive integer"),
+    (BiTCN, dict(dropout=1.5), "dropout=1.5 must be in"),
 ])
 def test_bad_options_name_the_option_and_the_fix(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -112,3 +115,40 @@ def test_the_profiler_sees_the_sequence_ops():
     with ndwork.profile() as prof:
         nf.fit(air_passengers(), verbose=False)
     assert {"causal_conv1d", "causal_conv1d backward"} <= set(prof.table().op)
+
+
+def test_bitcn_looks_ahead_only_through_future_exogenous_values():
+    """The forward-looking stack sees later steps; the backward one never does."""
+    from ndwork.training.trainer import forward, initial_state
+
+    model = BiTCN(h=3, input_size=8, hidden_size=4, dropout=0.0, futr_exog_list=["f"])
+    rng = np.random.default_rng(0)
+    batch = {"insample_y": rng.normal(size=(2, 8)).astype(np.float32),
+             "futr_exog": rng.normal(size=(2, 11, 1)).astype(np.float32),
+             "hist_exog": None, "stat_exog": None}
+    params = initial_state(model).params
+    base = forward(model, params, batch)[0].data
+    later = {**batch, "futr_exog": batch["futr_exog"].copy()}
+    later["futr_exog"][:, 10] += 1.0  # the last horizon step's future value
+    assert not np.allclose(forward(model, params, later)[0].data, base)
+    one_stack = BiTCN(h=3, input_size=8, hidden_size=4, dropout=0.0)
+    params = initial_state(one_stack).params
+    plain = {**batch, "futr_exog": None}
+    y0 = forward(one_stack, params, plain)[0].data
+    changed = {**plain, "insample_y": plain["insample_y"].copy()}
+    changed["insample_y"][:, 0] += 1.0  # the first input step still reaches the forecast
+    assert not np.allclose(forward(one_stack, params, changed)[0].data, y0)
+
+
+def test_the_forward_looking_convolution_is_the_right_padded_one():
+    """flip(causal(flip(x), flip_k(w))) == NeuralForecast's right-padded Conv1d:
+    y[t] = sum_k x[t + k d] w[k] (zeros past the end)."""
+    from ndwork.autodiff import Tensor, ops
+
+    rng = np.random.default_rng(1)
+    x, w, d = rng.normal(size=(1, 10, 2)), rng.normal(size=(2, 2, 3)), 4
+    y = ops.flip(ops.causal_conv1d(ops.flip(Tensor(x), 1), ops.flip(Tensor(w), 0), None, d),
+                 1).data
+    for t in range(10):
+        direct = sum(x[0, t + k * d] @ w[k] for k in range(2) if t + k * d < 10)
+        np.testing.assert_allclose(y[0, t], direct, rtol=1e-12)

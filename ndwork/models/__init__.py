@@ -1,6 +1,7 @@
 """Forecasting models, one file each, named and parametrized as in NeuralForecast."""
 
 from ndwork.models.base import BaseModel
+from ndwork.models.bitcn import BiTCN
 from ndwork.models.dlinear import DLinear
 from ndwork.models.gru import GRU
 from ndwork.models.informer import Informer
@@ -19,8 +20,8 @@ from ndwork.models.vanillatransformer import VanillaTransformer
 
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
                                          VanillaTransformer, PatchTST, Informer,
-                                         iTransformer, RNN, LSTM, GRU, TCN)}
+                                         iTransformer, RNN, LSTM, GRU, TCN, BiTCN)}
 
-__all__ = ["GRU", "LSTM", "MODELS", "RNN", "TCN", "BaseModel", "DLinear", "Informer", "MLP",
+__all__ = ["GRU", "LSTM", "MODELS", "RNN", "TCN", "BaseModel", "BiTCN", "DLinear", "Informer", "MLP",
            "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST", "TiDE", "VanillaTransformer",
            "iTransformer"]
