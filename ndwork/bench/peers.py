@@ -35,6 +35,7 @@ CONFIGS = [
     ("GRU default", "GRU", {}, "air", 60),
     ("TCN default", "TCN", {}, "air", 200),
     ("RNN default", "RNN", {}, "air", 200),
+    ("BiTCN default", "BiTCN", {}, "air", 100),
 ]
 NF_TRAINER = dict(accelerator="cpu", logger=False, enable_progress_bar=False,
                   enable_checkpointing=False, enable_model_summary=False)

@@ -23,8 +23,11 @@ class TCNCell:
         self.weight = spec.add(f"{name}.conv1.weight", (KERNEL_SIZE, channels, channels),
                                "uniform", bound)
         self.bias = spec.add(f"{name}.conv1.bias", (channels,), "uniform", bound)
-        self.conv2 = Linear(spec, f"{name}.conv2", channels, 2 * channels)  # a 1x1 Conv1d
-        self.dilation, self.mode, self.dropout, self.channels = dilation, mode, dropout, channels
+        # NeuralForecast's 1x1 Conv1d to 2C channels, then split in two: the same as two
+        # C -> C maps (its weight's first C rows and its last C rows), without the split
+        self.to_state = Linear(spec, f"{name}.conv2.state", channels, channels)
+        self.to_skip = Linear(spec, f"{name}.conv2.skip", channels, channels)
+        self.dilation, self.mode, self.dropout = dilation, mode, dropout
 
     def __call__(self, p, state: ops.Tensor, out: ops.Tensor | None, rng):
         """state (B, T, C) -> (state + next, out + skip)."""
@@ -33,11 +36,9 @@ class TCNCell:
         else:  # looking ahead = the causal convolution of the reversed sequence
             y = ops.flip(ops.causal_conv1d(ops.flip(state, 1), ops.flip(p[self.weight], 0),
                                            p[self.bias], self.dilation), 1)
-        y = self.conv2(p, ops.dropout(ops.activation(y, "gelu"), self.dropout, rng))
-        c = self.channels
-        state = ops.add(state, ops.index(y, (Ellipsis, slice(0, c))))
-        skip = ops.index(y, (Ellipsis, slice(c, 2 * c)))
-        return state, skip if out is None else ops.add(out, skip)
+        y = ops.dropout(ops.activation(y, "gelu"), self.dropout, rng)
+        skip = self.to_skip(p, y)
+        return ops.add(state, self.to_state(p, y)), skip if out is None else ops.add(out, skip)
 
 
 def _layers_to_cover(length: int) -> int:
