@@ -2,6 +2,7 @@
 
 from ndwork.models.base import BaseModel
 from ndwork.models.bitcn import BiTCN
+from ndwork.models.dilated_rnn import DilatedRNN
 from ndwork.models.dlinear import DLinear
 from ndwork.models.gru import GRU
 from ndwork.models.informer import Informer
@@ -20,8 +21,8 @@ from ndwork.models.vanillatransformer import VanillaTransformer
 
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
                                          VanillaTransformer, PatchTST, Informer,
-                                         iTransformer, RNN, LSTM, GRU, TCN, BiTCN)}
+                                         iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN)}
 
-__all__ = ["GRU", "LSTM", "MODELS", "RNN", "TCN", "BaseModel", "BiTCN", "DLinear", "Informer", "MLP",
-           "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST", "TiDE", "VanillaTransformer",
-           "iTransformer"]
+__all__ = ["GRU", "LSTM", "MLP", "MODELS", "NBEATS", "NHITS", "RNN", "TCN", "BaseModel", "BiTCN",
+           "DLinear", "DilatedRNN", "Informer", "NBEATSx", "NLinear", "PatchTST", "TiDE",
+           "VanillaTransformer", "iTransformer"]

@@ -174,14 +174,18 @@ class RecurrentStack:
     def __call__(self, p, x: Tensor, rng=None) -> Tensor:
         """x (B, T, input_size) -> every hidden state of the last layer (B, T, H). The
         layers run time-major (each step's rows contiguous): one transpose in, one out."""
-        x = ops.transpose(x, (1, 0, 2))
+        return ops.transpose(self.run_time_major(p, ops.transpose(x, (1, 0, 2)), rng),
+                             (1, 0, 2))
+
+    def run_time_major(self, p, x: Tensor, rng=None) -> Tensor:
+        """x (T, B, input_size) -> (T, B, H)."""
         for i, names in enumerate(self.layers):
             if i and self.dropout > 0 and rng is not None:  # dropout keys on windows first
                 x = ops.transpose(ops.dropout(ops.transpose(x, (1, 0, 2)), self.dropout, rng),
                                   (1, 0, 2))
             weights = [p[n] if n is not None else None for n in names]
             x = ops.recurrent(x, *weights, self.cell)
-        return ops.transpose(x, (1, 0, 2))
+        return x
 
 
 class CausalConvStack:
