@@ -36,6 +36,7 @@ CONFIGS = [
     ("TCN default", "TCN", {}, "air", 200),
     ("RNN default", "RNN", {}, "air", 200),
     ("BiTCN default", "BiTCN", {}, "air", 100),
+    ("DilatedRNN default", "DilatedRNN", {}, "air", 60),
 ]
 NF_TRAINER = dict(accelerator="cpu", logger=False, enable_progress_bar=False,
                   enable_checkpointing=False, enable_model_summary=False)

@@ -4,7 +4,8 @@ recurrent and convolutional models, compiled against the numpy reference in one 
 - kernels: one LSTM / GRU / RNN layer forward+backward through time over sequence
   lengths 24 to 1,024 and hidden sizes 64 to 512 (32 windows): milliseconds, GFLOP/s of
   its GEMMs, and peak memory beyond the inputs;
-- models: fit steps/s and predict latency of RNN, LSTM, GRU, TCN and BiTCN at NeuralForecast's
+- models: fit steps/s and predict latency of RNN, LSTM, GRU, TCN, BiTCN and DilatedRNN at
+  NeuralForecast's
   defaults, on AirPassengers (h=12, input 24) and a 128-series panel (h=24, input 96);
 - memory: an LSTM layer's backward through time at sequence 1,024, hidden 256 and 128
   windows, peak memory against the activations it must keep (h, c and the four gates).
@@ -23,7 +24,7 @@ from ndwork import NeuralForecast
 from ndwork.autodiff import Tensor, backward, ops
 from ndwork.bench.common import latencies, table, timeit
 from ndwork.datasets import air_passengers, synthetic_panel
-from ndwork.models import GRU, LSTM, RNN, TCN, BiTCN
+from ndwork.models import GRU, LSTM, RNN, TCN, BiTCN, DilatedRNN
 
 GATES = {"rnn_tanh": 1, "gru": 3, "lstm": 4}
 SHAPES = [(24, 64), (24, 128), (96, 128), (96, 256), (96, 512), (384, 128), (1024, 64),
@@ -85,7 +86,7 @@ def models(quick: bool) -> list[dict]:
     rows = []
     steps, repeat = (5, 1) if quick else (30, 3)
     for data_name, (df, freq, h, input_size) in _datasets(quick).items():
-        for cls in (RNN, LSTM, GRU, TCN, BiTCN):
+        for cls in (RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN):
             row = {"model": cls.__name__, "data": data_name}
             for kernels_path in ("numba", "numpy"):
                 times = []
