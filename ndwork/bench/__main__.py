@@ -6,8 +6,8 @@ import importlib
 
 from ndwork.bench.common import write
 
-SUITES = ("kernels", "models", "attention", "recurrent", "parallel", "switches", "peers", "startup",
-          "report")
+SUITES = ("kernels", "models", "attention", "recurrent", "parallel", "switches", "peers",
+          "fidelity", "startup", "report")
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,79 @@
+"""Fidelity suite (peers environment): NeuralForecast's freshly initialized weights loaded
+into the same ndwork model, and both forwards on the same windows.
+
+Beyond equal parameter counts, this checks that the architectures compute the same
+function: every model's forecasts must agree within 1e-4 of the largest forecast.
+Weights map one to one in registration order (PyTorch's Linear and recurrent weights
+are stored transposed here, Conv1d weights as (K, C_in, C_out)); BiTCN's 1x1
+convolution to 2C channels is split into its two C -> C halves.
+
+    python -m ndwork.bench fidelity     # in the peers environment (make peers builds it)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ndwork.bench.common import table
+
+MODELS = ("RNN", "LSTM", "GRU", "TCN", "BiTCN", "DilatedRNN")
+H, INPUT, WINDOWS = 12, 24, 8
+TOLERANCE = 1e-4  # max |ndwork - NeuralForecast| / max |NeuralForecast|
+
+
+def torch_to_ndwork(torch_params: list[tuple[str, np.ndarray]], shapes: dict) -> np.ndarray:
+    """Flatten PyTorch's parameters into ndwork's layout, in order."""
+    flat, pending = [], None
+    for name, value in torch_params:
+        if name.endswith("conv2.weight") and value.ndim == 3 and value.shape[2] == 1:
+            pending = value[:, :, 0]  # BiTCN's 1x1 conv to 2C: waits for its bias
+            continue
+        if pending is not None:  # its bias: emit (state weight, bias, skip weight, bias)
+            half = pending.shape[0] // 2
+            flat += [pending[:half].T, value[:half], pending[half:].T, value[half:]]
+            pending = None
+            continue
+        flat.append(value.transpose(2, 1, 0) if value.ndim == 3 else value.T)
+    if len(flat) != len(shapes):
+        raise ValueError(f"{len(flat)} NeuralForecast arrays against {len(shapes)} in ndwork")
+    for value, (our_name, shape) in zip(flat, shapes.items(), strict=True):
+        if value.shape != tuple(shape):
+            raise ValueError(f"{our_name}: NeuralForecast's {value.shape} against ndwork's {shape}")
+    return np.concatenate([np.ascontiguousarray(v, np.float32).reshape(-1) for v in flat])
+
+
+def compare(name: str, seed: int = 0) -> dict:
+    import neuralforecast.models
+    import torch
+
+    from ndwork.bench.peers import NF_TRAINER
+    from ndwork.models import MODELS as NDWORK
+    from ndwork.training.trainer import forward
+
+    torch.manual_seed(seed)
+    peer = getattr(neuralforecast.models, name)(h=H, input_size=INPUT, **NF_TRAINER)
+    peer.eval()
+    model = NDWORK[name](h=H, input_size=INPUT)
+    params = torch_to_ndwork([(n, p.detach().numpy().copy()) for n, p in
+                              peer.named_parameters()], model.spec.shapes)
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(WINDOWS, INPUT)).astype(np.float32)
+    with torch.no_grad():
+        theirs = peer({"insample_y": torch.from_numpy(y[..., None]),
+                       "insample_mask": torch.ones(WINDOWS, INPUT), "futr_exog": None,
+                       "hist_exog": None, "stat_exog": None}).numpy()
+    batch = {"insample_y": y, "futr_exog": None, "hist_exog": None, "stat_exog": None}
+    ours = forward(model, params, batch)[0].data
+    error = float(np.abs(ours - theirs.reshape(ours.shape)).max() / np.abs(theirs).max())
+    return {"model": name, "parameters": int(params.size), "max relative error": error,
+            "agree": error <= TOLERANCE}
+
+
+def run(quick: bool = False) -> dict:
+    return {"rows": [compare(name) for name in MODELS], "tolerance": TOLERANCE,
+            "setup": f"h={H}, input_size={INPUT}, defaults, {WINDOWS} random windows"}
+
+
+def render(results: dict) -> str:
+    return (f"{results['setup']}; tolerance {results['tolerance']:g} of the largest forecast\n"
+            + table(results["rows"], ["model", "parameters", "max relative error", "agree"]))
