@@ -18,7 +18,11 @@ from ndwork.bench.common import latencies, table
 from ndwork.datasets import air_passengers, synthetic_panel
 
 THREADS = 2
-H, INPUT = 12, 24
+# the datasets: (frame, freq, h, input_size); the panel is the recurrent issue's
+# "128-series panel (h=24, input 96)"
+DATASETS = {"air": (air_passengers, "MS", 12, 24),
+            "synthetic": (lambda: synthetic_panel(64, 600, seed=0), "D", 12, 24),
+            "panel128": (lambda: synthetic_panel(128, 600, seed=0), "D", 24, 96)}
 # (name, model, hyper-parameters, dataset, steps): defaults at 1,024 windows a step are
 # compute-bound; small networks at 64 windows on AirPassengers are overhead-bound.
 CONFIGS = [
@@ -37,17 +41,22 @@ CONFIGS = [
     ("RNN default", "RNN", {}, "air", 200),
     ("BiTCN default", "BiTCN", {}, "air", 100),
     ("DilatedRNN default", "DilatedRNN", {}, "air", 60),
+    ("LSTM panel", "LSTM", {}, "panel128", 30),
+    ("GRU panel", "GRU", {}, "panel128", 20),
+    ("TCN panel", "TCN", {}, "panel128", 60),
+    ("DilatedRNN panel", "DilatedRNN", {}, "panel128", 20),
+    ("BiTCN panel", "BiTCN", {}, "panel128", 30),
 ]
 NF_TRAINER = dict(accelerator="cpu", logger=False, enable_progress_bar=False,
                   enable_checkpointing=False, enable_model_summary=False)
 
 
 def _split(name: str):
-    df = air_passengers() if name == "air" else synthetic_panel(64, 600, seed=0)
-    freq = "MS" if name == "air" else "D"
-    df = df.astype({"y": np.float64})
-    tail = df.groupby("unique_id").cumcount(ascending=False) < H
-    return df[~tail].reset_index(drop=True), df[tail].reset_index(drop=True), freq
+    """(train, test, freq, h, input_size): the last h points of each series are the test."""
+    load, freq, h, input_size = DATASETS[name]
+    df = load().astype({"y": np.float64})
+    tail = df.groupby("unique_id").cumcount(ascending=False) < h
+    return df[~tail].reset_index(drop=True), df[tail].reset_index(drop=True), freq, h, input_size
 
 
 def _mae(fcst, test, column) -> float:
@@ -55,11 +64,11 @@ def _mae(fcst, test, column) -> float:
     return float(np.abs(merged[column] - merged["y"]).mean())
 
 
-def _fit_ndwork(model_name, kwargs, steps, train, freq, seed=1):
+def _fit_ndwork(model_name, kwargs, steps, train, freq, h, input_size, seed=1):
     from ndwork import NeuralForecast
     from ndwork.models import MODELS
 
-    model = MODELS[model_name](h=H, input_size=INPUT, max_steps=steps, scaler_type="standard",
+    model = MODELS[model_name](h=h, input_size=input_size, max_steps=steps, scaler_type="standard",
                                random_seed=seed, **kwargs)
     nf = NeuralForecast([model], freq)
     start = time.perf_counter()
@@ -67,12 +76,12 @@ def _fit_ndwork(model_name, kwargs, steps, train, freq, seed=1):
     return nf, time.perf_counter() - start
 
 
-def _fit_neuralforecast(model_name, kwargs, steps, train, freq, seed=1, **trainer):
+def _fit_neuralforecast(model_name, kwargs, steps, train, freq, h, input_size, seed=1, **trainer):
     import neuralforecast
     import neuralforecast.models
 
     cls = getattr(neuralforecast.models, model_name)
-    model = cls(h=H, input_size=INPUT, max_steps=steps, scaler_type="standard",
+    model = cls(h=h, input_size=input_size, max_steps=steps, scaler_type="standard",
                 random_seed=seed, **kwargs, **{**NF_TRAINER, **trainer})
     nf = neuralforecast.NeuralForecast(models=[model], freq=freq)
     start = time.perf_counter()
@@ -83,18 +92,17 @@ def _fit_neuralforecast(model_name, kwargs, steps, train, freq, seed=1, **traine
 def _measure(fit, model_name, kwargs, steps, data, repeat):
     """Fit `repeat` times with seeds 1..repeat: median fit time, mean MAE over the seeds
     (one seed's MAE on a small dataset is mostly noise)."""
-    train, test, freq = _split(data)
-    fit(model_name, kwargs, 5, train, freq)  # warm-up: imports, kernel caches, thread pools
+    train, test, freq, h, input_size = _split(data)
+    fit(model_name, kwargs, 5, train, freq, h, input_size)  # warm-up: imports, caches, pools
     times, maes = [], []
     for seed in range(1, repeat + 1):
-        nf, seconds = fit(model_name, kwargs, steps, train, freq, seed)
+        nf, seconds = fit(model_name, kwargs, steps, train, freq, h, input_size, seed)
         times.append(seconds)
         maes.append(_mae(nf.predict(), test, model_name))
         time.sleep(0.3)  # let the other library's spinning threads go idle
     mae = statistics.mean(maes)
-    one_train, _, one_freq = _split("air")
-    one = fit(model_name, kwargs, 5, one_train[one_train.unique_id == one_train.unique_id[0]],
-              one_freq)[0]
+    one = fit(model_name, kwargs, 5, train[train.unique_id == train.unique_id[0]], freq, h,
+              input_size)[0]
     lat = latencies(one.predict, calls=100)
     return {"fit_s": statistics.median(times), "steps_per_s": steps / statistics.median(times),
             "mae": mae, "predict_ms": lat["median_s"] * 1e3, "predict_p99_ms": lat["p99_s"] * 1e3}
