@@ -103,3 +103,20 @@ def test_profiler_is_off_outside_the_block():
         assert profiling.current() is prof
     assert profiling.current() is None
     assert np.isfinite(prof.wall_seconds)
+
+
+def test_sequence_ops_count_their_flops():
+    from ndwork.models import LSTM, TCN
+
+    for model, op, per_call in (
+            (LSTM(h=12, input_size=24, encoder_hidden_size=8, decoder_hidden_size=8,
+                  encoder_n_layers=1, windows_batch_size=4, max_steps=1), "recurrent",
+             2 * 4 * 24 * 32 * (1 + 8)),  # B * T rows, 4H gates, (I + H) inputs each
+            (TCN(h=12, input_size=24, encoder_hidden_size=8, decoder_hidden_size=8,
+                 dilations=[1], windows_batch_size=4, max_steps=1), "causal_conv1d",
+             2 * 4 * 24 * 8 * 2 * 1)):  # B * T * C_out outputs, K * C_in each
+        with ndwork.profile() as prof:
+            NeuralForecast([model], "MS").fit(air_passengers(), verbose=False)
+        table = prof.table().set_index("op")
+        assert table.loc[op, "GFLOP"] * 1e9 == pytest.approx(per_call)
+        assert table.loc[f"{op} backward", "GFLOP"] * 1e9 == pytest.approx(2 * per_call)

@@ -19,7 +19,8 @@ from ndwork.config import active
 from ndwork.kernels import kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
 
-BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5}  # x the forward's
+BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5, "causal_conv1d": 2.0,
+                  "recurrent": 2.0}  # x the forward's
 
 
 def _profiled(op):

@@ -162,4 +162,11 @@ def flops(name: str, inputs: tuple, out: np.ndarray) -> float:
     if name == "attention":
         q, k = inputs[0], inputs[1]
         return 4.0 * q.data.size * k.shape[-2]
+    if name == "causal_conv1d":  # (B, T, C_out) outputs of K x C_in multiply-adds each
+        w = inputs[1]
+        return 2.0 * out.size * w.shape[0] * w.shape[1]
+    if name == "recurrent":  # the input projection and each step's hidden product
+        x, w_ih, w_hh = inputs[0], inputs[1], inputs[2]
+        steps_rows = x.data.size / x.shape[-1]
+        return 2.0 * steps_rows * w_ih.shape[1] * (w_ih.shape[0] + w_hh.shape[0])
     return float(out.size)
