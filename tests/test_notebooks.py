@@ -105,4 +105,5 @@ def test_benchmark_report(tmp_path):
              if o.get("output_type") == "stream"]
     assert not [t for t in texts if "Warning" in t or "warn" in t.lower()], texts
     # (e) progress per suite
-    assert any("[1/5] switches ..." in t for t in texts)
+    assert any("[1/6] switches ..." in t for t in texts)
+    assert "recurrent" in out["suites"]
