@@ -23,8 +23,7 @@ dxw (T, B, G) (so the caller's GEMMs give dx, dW_ih and the input biases) and dW
 import numpy as np
 
 from ndwork.kernels._jit import jit
-from ndwork.kernels.activations import relu, relu_grad
-from ndwork.kernels.fastmath import exp_into
+from ndwork.kernels.activations import _sigmoid_fwd, _tanh_fwd, relu, relu_grad
 
 CELLS = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
@@ -147,28 +146,13 @@ def gru_backward_reference(w_hh, h, gates, hn, dh):
 # A step is one product through numpy's
 # BLAS (threaded, unlike BLAS called from numba, which fit pins to one thread for the
 # parallel kernels), then one fused numba kernel over contiguous (B, G) rows in which
-# the sigmoids and tanhs share bulk exp_into calls.
+# the sigmoids and tanhs are activations.py's kernels, in bulk over each step.
 
 _1, _2 = np.float32(1), np.float32(2)
 
 
 @jit
-def _sigmoid_into(v, e):
-    """v <- sigmoid(v); e is scratch of v's size."""
-    exp_into(v, e, -1.0)
-    for k in range(v.size):
-        v[k] = _1 / (_1 + e[k])
-
-
-@jit
-def _tanh_into(v, e):
-    exp_into(v, e, 2.0)
-    for k in range(v.size):
-        v[k] = _1 - _2 / (e[k] + _1)
-
-
-@jit
-def _rnn_step(z, xw_s, use_tanh, h_s, e):
+def _rnn_step(z, xw_s, use_tanh, h_s):
     """h_s = act(z + xw_s)."""
     b, hidden = z.shape
     for i in range(b):
@@ -176,7 +160,7 @@ def _rnn_step(z, xw_s, use_tanh, h_s, e):
             h_s[i, j] = z[i, j] + xw_s[i, j]
     flat = h_s.reshape(-1)
     if use_tanh:
-        _tanh_into(flat, e)
+        _tanh_fwd(flat, flat)
     else:
         for k in range(flat.size):
             flat[k] = relu(flat[k])
@@ -194,7 +178,7 @@ def _rnn_step_back(h_s, dh_s, carry, use_tanh, dz):
 
 
 @jit
-def _lstm_step(z, xw_s, c_prev, gates_s, c_s, h_s, e):
+def _lstm_step(z, xw_s, c_prev, gates_s, c_s, h_s):
     """gates (i, f, g, o) from z + xw_s, then c_s and h_s; z is overwritten."""
     b, g4 = z.shape
     hidden = g4 // 4
@@ -203,7 +187,8 @@ def _lstm_step(z, xw_s, c_prev, gates_s, c_s, h_s, e):
             gates_s[i, j] = z[i, j] + xw_s[i, j]
         for j in range(2 * hidden, 3 * hidden):  # tanh(v) = 2 sigmoid(2v) - 1
             gates_s[i, j] *= _2
-    _sigmoid_into(gates_s.reshape(-1), e)
+    flat = gates_s.reshape(-1)
+    _sigmoid_fwd(flat, flat)
     for i in range(b):
         for j in range(hidden):
             g = _2 * gates_s[i, 2 * hidden + j] - _1
@@ -211,20 +196,21 @@ def _lstm_step(z, xw_s, c_prev, gates_s, c_s, h_s, e):
             c_s[i, j] = gates_s[i, hidden + j] * c_prev[i, j] + gates_s[i, j] * g
             h_s[i, j] = c_s[i, j]
     tanh_c = h_s.reshape(-1)
-    _tanh_into(tanh_c, e)
+    _tanh_fwd(tanh_c, tanh_c)
     for i in range(b):
         for j in range(hidden):
             h_s[i, j] *= gates_s[i, 3 * hidden + j]
 
 
 @jit
-def _lstm_step_back(gates_s, c_s, c_prev, dh_s, dh_carry, dc_carry, dz, tanh_c, e):
+def _lstm_step_back(gates_s, c_s, c_prev, dh_s, dh_carry, dc_carry, dz, tanh_c):
     """dz (B, 4H) of one step; dc_carry is updated in place."""
     b, hidden = c_s.shape
     for i in range(b):
         for j in range(hidden):
             tanh_c[i, j] = c_s[i, j]
-    _tanh_into(tanh_c.reshape(-1), e)
+    flat = tanh_c.reshape(-1)
+    _tanh_fwd(flat, flat)
     for i in range(b):
         for j in range(hidden):
             ig, fg = gates_s[i, j], gates_s[i, hidden + j]
@@ -240,24 +226,25 @@ def _lstm_step_back(gates_s, c_s, c_prev, dh_s, dh_carry, dc_carry, dz, tanh_c, 
 
 
 @jit
-def _gru_step(hw, b_hh, xw_s, h_prev, gates_s, hn_s, h_s, e):
+def _gru_step(hw, b_hh, xw_s, h_prev, gates_s, hn_s, h_s, rz):
     """hw = h_prev @ W_hh (bias added here); gates (r, z, n), W_hn h + b_hn, and h_s."""
     b, g3 = hw.shape
     hidden = g3 // 3
-    rz = e[b * 2 * hidden:].reshape(b, 2 * hidden)  # r and z, contiguous for one exp pass
     for i in range(b):
         for j in range(g3):
             hw[i, j] += b_hh[j]
         for j in range(2 * hidden):
             rz[i, j] = xw_s[i, j] + hw[i, j]
-    _sigmoid_into(rz.reshape(-1), e[: b * 2 * hidden])
+    flat = rz.reshape(-1)
+    _sigmoid_fwd(flat, flat)
     for i in range(b):
         for j in range(2 * hidden):
             gates_s[i, j] = rz[i, j]
         for j in range(hidden):
             hn_s[i, j] = hw[i, 2 * hidden + j]
             h_s[i, j] = xw_s[i, 2 * hidden + j] + gates_s[i, j] * hn_s[i, j]
-    _tanh_into(h_s.reshape(-1), e[: b * hidden])
+    flat = h_s.reshape(-1)
+    _tanh_fwd(flat, flat)
     for i in range(b):
         for j in range(hidden):
             n, zg = h_s[i, j], gates_s[i, hidden + j]
@@ -288,11 +275,10 @@ def rnn_forward(xw, w_hh, activation):
     t, b, hidden = xw_t.shape
     h_t = np.empty_like(xw_t)
     z = np.zeros((b, hidden), xw.dtype)
-    e = np.empty(b * hidden, xw.dtype)
     for s in range(t):
         if s:
             np.matmul(h_t[s - 1], w_hh, out=z)
-        _rnn_step(z, xw_t[s], activation == "tanh", h_t[s], e)
+        _rnn_step(z, xw_t[s], activation == "tanh", h_t[s])
     return (h_t,)
 
 
@@ -318,11 +304,10 @@ def lstm_forward(xw, w_hh):
     gates_t = np.empty_like(xw_t)
     z = np.zeros((b, g4), xw.dtype)
     zeros = np.zeros((b, hidden), xw.dtype)
-    e = np.empty(b * g4, xw.dtype)
     for s in range(t):
         if s:
             np.matmul(h_t[s - 1], w_hh, out=z)
-        _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], h_t[s], e)
+        _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], h_t[s])
     return h_t, c_t, gates_t
 
 
@@ -337,10 +322,9 @@ def lstm_backward(w_hh, h, c, gates, dh):
     dh_carry = np.zeros((b, hidden), h.dtype)
     dc_carry = np.zeros((b, hidden), h.dtype)
     zeros, tanh_c = np.zeros((b, hidden), h.dtype), np.empty((b, hidden), h.dtype)
-    e = np.empty(b * hidden, h.dtype)
     for s in range(t - 1, -1, -1):
         _lstm_step_back(gates_t[s], c_t[s], c_t[s - 1] if s else zeros, dh_t[s], dh_carry,
-                        dc_carry, dz_t[s], tanh_c, e)
+                        dc_carry, dz_t[s], tanh_c)
         np.matmul(dz_t[s], w_t, out=dh_carry)
     dw_hh = _previous(h_t).T @ dz_t.reshape(-1, 4 * hidden)
     return dz_t, dw_hh
@@ -355,7 +339,7 @@ def gru_forward(xw, w_hh, b_hh):
     gates_t = np.empty_like(xw_t)
     hw = np.empty((b, g3), xw.dtype)
     zeros = np.zeros((b, hidden), xw.dtype)
-    e = np.empty(4 * b * hidden, xw.dtype)  # exp scratch and the r, z buffer
+    rz = np.empty((b, 2 * hidden), xw.dtype)  # r and z, contiguous for one exp pass
     bias = np.ascontiguousarray(b_hh, xw.dtype)
     for s in range(t):
         if s:
@@ -363,7 +347,7 @@ def gru_forward(xw, w_hh, b_hh):
         else:
             hw[:] = 0
         _gru_step(hw, bias, xw_t[s], h_t[s - 1] if s else zeros, gates_t[s], hn_t[s], h_t[s],
-                  e)
+                  rz)
     return h_t, gates_t, hn_t
 
 
