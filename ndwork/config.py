@@ -22,7 +22,7 @@ import numpy as np
 
 KERNELS = ("numba", "numpy")
 ATTENTION = ("flash", "naive")
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp64")
 
 
 def _select_threading_layer() -> None:
@@ -66,7 +66,8 @@ class DtypePolicy:
     output: np.dtype
 
 
-_POLICIES = {"fp32": DtypePolicy(np.dtype(np.float32), np.dtype(np.float32), np.dtype(np.float32))}
+_POLICIES = {name: DtypePolicy(np.dtype(t), np.dtype(t), np.dtype(t))
+             for name, t in (("fp32", np.float32), ("fp64", np.float64))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,8 @@ class Optimizations:
     kernels:   "numba" (compiled kernels) or "numpy" (the plain reference kernels).
     attention: "flash" (tiled, O(N·d) memory) or "naive" (materialized scores).
     threads:   numba and BLAS threads together; None leaves the machine default.
-    precision: "fp32" (mixed precision is added by a later issue).
+    precision: "fp32", or "fp64" (for verification: gradient and fidelity checks; mixed
+               precision is added by a later issue).
     """
 
     kernels: str = "numba"

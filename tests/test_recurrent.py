@@ -54,7 +54,6 @@ def test_a_horizon_longer_than_the_input_is_upsampled_over_time(cls):
     (TCN, dict(dilations=[1, 2, 32]), "reaches 32 steps back, beyond input_size=24"),
     (TCN, dict(encoder_hidden_size=-4), "encoder_hidden_size=-4 must be a positive integer"),
     (BiTCN, dict(hidden_size=0), "hidden_size=0 must be a positive integer"),
-    (DilatedRNN, dict(cell_type="ResLSTM"), "cell_type='ResLSTM'.* not built"),
     (DilatedRNN, dict(cell_type="Foo"), "cell_type='Foo' is not known"),
     (DilatedRNN, dict(dilations=[[1, 2], []]), "must be non-empty lists"),
     (DilatedRNN, dict(dilations=[[1, 32]]), "dilation 32 leaves no recurrence"),
@@ -177,3 +176,30 @@ def test_a_dilated_layer_is_its_cell_over_interleaved_subsequences(cell_type):
     for j in range(3):
         alone = layer.run_time_major(p, Tensor(np.ascontiguousarray(x[j::3]))).data
         np.testing.assert_allclose(y[j::3], alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell_type", ["ResLSTM", "AttentiveLSTM"])
+def test_step_by_step_cells_gradients_and_training(cell_type):
+    """NeuralForecast's ResLSTM and AttentiveLSTM cells, built from autodiff ops."""
+    from test_models import FD_EPS, FD_RTOL, sample_batch
+
+    from ndwork.losses import MSE
+    from ndwork.training.trainer import loss_and_grad
+
+    model = DilatedRNN(h=4, input_size=8, cell_type=cell_type, encoder_hidden_size=3,
+                       decoder_hidden_size=3, dilations=[[1, 2]], loss=MSE())
+    batch = sample_batch(model)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64) * 0.3
+    _, grads = loss_and_grad(model, params, batch)
+    rng = np.random.default_rng(1)
+    for i in rng.choice(params.size, 20, replace=False):
+        up, down = params.copy(), params.copy()
+        up[i] += FD_EPS
+        down[i] -= FD_EPS
+        numeric = (loss_and_grad(model, up, batch)[0] - loss_and_grad(model, down, batch)[0]) \
+            / (2 * FD_EPS)
+        assert grads[i] == pytest.approx(numeric, rel=FD_RTOL, abs=1e-7), f"parameter {i}"
+    nf = NeuralForecast([DilatedRNN(h=12, input_size=24, cell_type=cell_type, max_steps=3,
+                                    encoder_hidden_size=8, decoder_hidden_size=8,
+                                    windows_batch_size=16)], "MS")
+    assert np.isfinite(nf.fit(air_passengers(), verbose=False).predict()["DilatedRNN"]).all()

@@ -59,7 +59,8 @@ UNSUPPORTED_TRAINER_OPTIONS = {
 }
 # Lightning's precision (or ndwork's own name) -> Optimizations.precision, for the
 # precisions ndwork has
-LIGHTNING_PRECISIONS = {32: "fp32", "32": "fp32", "32-true": "fp32", "fp32": "fp32"}
+LIGHTNING_PRECISIONS = {32: "fp32", "32": "fp32", "32-true": "fp32", "fp32": "fp32",
+                        64: "fp64", "64": "fp64", "64-true": "fp64", "fp64": "fp64"}
 # ... and those it does not have yet (the mixed-precision issue adds them)
 PLANNED_PRECISIONS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true", "bf16", "16", 16)
 OPTIMIZERS = ("adam", "adamw", "sgd")
