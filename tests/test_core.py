@@ -195,5 +195,6 @@ def test_precision_maps_onto_the_optimizations(panel, monkeypatch):
     assert entered == [{"precision": "fp32"}] * 2  # fit and predict run under it
     with pytest.warns(UserWarning, match="precision='bf16-mixed': ndwork has no mixed precision"):
         assert MLP(h=2, input_size=4, precision="bf16-mixed").precision is None
-    with pytest.raises(ValueError, match="precision='64' is not a precision ndwork knows"):
-        MLP(h=2, input_size=4, precision="64")
+    with pytest.raises(ValueError, match="precision='8' is not a precision ndwork knows"):
+        MLP(h=2, input_size=4, precision="8")
+    assert MLP(h=2, input_size=4, precision="64-true").precision == "fp64"
