@@ -203,3 +203,30 @@ def test_step_by_step_cells_gradients_and_training(cell_type):
                                     encoder_hidden_size=8, decoder_hidden_size=8,
                                     windows_batch_size=16)], "MS")
     assert np.isfinite(nf.fit(air_passengers(), verbose=False).predict()["DilatedRNN"]).all()
+
+
+@pytest.mark.parametrize("cls", [LSTM, TCN, BiTCN], ids=ids)
+def test_neuralforecast_weights_map_onto_ndwork_parameters(cls):
+    """The fidelity suite's mapping (run against NeuralForecast in the peers environment),
+    checked here on PyTorch-layout arrays built from ndwork's: every value lands back."""
+    from ndwork.bench.fidelity import torch_to_ndwork
+    from ndwork.training.trainer import initial_state, layout
+
+    model = cls(h=4, input_size=8, **SMALL[cls])
+    flat = initial_state(model).params.astype(np.float64)
+    views = layout(model).views(flat)
+    torch_layout, names = [], list(views)
+    k = 0
+    while k < len(names):
+        name, value = names[k], views[names[k]]
+        if name.endswith("conv2.state.weight"):  # BiTCN: one 1x1 conv to 2C, then its bias
+            skip_w, skip_b = views[names[k + 2]], views[names[k + 3]]
+            weight = np.concatenate([value.T, skip_w.T])[:, :, None]
+            torch_layout += [(name.replace(".state", ""), weight),
+                             (name.replace(".state.weight", ".bias"),
+                              np.concatenate([views[names[k + 1]], skip_b]))]
+            k += 4
+            continue
+        torch_layout.append((name, value.transpose(2, 1, 0) if value.ndim == 3 else value.T))
+        k += 1
+    np.testing.assert_array_equal(torch_to_ndwork(torch_layout, model.spec.shapes), flat)
