@@ -148,3 +148,15 @@ def test_a_benchmark_cannot_be_started_twice(panels, monkeypatch):
     bench.wait()
     assert runs == ["kernels"] and bench.status.value == "kernels: done"
     assert not bench.run_button.disabled
+
+
+@pytest.mark.parametrize("model", ["LSTM", "TCN", "DilatedRNN"])
+def test_the_model_picker_trains_the_recurrent_and_convolutional_models(panels, model):
+    train = panels["Train"]
+    assert model in train.model.options
+    train.model.value = model
+    train.max_steps.value = 5
+    train.start()
+    train.wait(120)
+    assert train.error is None, train.status.value
+    assert len(train.forecast) == 12 and np.isfinite(train.forecast[model]).all()
