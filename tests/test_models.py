@@ -90,11 +90,15 @@ def test_whole_model_gradient(cls, exog):
 
     model = cls(h=4, input_size=8, loss=MSE(), scaler_type="standard", **SMALL[cls],
                 **(EXOG if exog else {}))
+    assert_model_gradient(model, model.spec.initialize(np.random.default_rng(0), np.float64))
+
+
+def assert_model_gradient(model, params, checked: int = 25):
+    """loss_and_grad against float64 central differences at `checked` random parameters."""
     batch = sample_batch(model)
-    params = model.spec.initialize(np.random.default_rng(0), np.float64)
     _, grads = loss_and_grad(model, params, batch)
     rng = np.random.default_rng(1)
-    for i in rng.choice(params.size, 25, replace=False):
+    for i in rng.choice(params.size, checked, replace=False):
         up, down = params.copy(), params.copy()
         up[i] += FD_EPS
         down[i] -= FD_EPS

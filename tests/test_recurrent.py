@@ -181,24 +181,15 @@ def test_a_dilated_layer_is_its_cell_over_interleaved_subsequences(cell_type):
 @pytest.mark.parametrize("cell_type", ["ResLSTM", "AttentiveLSTM"])
 def test_step_by_step_cells_gradients_and_training(cell_type):
     """NeuralForecast's ResLSTM and AttentiveLSTM cells, built from autodiff ops."""
-    from test_models import FD_EPS, FD_RTOL, sample_batch
+    from test_models import assert_model_gradient
 
     from ndwork.losses import MSE
-    from ndwork.training.trainer import loss_and_grad
 
     model = DilatedRNN(h=4, input_size=8, cell_type=cell_type, encoder_hidden_size=3,
                        decoder_hidden_size=3, dilations=[[1, 2]], loss=MSE())
-    batch = sample_batch(model)
-    params = model.spec.initialize(np.random.default_rng(0), np.float64) * 0.3
-    _, grads = loss_and_grad(model, params, batch)
-    rng = np.random.default_rng(1)
-    for i in rng.choice(params.size, 20, replace=False):
-        up, down = params.copy(), params.copy()
-        up[i] += FD_EPS
-        down[i] -= FD_EPS
-        numeric = (loss_and_grad(model, up, batch)[0] - loss_and_grad(model, down, batch)[0]) \
-            / (2 * FD_EPS)
-        assert grads[i] == pytest.approx(numeric, rel=FD_RTOL, abs=1e-7), f"parameter {i}"
+    # NeuralForecast draws these cells N(0, 1): scaled down, the check stays off saturation
+    assert_model_gradient(model, model.spec.initialize(np.random.default_rng(0), np.float64)
+                          * 0.3, checked=20)
     nf = NeuralForecast([DilatedRNN(h=12, input_size=24, cell_type=cell_type, max_steps=3,
                                     encoder_hidden_size=8, decoder_hidden_size=8,
                                     windows_batch_size=16)], "MS")
