@@ -7,7 +7,7 @@ import numpy as np
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel, activation_name
 from ndwork.models.rnn import check_positive, sequence_inputs
-from ndwork.nn import Linear, MLPDecoder, RecurrentStack
+from ndwork.nn import ContextDecoder, Linear, RecurrentStack
 
 CELLS = {"RNN": "rnn_tanh", "LSTM": "lstm", "GRU": "gru"}
 
@@ -173,11 +173,9 @@ class DilatedRNN(BaseModel):
                               RecurrentStack(self.spec, name, CELLS[cell_type], fan_in,
                                              encoder_hidden_size, 1))
             self.groups.append(layers)
-        self.context_adapter = Linear(self.spec, "context_adapter", self.input_size, h)
-        self.decoder = MLPDecoder(self.spec, "mlp_decoder",
-                                  encoder_hidden_size + self.futr_exog_size, self.n_outputs,
-                                  decoder_hidden_size, decoder_layers,
-                                  activation_name(decoder_activation or "ReLU"))
+        self.head = ContextDecoder(self.spec, self.input_size, h, encoder_hidden_size,
+                                   self.futr_exog_size, self.n_outputs, decoder_hidden_size,
+                                   decoder_layers, activation_name(decoder_activation or "ReLU"))
 
     def forward(self, p, batch, rng=None):
         x = ops.transpose(sequence_inputs(batch, self.input_size), (1, 0, 2))  # (L, B, C)
@@ -187,9 +185,4 @@ class DilatedRNN(BaseModel):
                 x = dilated(layer, p, x, rate)
             if g:
                 x = ops.add(x, residual)
-        # over time: (B, H, L) -> (B, H, h) -> (B, h, H)
-        context = ops.transpose(self.context_adapter(p, ops.transpose(x, (1, 2, 0))), (0, 2, 1))
-        if batch["futr_exog"] is not None:
-            context = ops.concat([context, ops.constant(batch["futr_exog"][:, self.input_size:])],
-                                 axis=2)
-        return self.decoder(p, context)
+        return self.head(p, ops.transpose(x, (1, 2, 0)), batch["futr_exog"])  # (B, H, L) in

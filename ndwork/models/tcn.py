@@ -4,7 +4,7 @@ input_size to h steps, and an MLP decoder (NeuralForecast's TCN)."""
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel, activation_name
 from ndwork.models.rnn import check_positive, sequence_inputs
-from ndwork.nn import CausalConvStack, Linear, MLPDecoder
+from ndwork.nn import CausalConvStack, ContextDecoder
 
 
 class TCN(BaseModel):
@@ -48,17 +48,10 @@ class TCN(BaseModel):
         self.encoder = CausalConvStack(self.spec, "hist_encoder", channels, encoder_hidden_size,
                                        kernel_size, self.dilations,
                                        activation_name(encoder_activation))
-        self.context_adapter = Linear(self.spec, "context_adapter", self.input_size, h)
-        self.decoder = MLPDecoder(self.spec, "mlp_decoder",
-                                  encoder_hidden_size + self.futr_exog_size, self.n_outputs,
-                                  decoder_hidden_size, decoder_layers,
-                                  activation_name(decoder_activation or "ReLU"))
+        self.head = ContextDecoder(self.spec, self.input_size, h, encoder_hidden_size,
+                                   self.futr_exog_size, self.n_outputs, decoder_hidden_size,
+                                   decoder_layers, activation_name(decoder_activation or "ReLU"))
 
     def forward(self, p, batch, rng=None):
         hidden = self.encoder(p, sequence_inputs(batch, self.input_size))  # (B, L, C)
-        context = ops.transpose(self.context_adapter(p, ops.transpose(hidden, (0, 2, 1))),
-                                (0, 2, 1))  # (B, h, C)
-        if batch["futr_exog"] is not None:
-            context = ops.concat([context, ops.constant(batch["futr_exog"][:, self.input_size:])],
-                                 axis=2)
-        return self.decoder(p, context)
+        return self.head(p, ops.transpose(hidden, (0, 2, 1)), batch["futr_exog"])

@@ -210,3 +210,23 @@ class CausalConvStack:
         for weight, bias, dilation in self.layers:
             x = ops.activation(ops.causal_conv1d(x, p[weight], p[bias], dilation), self.activation)
         return x
+
+
+class ContextDecoder:
+    """NeuralForecast's TCN and DilatedRNN head: a linear context adapter over time (L
+    steps to h), the horizon's future exogenous values beside it, and the MLP decoder."""
+
+    def __init__(self, spec: ParameterSpec, input_size: int, h: int, channels: int,
+                 futr_size: int, out_features: int, hidden_size: int, num_layers: int,
+                 activation: str):
+        self.context_adapter = Linear(spec, "context_adapter", input_size, h)
+        self.decoder = MLPDecoder(spec, "mlp_decoder", channels + futr_size, out_features,
+                                  hidden_size, num_layers, activation)
+        self.input_size = input_size
+
+    def __call__(self, p, hidden: Tensor, futr_exog: np.ndarray | None) -> Tensor:
+        """hidden (B, C, L), futr_exog (B, L + h, F) or None -> (B, h, out_features)."""
+        context = ops.transpose(self.context_adapter(p, hidden), (0, 2, 1))  # (B, h, C)
+        if futr_exog is not None:
+            context = ops.concat([context, ops.constant(futr_exog[:, self.input_size:])], axis=2)
+        return self.decoder(p, context)
