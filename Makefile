@@ -57,6 +57,9 @@ PEERS := .venv-peers
 $(PEERS)/.installed: pyproject.toml
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install --quiet -e ".[peers,dask]"
+	# NeuralForecast's xLSTM imports the xlstm package; its declared dependencies are GPU
+	# kernels (mlstm_kernels) and a CUDA build tool (ninja) that its CPU path never uses
+	$(PEERS)/bin/python -m pip install --quiet --no-deps "xlstm==2.0.6"
 	touch $@
 
 peers: $(PEERS)/.installed

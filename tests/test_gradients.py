@@ -151,6 +151,27 @@ def test_recurrent(kernels, cell, gates, rng):
                     x, w_ih, w_hh)
 
 
+def test_slstm(kernels, rng):
+    t, b, heads, dh = 5, 2, 2, 3
+    xw = rng.normal(size=(t, b, 4 * heads * dh))
+    r = rng.normal(size=(heads, dh, 4 * dh)) / 2
+    check_gradients(ops.slstm, xw, r, rng.normal(size=4 * heads * dh))
+
+
+@pytest.mark.parametrize("floor", [False, True])
+def test_mlstm(kernels, floor, rng):
+    """floor: the normalizer's exp(-m) side, whose gradient reaches m's argmax."""
+    q, k, v = (rng.normal(size=(2, 2, 5, 3)) for _ in range(3))
+    ig = rng.normal(size=(2, 2, 5)) - (6 if floor else 0)
+    check_gradients(ops.mlstm, q, k, v, ig, rng.normal(size=(2, 2, 5)) + 1)
+
+
+def test_headwise_linear_and_depthwise_causal_conv(rng):
+    check_gradients(ops.headwise_linear, rng.normal(size=(2, 3, 6)), rng.normal(size=(3, 2, 2)))
+    check_gradients(ops.depthwise_causal_conv, rng.normal(size=(2, 5, 3)),
+                    rng.normal(size=(4, 3)), rng.normal(size=3))
+
+
 @pytest.mark.parametrize("kernel_size,dilation", [(1, 1), (2, 1), (2, 4), (3, 2), (2, 16)])
 def test_causal_conv1d(kernels, kernel_size, dilation, rng):
     x = rng.normal(size=(2, 9, 3))

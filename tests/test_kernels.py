@@ -213,9 +213,36 @@ def test_causal_conv1d_is_causal_and_matches_a_direct_sum(rng):
             np.testing.assert_allclose(y[0, t], direct, rtol=1e-12)
 
 
+@pytest.mark.parametrize("t,b,heads,dh", [(1, 1, 1, 1), (7, 3, 2, 4), (24, 16, 4, 8)])
+def test_slstm_kernels(t, b, heads, dh, rng):
+    hidden = heads * dh
+    xw = rng.normal(size=(t, b, 4 * hidden)).astype(np.float32)
+    r = (rng.normal(size=(heads, dh, 4 * dh)) / np.sqrt(dh)).astype(np.float32)
+    bias = rng.normal(size=4 * hidden).astype(np.float32)
+    saved, saved_ref = both("slstm_forward", xw, r, bias)
+    for got, ref in zip(saved, saved_ref, strict=True):
+        assert_close_f32(got, ref)
+    dy = rng.normal(size=(t, b, hidden)).astype(np.float32)
+    for got, ref in zip(*both("slstm_backward", r, *saved_ref, dy), strict=True):
+        assert_close_f32(got, ref)
+
+
+@pytest.mark.parametrize("b,heads,s,d", [(1, 1, 1, 1), (2, 3, 6, 4), (4, 4, 24, 64)])
+@pytest.mark.parametrize("floor", [False, True])
+def test_mlstm_kernels(b, heads, s, d, floor, rng):
+    """floor: input gates so small that the normalizer takes its exp(-m) side."""
+    q, k, v = (rng.normal(size=(b, heads, s, d)).astype(np.float32) for _ in range(3))
+    ig = (rng.normal(size=(b, heads, s)) - (6 if floor else 0)).astype(np.float32)
+    fg = (rng.normal(size=(b, heads, s)) + 2).astype(np.float32)
+    assert_close_f32(*both("mlstm_forward", q, k, v, ig, fg))
+    dh = rng.normal(size=q.shape).astype(np.float32)
+    for got, ref in zip(*both("mlstm_backward", q, k, v, ig, fg, dh), strict=True):
+        assert_close_f32(got, ref)
+
+
 def test_every_kernel_has_a_reference_and_a_test():
-    tested = {"causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu", "tanh", "sigmoid",
-              "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "maxpool",
+    tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
+              "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "maxpool",
               "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics"}
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref

@@ -10,14 +10,15 @@ import ndwork
 from ndwork import NeuralForecast
 from ndwork.datasets import air_passengers, synthetic_panel
 from ndwork.losses import MQLoss
-from ndwork.models import GRU, LSTM, RNN, TCN, BiTCN, DilatedRNN
+from ndwork.models import GRU, LSTM, RNN, TCN, BiTCN, DilatedRNN, xLSTM
 
 SMALL = {RNN: dict(encoder_hidden_size=16, decoder_hidden_size=16),
          LSTM: dict(encoder_hidden_size=16, decoder_hidden_size=16),
          GRU: dict(encoder_hidden_size=16, decoder_hidden_size=16),
          TCN: dict(encoder_hidden_size=16, decoder_hidden_size=16, dilations=[1, 2, 4]),
          BiTCN: dict(hidden_size=8, dropout=0.1),
-         DilatedRNN: dict(encoder_hidden_size=8, decoder_hidden_size=8, dilations=[[1, 2], [4]])}
+         DilatedRNN: dict(encoder_hidden_size=8, decoder_hidden_size=8, dilations=[[1, 2], [4]]),
+         xLSTM: dict(encoder_hidden_size=8, decoder_hidden_size=8, backbone="sLSTM")}
 MODELS = list(SMALL)
 
 
@@ -25,7 +26,7 @@ def ids(cls):
     return cls.__name__
 
 
-@pytest.mark.parametrize("cls", [RNN, LSTM, GRU, TCN, DilatedRNN], ids=ids)
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU, TCN, DilatedRNN, xLSTM], ids=ids)
 def test_input_size_defaults_to_three_horizons(cls):
     with pytest.warns(UserWarning, match="using 3 \\* h = 36"):
         model = cls(h=12)
@@ -58,6 +59,10 @@ def test_a_horizon_longer_than_the_input_is_upsampled_over_time(cls):
     (DilatedRNN, dict(dilations=[[1, 2], []]), "must be non-empty lists"),
     (DilatedRNN, dict(dilations=[[1, 32]]), "dilation 32 leaves no recurrence"),
     (BiTCN, dict(dropout=1.5), "dropout=1.5 must be in"),
+    (xLSTM, dict(backbone="gLSTM"), "backbone='gLSTM'; use one of \\['mLSTM', 'sLSTM'\\]"),
+    (xLSTM, dict(backbone="sLSTM", encoder_hidden_size=30), "must be a multiple of its 4 heads"),
+    (xLSTM, dict(encoder_n_blocks=0), "encoder_n_blocks=0 must be a positive integer"),
+    (xLSTM, dict(decoder_dropout=-0.1), "decoder_dropout=-0.1 must be in"),
 ])
 def test_bad_options_name_the_option_and_the_fix(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -221,3 +226,40 @@ def test_neuralforecast_weights_map_onto_ndwork_parameters(cls):
         torch_layout.append((name, value.transpose(2, 1, 0) if value.ndim == 3 else value.T))
         k += 1
     np.testing.assert_array_equal(torch_to_ndwork(torch_layout, model.spec.shapes), flat)
+
+
+def test_xlstm_backbones_counts_and_recurrent_option():
+    """sLSTM's count is NeuralForecast's with the xlstm package's pure-PyTorch sLSTM cell
+    (its default CUDA cell cannot be built on a CPU); mLSTM's is in test_models."""
+    assert xLSTM(h=12, input_size=24, backbone="sLSTM").num_parameters() == 233_389
+    assert xLSTM(h=12, input_size=24, encoder_n_blocks=3,
+                 encoder_hidden_size=64).num_parameters() == 101_509
+    with pytest.warns(UserWarning, match="does not support recurrent forecasts"):
+        assert xLSTM(h=12, input_size=24, recurrent=True).recurrent is False
+
+
+def test_xlstm_slstm_gradient_and_the_fidelity_mapping():
+    from test_models import assert_model_gradient
+
+    from ndwork.bench.fidelity import torch_to_ndwork
+    from ndwork.losses import MSE
+
+    model = xLSTM(h=4, input_size=8, backbone="sLSTM", encoder_hidden_size=8,
+                  decoder_hidden_size=8, loss=MSE(), scaler_type="standard")
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    params += np.random.default_rng(1).normal(0, 0.1, params.size)  # recurrent weights start at 0
+    assert_model_gradient(model, params)
+    # PyTorch's layouts, as the fidelity suite reads them from NeuralForecast's xLSTM
+    from ndwork.training.trainer import layout
+
+    torch_layout = []
+    for name, value in layout(model).views(params).items():
+        if name.endswith("conv1d.conv.weight"):
+            value = value.T[:, None, :]
+        elif value.ndim == 3:
+            value = value.transpose(0, 2, 1)
+            name = name.replace("recurrent_kernel", "_recurrent_kernel_")
+        else:
+            value = value.T
+        torch_layout.append((name, value))
+    np.testing.assert_array_equal(torch_to_ndwork(torch_layout, model.spec.shapes), params)

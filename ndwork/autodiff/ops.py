@@ -20,7 +20,7 @@ from ndwork.kernels import kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
 
 BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5, "causal_conv1d": 2.0,
-                  "recurrent": 2.0}  # x the forward's
+                  "recurrent": 2.0, "slstm": 2.0, "mlstm": 2.5, "headwise_linear": 2.0}  # x the forward's
 
 
 def _profiled(op):
@@ -345,6 +345,74 @@ def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: 
 
     parents = [x, w_ih, w_hh] + [p for p in (b_ih, b_hh) if p is not None]
     return Tensor(saved[0], parents, backward_fn)
+
+
+@_profiled
+def slstm(xw: Tensor, r: Tensor, b: Tensor) -> Tensor:
+    """xLSTM's sLSTM cell over xw (T, B, 4H), time-major, gate pre-activations (i, f, z, o)
+    from the input; r (NH, dh, 4dh) the head-wise recurrent weights, b (4H,): every
+    hidden state (T, B, H). See ndwork.kernels.xlstm."""
+    saved = kernel("slstm_forward")(xw.data, r.data, b.data)
+
+    def backward_fn(dy):
+        return kernel("slstm_backward")(r.data, *saved, dy)
+
+    return Tensor(saved[0], (xw, r, b), backward_fn)
+
+
+@_profiled
+def mlstm(q: Tensor, k: Tensor, v: Tensor, ig: Tensor, fg: Tensor) -> Tensor:
+    """xLSTM's mLSTM cell in its parallel form: q, k, v (B, NH, S, d), input and forget
+    gate pre-activations (B, NH, S) -> (B, NH, S, d). See ndwork.kernels.xlstm."""
+    out = kernel("mlstm_forward")(q.data, k.data, v.data, ig.data, fg.data)
+
+    def backward_fn(dh):
+        return kernel("mlstm_backward")(q.data, k.data, v.data, ig.data, fg.data, dh)
+
+    return Tensor(out, (q, k, v, ig, fg), backward_fn)
+
+
+@_profiled
+def headwise_linear(x: Tensor, w: Tensor) -> Tensor:
+    """A block-diagonal linear map: x (..., NH * d_in) split into NH heads, each times its
+    own w[h] (NH, d_in, d_out) -> (..., NH * d_out). One batched GEMM over heads
+    (measured several times faster than einsum, which does not batch them through BLAS)."""
+    heads, d_in, d_out = w.shape
+    lead = x.shape[:-1]
+    xh = x.data.reshape(-1, heads, d_in).transpose(1, 0, 2)  # (NH, N, d_in)
+    y = np.matmul(xh, w.data).transpose(1, 0, 2)
+
+    def backward_fn(g):
+        gh = g.reshape(-1, heads, d_out).transpose(1, 0, 2)  # (NH, N, d_out)
+        dx = (np.matmul(gh, w.data.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(x.shape)
+              if x.requires_grad else None)
+        return dx, np.matmul(xh.transpose(0, 2, 1), gh)
+
+    return Tensor(y.reshape(*lead, heads * d_out), (x, w), backward_fn)
+
+
+@_profiled
+def depthwise_causal_conv(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """Each channel convolved causally with its own kernel: x (B, T, C), w (K, C), b (C,);
+    y[:, t] = b + sum_k w[k] x[:, t - (K - 1 - k)] (zeros before the start), PyTorch's
+    Conv1d(groups=C, padding=K - 1) with the right end cut, w[k, c] = torch_w[c, 0, k]."""
+    t, size = x.shape[1], w.shape[0]
+    y = np.broadcast_to(b.data, x.shape).copy()
+    for k in range(size):
+        shift = size - 1 - k
+        if shift < t:
+            y[:, shift:] += w.data[k] * x.data[:, : t - shift]
+
+    def backward_fn(g):
+        dx, dw = np.zeros_like(x.data), np.zeros_like(w.data)
+        for k in range(size):
+            shift = size - 1 - k
+            if shift < t:
+                dx[:, : t - shift] += w.data[k] * g[:, shift:]
+                dw[k] = (g[:, shift:] * x.data[:, : t - shift]).sum(axis=(0, 1))
+        return dx, dw, g.sum(axis=(0, 1))
+
+    return Tensor(y, (x, w, b), backward_fn)
 
 
 @_profiled

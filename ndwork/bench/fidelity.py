@@ -14,6 +14,8 @@ convolution to 2C channels is split into its two C -> C halves.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 import ndwork
@@ -21,9 +23,21 @@ from ndwork.bench.common import table
 
 MODELS = [("RNN", {}), ("LSTM", {}), ("GRU", {}), ("TCN", {}), ("BiTCN", {}), ("DilatedRNN", {}),
           ("DilatedRNN", {"cell_type": "RNN"}), ("DilatedRNN", {"cell_type": "GRU"}),
-          ("DilatedRNN", {"cell_type": "ResLSTM"}), ("DilatedRNN", {"cell_type": "AttentiveLSTM"})]
+          ("DilatedRNN", {"cell_type": "ResLSTM"}), ("DilatedRNN", {"cell_type": "AttentiveLSTM"}),
+          ("xLSTM", {}), ("xLSTM", {"backbone": "sLSTM"})]
 H, INPUT, WINDOWS = 12, 24, 8
+# the xlstm package starts the gates' input weights and sLSTM's recurrent weights at zero,
+# which would leave them out of the comparison: every weight gets N(0, 0.05^2) noise first
+ZERO_INITIALIZED = ("xLSTM",)
 TOLERANCE = 1e-4  # max |ndwork - NeuralForecast| / max |NeuralForecast|
+
+
+def _to_ndwork_layout(name: str, value: np.ndarray) -> np.ndarray:
+    if value.ndim == 3 and value.shape[1] == 1 and name.endswith("conv1d.conv.weight"):
+        return value[:, 0, :].T  # xLSTM's per-channel convolution (C, 1, K) -> (K, C)
+    if value.ndim == 3 and ("xlstm." in name or "_recurrent_kernel_" in name):
+        return value.transpose(0, 2, 1)  # head-wise weights (heads, out, in) -> (heads, in, out)
+    return value.transpose(2, 1, 0) if value.ndim == 3 else value.T
 
 
 def torch_to_ndwork(torch_params: list[tuple[str, np.ndarray]], shapes: dict) -> np.ndarray:
@@ -38,13 +52,32 @@ def torch_to_ndwork(torch_params: list[tuple[str, np.ndarray]], shapes: dict) ->
             flat += [pending[:half].T, value[:half], pending[half:].T, value[half:]]
             pending = None
             continue
-        flat.append(value.transpose(2, 1, 0) if value.ndim == 3 else value.T)
+        flat.append(_to_ndwork_layout(name, value))
     if len(flat) != len(shapes):
         raise ValueError(f"{len(flat)} NeuralForecast arrays against {len(shapes)} in ndwork")
     for value, (our_name, shape) in zip(flat, shapes.items(), strict=True):
         if value.shape != tuple(shape):
             raise ValueError(f"{our_name}: NeuralForecast's {value.shape} against ndwork's {shape}")
     return np.concatenate([np.ascontiguousarray(v).reshape(-1) for v in flat])
+
+
+@contextlib.contextmanager
+def vanilla_slstm():
+    """NeuralForecast's xLSTM(backbone="sLSTM") asks the xlstm package for its CUDA kernel,
+    which a CPU cannot build; inside this block the package builds its own pure-PyTorch
+    ("vanilla") sLSTM cell instead, the same function."""
+    try:
+        from xlstm.blocks.slstm import cell
+    except ImportError:  # no xlstm package: NeuralForecast's xLSTM fails with its own message
+        yield
+        return
+    original = cell.sLSTMCell.__new__
+    cell.sLSTMCell.__new__ = lambda cls, config, skip_backend_init=False: (
+        cell.sLSTMCell_vanilla(config))
+    try:
+        yield
+    finally:
+        cell.sLSTMCell.__new__ = original
 
 
 def compare(name: str, options: dict, seed: int = 0) -> dict:
@@ -56,8 +89,13 @@ def compare(name: str, options: dict, seed: int = 0) -> dict:
     from ndwork.training.trainer import forward
 
     torch.manual_seed(seed)
-    peer = getattr(neuralforecast.models, name)(h=H, input_size=INPUT, **options, **NF_TRAINER)
+    with vanilla_slstm():
+        peer = getattr(neuralforecast.models, name)(h=H, input_size=INPUT, **options, **NF_TRAINER)
     peer = peer.double().eval()
+    if name in ZERO_INITIALIZED:
+        with torch.no_grad():
+            for weight in peer.parameters():
+                weight.add_(0.05 * torch.randn_like(weight))
     with ndwork.optimizations(precision="fp64"):
         model = NDWORK[name](h=H, input_size=INPUT, **options)
     params = torch_to_ndwork([(n, p.detach().numpy().copy()) for n, p in

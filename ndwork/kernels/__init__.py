@@ -16,11 +16,12 @@ from ndwork.kernels import (
     pooling,
     recurrent,
     scalers,
+    xlstm,
 )
 
 REGISTRY: dict[str, tuple] = {}
 for _module in (activations, convolution, linear, losses, noise, normalization, optim, pooling,
-                recurrent, scalers):
+                recurrent, scalers, xlstm):
     REGISTRY.update(_module.KERNELS)
 
 

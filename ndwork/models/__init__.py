@@ -18,11 +18,13 @@ from ndwork.models.rnn import RNN
 from ndwork.models.tcn import TCN
 from ndwork.models.tide import TiDE
 from ndwork.models.vanillatransformer import VanillaTransformer
+from ndwork.models.xlstm import xLSTM
 
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
                                          VanillaTransformer, PatchTST, Informer,
-                                         iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN)}
+                                         iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
+                                         xLSTM)}
 
 __all__ = ["GRU", "LSTM", "MLP", "MODELS", "NBEATS", "NHITS", "RNN", "TCN", "BaseModel", "BiTCN",
            "DLinear", "DilatedRNN", "Informer", "NBEATSx", "NLinear", "PatchTST", "TiDE",
-           "VanillaTransformer", "iTransformer"]
+           "VanillaTransformer", "iTransformer", "xLSTM"]

@@ -8,6 +8,7 @@ import numpy as np
 from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
+from ndwork.kernels.linear import ACTIVATIONS as FUSED_ACTIVATIONS
 
 
 class ParameterSpec:
@@ -18,7 +19,8 @@ class ParameterSpec:
         self.inits: dict[str, tuple[str, float]] = {}
         self.buffers: dict[str, np.ndarray] = {}  # running statistics: state, not parameters
 
-    def add(self, name: str, shape: tuple[int, ...], init: str, scale: float = 0.0) -> str:
+    def add(self, name: str, shape: tuple[int, ...], init: str,
+            scale: float | np.ndarray = 0.0) -> str:
         if name in self.shapes:
             raise ValueError(f"parameter {name!r} declared twice")
         self.shapes[name] = tuple(int(s) for s in shape)
@@ -38,7 +40,8 @@ class ParameterSpec:
 
     def initialize(self, rng: np.random.Generator, dtype=None) -> np.ndarray:
         """Draw every parameter: "uniform" U(-scale, scale) (torch's Linear default with
-        scale = 1/sqrt(fan_in)), "normal" N(0, scale), "constant" scale."""
+        scale = 1/sqrt(fan_in)), "normal" N(0, scale), "constant" scale, "fixed" the
+        given array of values."""
         parts = []
         for name, shape in self.shapes.items():
             init, scale = self.inits[name]
@@ -46,6 +49,8 @@ class ParameterSpec:
                 parts.append(rng.uniform(-scale, scale, size=shape).ravel())
             elif init == "normal":
                 parts.append(rng.normal(0, scale, size=shape).ravel())
+            elif init == "fixed":
+                parts.append(np.broadcast_to(np.asarray(scale, float), shape).ravel())
             else:
                 parts.append(np.full(int(np.prod(shape)), scale))
         dtype = dtype or active().dtypes.param
@@ -62,7 +67,9 @@ class Linear:
 
     def __call__(self, p: dict[str, Tensor], x: Tensor, activation: str = "identity") -> Tensor:
         bias = p[self.bias] if self.bias else None
-        return ops.linear(x, p[self.weight], bias, activation)
+        if activation in FUSED_ACTIVATIONS:
+            return ops.linear(x, p[self.weight], bias, activation)
+        return ops.activation(ops.linear(x, p[self.weight], bias), activation)
 
 
 class LayerNorm:
@@ -134,18 +141,19 @@ class BatchNorm:
 class MLPDecoder:
     """NeuralForecast's MLP module (the decoder of its RNN, LSTM, GRU and TCN): with
     num_layers = 1 one Linear(in, out); else Linear(in, hidden) + activation, then
-    num_layers - 2 times Linear(hidden, hidden) + activation, then Linear(hidden, out)."""
+    num_layers - 2 times Linear(hidden, hidden) + activation, then Linear(hidden, out);
+    dropout after each activation in training."""
 
     def __init__(self, spec: ParameterSpec, name: str, in_features: int, out_features: int,
-                 hidden_size: int, num_layers: int, activation: str):
+                 hidden_size: int, num_layers: int, activation: str, dropout: float = 0.0):
         sizes = [in_features] + [hidden_size] * (num_layers - 1) + [out_features]
         self.layers = [Linear(spec, f"{name}.layers.{i}", a, b)
                        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))]
-        self.activation = activation
+        self.activation, self.dropout = activation, dropout
 
-    def __call__(self, p, x: Tensor) -> Tensor:
+    def __call__(self, p, x: Tensor, rng=None) -> Tensor:
         for layer in self.layers[:-1]:
-            x = layer(p, x, self.activation)
+            x = ops.dropout(layer(p, x, self.activation), self.dropout, rng)
         return self.layers[-1](p, x)
 
 

@@ -169,4 +169,11 @@ def flops(name: str, inputs: tuple, out: np.ndarray) -> float:
         x, w_ih, w_hh = inputs[0], inputs[1], inputs[2]
         steps_rows = x.data.size / x.shape[-1]
         return 2.0 * steps_rows * w_ih.shape[1] * (w_ih.shape[0] + w_hh.shape[0])
+    if name == "slstm":  # each step's head-wise hidden product
+        r = inputs[1]
+        return 2.0 * out.size * r.shape[2]
+    if name == "mlstm":  # q kᵀ and the weighted sum of v, over the causal half
+        return 2.0 * out.size * inputs[0].shape[-2]
+    if name == "headwise_linear":
+        return 2.0 * out.size * inputs[1].shape[1]
     return float(out.size)
