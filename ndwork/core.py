@@ -220,7 +220,7 @@ class NeuralForecast:
     def _forecast_frame(self, panel: Panel, test_size: int, futr_df) -> pd.DataFrame:
         h = self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
-        short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < max(m.input_size
+        short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < max(m.windows("predict")[0]
                                                                          for m in self.models))
         if len(short):
             raise ValueError(f"series {panel.uids[short[:5]].tolist()} are shorter than input_size;"
@@ -230,8 +230,8 @@ class NeuralForecast:
         for model, state in zip(self.models, self.states, strict=True):
             if model.MULTIVARIATE:
                 check_aligned(model, panel)
-            L = model.input_size
-            window = L + model.h
+            L, model_h = model.windows("predict")
+            window = L + model_h
             starts = last_rows + 1 - L
             rows = starts[:, None] + np.arange(L)
             y = np.zeros((len(starts), window), panel.y.dtype)
@@ -239,13 +239,13 @@ class NeuralForecast:
             temporal = np.zeros((len(starts), window, panel.temporal.shape[1]), panel.y.dtype)
             temporal[:, :L] = panel.temporal[rows]
             if futr is not None:
-                temporal[:, L:, futr[1]] = futr[0][:, : model.h]
+                temporal[:, L:, futr[1]] = futr[0][:, :model_h]
             batch, shift, scale = build_batch(model, y, temporal, panel.temporal_cols,
-                                              panel.static, panel.static_cols)
+                                              panel.static, panel.static_cols, L)
             with model.precision_scope():
                 y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
             full = np.full((len(starts), h, y_hat.shape[2]), np.nan, y_hat.dtype)
-            full[:, : model.h] = y_hat
+            full[:, :model_h] = y_hat
             for k in _output_order(model):
                 out[f"{model!r}{model.loss.output_names[k]}"] = full[:, :, k].reshape(-1)
         return pd.DataFrame(out)

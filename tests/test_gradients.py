@@ -151,6 +151,16 @@ def test_recurrent(kernels, cell, gates, rng):
                     x, w_ih, w_hh)
 
 
+def test_projected_lstm(kernels, rng):
+    """PyTorch's proj_size: the projection W_hr (H, P) feeds the recurrence too."""
+    t, b, i, h, proj = 5, 3, 2, 4, 2
+    x = rng.normal(size=(t, b, i))
+    w_ih, w_hh = rng.normal(size=(i, 4 * h)) / 2, rng.normal(size=(proj, 4 * h)) / 2
+    b_ih, b_hh, w_hr = rng.normal(size=4 * h), rng.normal(size=4 * h), rng.normal(size=(h, proj))
+    check_gradients(lambda x, w_ih, w_hh, b_ih, b_hh, w_hr: ops.recurrent(
+        x, w_ih, w_hh, b_ih, b_hh, "lstm", w_hr), x, w_ih, w_hh, b_ih, b_hh, w_hr)
+
+
 def test_slstm(kernels, rng):
     t, b, heads, dh = 5, 2, 2, 3
     xw = rng.normal(size=(t, b, 4 * heads * dh))

@@ -213,6 +213,20 @@ def test_causal_conv1d_is_causal_and_matches_a_direct_sum(rng):
             np.testing.assert_allclose(y[0, t], direct, rtol=1e-12)
 
 
+@pytest.mark.parametrize("t,b,h,proj", [(1, 1, 3, 1), (7, 3, 5, 2), (30, 16, 32, 4)])
+def test_projected_lstm_kernels(t, b, h, proj, rng):
+    """LSTM with PyTorch's proj_size: state and output h = (o * tanh(c)) @ W_hr."""
+    xw = rng.normal(size=(t, b, 4 * h)).astype(np.float32)
+    w_hh = (rng.normal(size=(proj, 4 * h)) / np.sqrt(proj)).astype(np.float32)
+    w_hr = (rng.normal(size=(h, proj)) / np.sqrt(h)).astype(np.float32)
+    saved, saved_ref = both("lstm_forward", xw, w_hh, w_hr)
+    for got, ref in zip(saved, saved_ref, strict=True):
+        assert_close_f32(got, ref)
+    dh = rng.normal(size=(t, b, proj)).astype(np.float32)
+    for got, ref in zip(*both("lstm_backward", w_hh, *saved_ref, dh, w_hr), strict=True):
+        assert_close_f32(got, ref)
+
+
 @pytest.mark.parametrize("t,b,heads,dh", [(1, 1, 1, 1), (7, 3, 2, 4), (24, 16, 4, 8)])
 def test_slstm_kernels(t, b, heads, dh, rng):
     hidden = heads * dh

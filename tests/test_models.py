@@ -69,15 +69,15 @@ def exog_frame(n_series=3, length=60, seed=0):
     return df, static
 
 
-def sample_batch(model, dtype=np.float64, seed=0):
+def sample_batch(model, dtype=np.float64, seed=0, stage="train"):
     df, static = exog_frame()
     cols = list(dict.fromkeys(model.futr_exog_list + model.hist_exog_list))
     panel = Panel.from_frame(df, "D", cols, static, model.stat_exog_list, dtype=dtype)
-    sampler = WindowSampler(panel, panel.lengths, model.input_size, model.h, 1, 3, 6)
-    w = gather_windows(panel, sampler.sample(np.random.default_rng(seed)),
-                       model.input_size + model.h)
+    input_size, h = model.windows(stage)
+    sampler = WindowSampler(panel, panel.lengths, input_size, h, 1, 3, 6)
+    w = gather_windows(panel, sampler.sample(np.random.default_rng(seed)), input_size + h)
     batch, _, _ = build_batch(model, w["y"], w["temporal"], cols, panel.static[w["series"]],
-                              model.stat_exog_list)
+                              model.stat_exog_list, input_size)
     return batch
 
 
@@ -98,17 +98,18 @@ def test_whole_model_gradient(cls, exog):
     assert_model_gradient(model, params)
 
 
-def assert_model_gradient(model, params, checked: int = 25):
-    """loss_and_grad against float64 central differences at `checked` random parameters."""
+def assert_model_gradient(model, params, checked: int = 25, training=None):
+    """loss_and_grad against float64 central differences at `checked` random parameters;
+    training (a TrainingNoise) given: the training forward (dropout, teacher forcing)."""
     batch = sample_batch(model)
-    _, grads = loss_and_grad(model, params, batch)
+    _, grads = loss_and_grad(model, params, batch, training)
     rng = np.random.default_rng(1)
     for i in rng.choice(params.size, checked, replace=False):
         up, down = params.copy(), params.copy()
         up[i] += FD_EPS
         down[i] -= FD_EPS
-        numeric = (loss_and_grad(model, up, batch)[0] - loss_and_grad(model, down, batch)[0]) \
-            / (2 * FD_EPS)
+        numeric = (loss_and_grad(model, up, batch, training)[0]
+                   - loss_and_grad(model, down, batch, training)[0]) / (2 * FD_EPS)
         assert grads[i] == pytest.approx(numeric, rel=FD_RTOL, abs=1e-7), f"parameter {i}"
 
 

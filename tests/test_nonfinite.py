@@ -100,10 +100,24 @@ def convolution_cases(rng):
                                      poisoned(rng, (2, 9, 4)))
 
 
+def xlstm_cases(rng):
+    r = rng.normal(size=(2, 3, 12)).astype(np.float32) / 2
+    b = rng.normal(size=24).astype(np.float32)
+    yield "slstm_forward", (poisoned(rng, (4, 5, 24), 3), r, b)
+    saved = reference("slstm_forward")(rng.normal(size=(4, 5, 24)).astype(np.float32), r, b)
+    yield "slstm_backward", (r, *saved, poisoned(rng, (4, 5, 6)))
+    q, k, v = (rng.normal(size=(2, 2, 6, 4)).astype(np.float32) for _ in range(3))
+    gates = rng.normal(size=(2, 2, 6)).astype(np.float32)
+    yield "mlstm_forward", (poisoned(rng, q.shape), k, v, gates, gates + 1)
+    yield "mlstm_forward", (q, k, v, poisoned(rng, gates.shape, 3), gates + 1)
+    yield "mlstm_forward", (q, k, v, gates, poisoned(rng, gates.shape, 3))
+    yield "mlstm_backward", (q, k, v, gates, gates + 1, poisoned(rng, q.shape))
+
+
 def cases():
     rng = np.random.default_rng(0)
     found = [c for make in (activation_cases, linear_cases, loss_cases, other_cases,
-                            recurrent_cases, convolution_cases)
+                            recurrent_cases, convolution_cases, xlstm_cases)
              for c in make(rng)]
     return [pytest.param(name, args, id=f"{name}-{i}") for i, (name, args) in enumerate(found)]
 

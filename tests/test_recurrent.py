@@ -48,7 +48,7 @@ def test_a_horizon_longer_than_the_input_is_upsampled_over_time(cls):
     (GRU, dict(encoder_n_layers=-1), "encoder_n_layers=-1 must be a positive integer"),
     (RNN, dict(decoder_hidden_size=0), "decoder_hidden_size=0 must be a positive integer"),
     (RNN, dict(encoder_activation="gelu"), "encoder_activation='gelu': use 'tanh' or 'relu'"),
-    (LSTM, dict(recurrent=True), "recurrent=True.*use recurrent=False"),
+    (LSTM, dict(recurrent=True, h_train=0), "h_train=0 must be a positive integer"),
     (LSTM, dict(encoder_dropout=1.0), "encoder_dropout=1.0 must be in"),
     (TCN, dict(kernel_size=0), "kernel_size=0 must be a positive integer"),
     (TCN, dict(dilations=[1, 0]), "dilations=\\[1, 0\\] must be a non-empty list"),
@@ -263,3 +263,71 @@ def test_xlstm_slstm_gradient_and_the_fidelity_mapping():
             value = value.T
         torch_layout.append((name, value))
     np.testing.assert_array_equal(torch_to_ndwork(torch_layout, model.spec.shapes), params)
+
+
+# --- recurrent=True ----------------------------------------------------------------------
+
+def test_recurrent_mode_counts_match_neuralforecast():
+    """NeuralForecast 3.3 with recurrent=True: a linear head per step (LSTM: proj_size)."""
+    counts = {RNN: 49_921, LSTM: 4_352, GRU: 363_201}
+    for cls, count in counts.items():
+        model = cls(h=12, input_size=24, recurrent=True)
+        assert model.num_parameters() == count
+        assert model.windows("train") == (25, 1) and model.windows("predict") == (25, 12)
+    with pytest.warns(UserWarning, match="inference_input_size=-1 is too small"):
+        assert LSTM(h=12, input_size=24, recurrent=True,
+                    inference_input_size=-1).windows("predict") == (25, 12)
+    assert GRU(h=6, input_size=12, recurrent=True, inference_input_size=40,
+               h_train=3).windows("train") == (13, 3)
+
+
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU], ids=ids)
+def test_recursive_decoding_is_teacher_forcing_on_its_own_forecasts(cls):
+    """Decoding carries each layer's state and feeds each forecast back with the next
+    step's exogenous values; teacher forcing with those forecasts as the targets must
+    give them back. Catches a state, shift or exogenous misalignment anywhere."""
+    from test_models import EXOG, sample_batch
+
+    from ndwork.autodiff.noise import TrainingNoise
+    from ndwork.training.trainer import forward
+
+    with ndwork.optimizations(precision="fp64"):
+        model = cls(h=5, input_size=6, recurrent=True, encoder_n_layers=2,
+                    encoder_hidden_size=8, scaler_type="standard", **EXOG)
+        params = model.spec.initialize(np.random.default_rng(0), np.float64)
+        batch = sample_batch(model, stage="valid")
+        decoded = forward(model, params, batch)[0].data  # (B, h, 1)
+        assert decoded.shape == (batch["insample_y"].shape[0], 5, 1)
+        forced = dict(batch, outsample_y=decoded[..., 0])
+        again = forward(model, params, forced, TrainingNoise(0, 0, np.arange(len(decoded))))
+    np.testing.assert_allclose(again[0].data, decoded, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU], ids=ids)
+def test_recurrent_mode_gradient(cls):
+    """The teacher-forced training forward (LSTM through its projection) against float64
+    finite differences."""
+    from test_models import EXOG, assert_model_gradient
+
+    from ndwork.autodiff.noise import TrainingNoise
+    from ndwork.losses import MSE
+
+    model = cls(h=4, input_size=6, recurrent=True, h_train=3, encoder_hidden_size=4,
+                loss=MSE(), scaler_type="standard", **EXOG)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    assert_model_gradient(model, params, training=TrainingNoise(0, 0, np.arange(6)))
+
+
+def test_recurrent_mode_fits_forecasts_intervals_and_cross_validates():
+    df = synthetic_panel(3, 120, seed=4)
+    models = [LSTM(h=6, input_size=12, recurrent=True, max_steps=10, windows_batch_size=16,
+                   loss=MQLoss(level=[80]), **SMALL[LSTM], alias="lstm_rec"),
+              GRU(h=6, input_size=12, recurrent=True, h_train=3, inference_input_size=30,
+                  max_steps=10, windows_batch_size=16, **SMALL[GRU])]
+    nf = NeuralForecast(models, "D")
+    nf.fit(df, val_size=6, verbose=False)
+    fcst = nf.predict()
+    assert len(fcst) == 18 and np.isfinite(fcst.drop(columns=["unique_id", "ds"])).all().all()
+    assert (fcst["lstm_rec-lo-80"] <= fcst["lstm_rec-median"]).all()
+    cv = nf.cross_validation(df, n_windows=2, step_size=6, verbose=False)
+    assert len(cv) == 36 and np.isfinite(cv["GRU"]).all()

@@ -98,7 +98,8 @@ def test_gradient_against_finite_differences(cls, training):
     panel = Panel.from_frame(synthetic_panel(2, 60, seed=5), "D", dtype=np.float64)
     sampler = WindowSampler(panel, panel.lengths, 16, 4, 1, 2, 6)
     w = gather_windows(panel, sampler.sample(np.random.default_rng(0)), 20)
-    batch, _, _ = build_batch(model, w["y"], w["temporal"], [], panel.static[w["series"]], [])
+    batch, _, _ = build_batch(model, w["y"], w["temporal"], [], panel.static[w["series"]], [],
+                              16)
     state = initial_state(model)
     params = state.params.astype(np.float64)
 

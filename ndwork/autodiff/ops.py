@@ -297,42 +297,56 @@ def causal_conv1d(x: Tensor, w: Tensor, b: Tensor | None, dilation: int) -> Tens
     return Tensor(y, (x, w) if b is None else (x, w, b), backward_fn)
 
 
+def _recurrent_forward(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str, w_hr) -> tuple:
+    """The forward of one recurrent layer on arrays: what its kernel keeps (the hidden
+    states first)."""
+    t, b, i = x.shape
+    xw = x.reshape(-1, i) @ w_ih
+    if b_ih is not None:
+        xw += b_ih
+    if b_hh is not None and cell != "gru":  # GRU's b_hn sits inside the reset gate
+        xw += b_hh
+    xw = xw.reshape(t, b, -1)
+    if cell == "gru":
+        bias = b_hh if b_hh is not None else np.zeros(xw.shape[2], xw.dtype)
+        return kernel("gru_forward")(xw, w_hh, bias)
+    if cell == "lstm":
+        return kernel("lstm_forward")(xw, w_hh, w_hr)
+    return kernel("rnn_forward")(xw, w_hh, cell.removeprefix("rnn_"))
+
+
+def recurrent_final_state(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str,
+                          w_hr=None) -> tuple[np.ndarray, tuple]:
+    """Inference only, on arrays: one layer over x (T, B, I) from a zero state, as
+    `recurrent`; returns every hidden state and the state after the last step, (h,) or
+    LSTM's (h, c), from which ndwork.kernels.recurrent.cell_step continues."""
+    saved = _recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, w_hr)
+    return saved[0], ((saved[0][-1], saved[1][-1]) if cell == "lstm" else (saved[0][-1],))
+
+
 @_profiled
 def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-              cell: str) -> Tensor:
+              cell: str, w_hr: Tensor | None = None) -> Tensor:
     """One recurrent layer over x (T, B, I), time-major, from a zero state, PyTorch's
     equations: every hidden state (T, B, H). cell: "rnn_tanh", "rnn_relu", "lstm" or
     "gru"; w_ih (I, G), w_hh (H, G), biases (G,) or None, G = gates x H in PyTorch's
-    gate order.
+    gate order; w_hr (H, P): LSTM's projection (PyTorch's proj_size), whose P outputs are
+    then the hidden states (w_hh (P, G)).
 
     The input projection of all steps is one GEMM; the recurrence and its backward
     through time are the kernels of ndwork.kernels.recurrent, which keep only what the
     backward needs (see there)."""
-    t, b, i = x.shape
-    x2 = x.data.reshape(-1, i)
-    xw = x2 @ w_ih.data
-    if b_ih is not None:
-        xw += b_ih.data
-    if b_hh is not None and cell != "gru":  # GRU's b_hn sits inside the reset gate
-        xw += b_hh.data
-    xw = xw.reshape(t, b, -1)
-    if cell == "gru":
-        bias = b_hh.data if b_hh is not None else np.zeros(xw.shape[2], xw.dtype)
-        saved = kernel("gru_forward")(xw, w_hh.data, bias)
-    elif cell == "lstm":
-        saved = kernel("lstm_forward")(xw, w_hh.data)
-    else:
-        activation = cell.removeprefix("rnn_")
-        saved = kernel("rnn_forward")(xw, w_hh.data, activation)
-    del xw
+    data = [None if w is None else w.data for w in (b_ih, b_hh, w_hr)]
+    saved = _recurrent_forward(x.data, w_ih.data, w_hh.data, data[0], data[1], cell, data[2])
+    x2 = x.data.reshape(-1, x.shape[2])
 
     def backward_fn(dh):
         if cell == "gru":
             dxw, dw_hh, db_hh = kernel("gru_backward")(w_hh.data, *saved, dh)
         elif cell == "lstm":
-            dxw, dw_hh = kernel("lstm_backward")(w_hh.data, *saved, dh)
+            dxw, dw_hh, *dw_hr = kernel("lstm_backward")(w_hh.data, *saved, dh, data[2])
         else:
-            dxw, dw_hh = kernel("rnn_backward")(w_hh.data, *saved, dh, activation)
+            dxw, dw_hh = kernel("rnn_backward")(w_hh.data, *saved, dh, cell.removeprefix("rnn_"))
         dxw2 = dxw.reshape(-1, dxw.shape[2])
         dx = (dxw2 @ w_ih.data.T).reshape(x.shape) if x.requires_grad else None
         grads = [dx, x2.T @ dxw2, dw_hh]
@@ -341,9 +355,9 @@ def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: 
             grads.append(db)
         if b_hh is not None:
             grads.append(db_hh if cell == "gru" else db)
-        return tuple(grads)
+        return tuple(grads + (dw_hr if w_hr is not None else []))
 
-    parents = [x, w_ih, w_hh] + [p for p in (b_ih, b_hh) if p is not None]
+    parents = [x, w_ih, w_hh] + [p for p in (b_ih, b_hh, w_hr) if p is not None]
     return Tensor(saved[0], parents, backward_fn)
 
 

@@ -4,7 +4,9 @@ into the same ndwork model, and both forwards on the same windows.
 Beyond equal parameter counts, this checks that the architectures compute the same
 function: every model's forecasts must agree within 1e-4 of the largest forecast, in
 float64 on both sides (NeuralForecast's N(0, 1) initialization of ResLSTM amplifies
-float32 round-off past any tolerance; float64 shows the functions are the same).
+float32 round-off past any tolerance; float64 shows the functions are the same). With
+recurrent=True, the training forward (teacher-forced over input_size + 1 values and 4
+targets) against NeuralForecast's forward over the same sequence.
 Weights map one to one in registration order (PyTorch's Linear and recurrent weights
 are stored transposed here, Conv1d weights as (K, C_in, C_out)); BiTCN's 1x1
 convolution to 2C channels is split into its two C -> C halves.
@@ -24,7 +26,10 @@ from ndwork.bench.common import table
 MODELS = [("RNN", {}), ("LSTM", {}), ("GRU", {}), ("TCN", {}), ("BiTCN", {}), ("DilatedRNN", {}),
           ("DilatedRNN", {"cell_type": "RNN"}), ("DilatedRNN", {"cell_type": "GRU"}),
           ("DilatedRNN", {"cell_type": "ResLSTM"}), ("DilatedRNN", {"cell_type": "AttentiveLSTM"}),
-          ("xLSTM", {}), ("xLSTM", {"backbone": "sLSTM"})]
+          ("xLSTM", {}), ("xLSTM", {"backbone": "sLSTM"}),
+          ("RNN", {"recurrent": True}), ("LSTM", {"recurrent": True}),
+          ("GRU", {"recurrent": True}), ("LSTM", {"recurrent": True, "encoder_n_layers": 3})]
+TEACHER_FORCED = 4  # targets of the recurrent=True comparison
 H, INPUT, WINDOWS = 12, 24, 8
 # the xlstm package starts the gates' input weights and sLSTM's recurrent weights at zero,
 # which would leave them out of the comparison: every weight gets N(0, 0.05^2) noise first
@@ -84,6 +89,7 @@ def compare(name: str, options: dict, seed: int = 0) -> dict:
     import neuralforecast.models
     import torch
 
+    from ndwork.autodiff.noise import TrainingNoise
     from ndwork.bench.peers import NF_TRAINER
     from ndwork.models import MODELS as NDWORK
     from ndwork.training.trainer import forward
@@ -101,15 +107,24 @@ def compare(name: str, options: dict, seed: int = 0) -> dict:
     params = torch_to_ndwork([(n, p.detach().numpy().copy()) for n, p in
                               peer.named_parameters()], model.spec.shapes)
     rng = np.random.default_rng(seed)
-    y = rng.normal(size=(WINDOWS, INPUT))
     label = " ".join([name] + [f"{k}={v}" for k, v in options.items()])
+    recurrent = options.get("recurrent", False)
+    # recurrent=True: the training forward, teacher-forced over input_size + 1 values and
+    # TEACHER_FORCED targets, against NeuralForecast's forward over the same sequence
+    y = rng.normal(size=(WINDOWS, INPUT + (TEACHER_FORCED if recurrent else 0)))
     batch = {"insample_y": y, "futr_exog": None, "hist_exog": None, "stat_exog": None}
+    training = None
+    if recurrent:
+        batch["insample_y"] = y[:, :INPUT + 1]
+        batch["outsample_y"] = np.concatenate([y[:, INPUT + 1:], y[:, :1]], axis=1)  # last unused
+        training = TrainingNoise(0, 0, np.arange(WINDOWS))
+        peer.h = TEACHER_FORCED
     with ndwork.optimizations(precision="fp64"):
-        ours = forward(model, params, batch)[0].data
+        ours = forward(model, params, batch, training)[0].data
     try:
         with torch.no_grad():
             theirs = peer({"insample_y": torch.from_numpy(y[..., None]),
-                           "insample_mask": torch.ones(WINDOWS, INPUT, dtype=torch.float64),
+                           "insample_mask": torch.ones(y.shape, dtype=torch.float64),
                            "futr_exog": None,
                            "hist_exog": None, "stat_exog": None}).numpy()
     except Exception as e:  # NeuralForecast 3.3's AttentiveLSTM cannot run its forward

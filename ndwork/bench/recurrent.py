@@ -4,9 +4,10 @@ recurrent and convolutional models, compiled against the numpy reference in one 
 - kernels: one LSTM / GRU / RNN layer forward+backward through time over sequence
   lengths 24 to 1,024 and hidden sizes 64 to 512 (32 windows): milliseconds, GFLOP/s of
   its GEMMs, and peak memory beyond the inputs;
-- models: fit steps/s and predict latency of RNN, LSTM, GRU, TCN, BiTCN and DilatedRNN at
-  NeuralForecast's
-  defaults, on AirPassengers (h=12, input 24) and a 128-series panel (h=24, input 96);
+- models: fit steps/s and predict latency of RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN and
+  xLSTM (both backbones; NeuralForecast's xLSTM needs the xlstm package, so ndwork's own
+  LSTM is its reference here) at NeuralForecast's defaults, and LSTM with recurrent=True,
+  on AirPassengers (h=12, input 24) and a 128-series panel (h=24, input 96);
 - memory: an LSTM layer's backward through time at sequence 1,024, hidden 256 and 128
   windows, peak memory against the activations it must keep (h, c and the four gates).
 """
@@ -24,12 +25,16 @@ from ndwork import NeuralForecast
 from ndwork.autodiff import Tensor, backward, ops
 from ndwork.bench.common import latencies, table, timeit
 from ndwork.datasets import air_passengers, synthetic_panel
-from ndwork.models import GRU, LSTM, RNN, TCN, BiTCN, DilatedRNN
+from ndwork.models import GRU, LSTM, RNN, TCN, BiTCN, DilatedRNN, xLSTM
 
 GATES = {"rnn_tanh": 1, "gru": 3, "lstm": 4}
 SHAPES = [(24, 64), (24, 128), (96, 128), (96, 256), (96, 512), (384, 128), (1024, 64),
           (1024, 256)]
 QUICK_SHAPES = [(24, 64), (96, 128)]
+MODELS = [("RNN", RNN, {}), ("LSTM", LSTM, {}), ("GRU", GRU, {}), ("TCN", TCN, {}),
+          ("BiTCN", BiTCN, {}), ("DilatedRNN", DilatedRNN, {}),
+          ("LSTM recurrent", LSTM, {"recurrent": True}), ("xLSTM mLSTM", xLSTM, {}),
+          ("xLSTM sLSTM", xLSTM, {"backbone": "sLSTM"})]
 
 
 def _layer(cell: str, t: int, hidden: int, windows: int = 32, inputs: int = 1, seed: int = 0):
@@ -86,22 +91,22 @@ def models(quick: bool) -> list[dict]:
     rows = []
     steps, repeat = (5, 1) if quick else (30, 3)
     for data_name, (df, freq, h, input_size) in _datasets(quick).items():
-        for cls in (RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN):
-            row = {"model": cls.__name__, "data": data_name}
+        for label, cls, kwargs in MODELS:
+            row = {"model": label, "data": data_name}
             for kernels_path in ("numba", "numpy"):
                 times = []
                 with ndwork.optimizations(kernels=kernels_path):
                     for i in range(repeat + 1):  # the first fit warms the caches
-                        nf = NeuralForecast([cls(h=h, input_size=input_size, max_steps=steps)],
-                                            freq)
+                        nf = NeuralForecast([cls(h=h, input_size=input_size, max_steps=steps,
+                                                 **kwargs)], freq)
                         start = time.perf_counter()
                         nf.fit(df, verbose=False)
                         if i:
                             times.append(time.perf_counter() - start)
                     if kernels_path == "numba":
                         one = df[df.unique_id == df.unique_id.iloc[0]]
-                        single = NeuralForecast([cls(h=h, input_size=input_size, max_steps=2)],
-                                                freq).fit(one, verbose=False)
+                        single = NeuralForecast([cls(h=h, input_size=input_size, max_steps=2,
+                                                     **kwargs)], freq).fit(one, verbose=False)
                         row["predict one series ms"] = latencies(
                             single.predict, calls=20 if quick else 100)["median_s"] * 1e3
                 row[f"steps/s {kernels_path}"] = steps / statistics.median(times)

@@ -11,6 +11,8 @@ gate arithmetic is fused around it (one numba kernel per step on the compiled pa
 What the forward keeps for the backward, and nothing more:
 RNN: the hidden states h (T, B, H).
 LSTM: h, the cell states c (T, B, H) and the gate activations (T, B, 4H) (i, f, g, o).
+With a projection W_hr (H, P) (PyTorch's proj_size), the output and recurrent state is
+h = (o * tanh(c)) @ W_hr (T, B, P), and W_hh is (P, 4H).
 GRU: h, the gate activations (T, B, 3H) (r, z, n) and W_hn h + b_hn (T, B, H), which the
 reset gate multiplies (so b_hh enters per step: it is passed here, not folded in xw).
 
@@ -65,13 +67,14 @@ def rnn_backward_reference(w_hh, h, dh, activation):
     return dxw, dw_hh
 
 
-def lstm_forward_reference(xw, w_hh):
+def lstm_forward_reference(xw, w_hh, w_hr=None):
     t, b, g4 = xw.shape
     hidden = g4 // 4
-    h = np.zeros((t, b, hidden), xw.dtype)
+    out = hidden if w_hr is None else w_hr.shape[1]
+    h = np.zeros((t, b, out), xw.dtype)
     c = np.zeros((t, b, hidden), xw.dtype)
     gates = np.empty((t, b, g4), xw.dtype)
-    h_prev = np.zeros((b, hidden), xw.dtype)
+    h_prev = np.zeros((b, out), xw.dtype)
     c_prev = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
         z = xw[s] + h_prev @ w_hh
@@ -79,22 +82,29 @@ def lstm_forward_reference(xw, w_hh):
         g, o = np.tanh(z[:, 2 * hidden:3 * hidden]), _sigmoid(z[:, 3 * hidden:])
         c_prev = f * c_prev + i * g
         h_prev = o * np.tanh(c_prev)
+        if w_hr is not None:
+            h_prev = h_prev @ w_hr
         gates[s] = np.concatenate([i, f, g, o], axis=1)
         h[s], c[s] = h_prev, c_prev
     return h, c, gates
 
 
-def lstm_backward_reference(w_hh, h, c, gates, dh):
-    t, b, hidden = h.shape
+def lstm_backward_reference(w_hh, h, c, gates, dh, w_hr=None):
+    """Returns (dxw, dW_hh), and dW_hr after them with a projection."""
+    t, b, hidden = c.shape
     dxw = np.empty_like(gates)
-    dh_carry = np.zeros((b, hidden), h.dtype)
+    dh_carry = np.zeros((b, h.shape[2]), h.dtype)
     dc_carry = np.zeros((b, hidden), h.dtype)
+    dw_hr = None if w_hr is None else np.zeros_like(w_hr)
     for s in range(t - 1, -1, -1):
         i, f = gates[s, :, :hidden], gates[s, :, hidden:2 * hidden]
         g, o = gates[s, :, 2 * hidden:3 * hidden], gates[s, :, 3 * hidden:]
         tanh_c = np.tanh(c[s])
         c_prev = c[s - 1] if s else np.zeros_like(tanh_c)
         dh_s = dh[s] + dh_carry
+        if w_hr is not None:  # back through the projection
+            dw_hr += (o * tanh_c).T @ dh_s
+            dh_s = dh_s @ w_hr.T
         dc = dc_carry + dh_s * o * (1 - tanh_c**2)
         dz = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
                              dc * i * (1 - g * g), dh_s * tanh_c * o * (1 - o)], axis=1)
@@ -102,7 +112,7 @@ def lstm_backward_reference(w_hh, h, c, gates, dh):
         dc_carry = dc * f
         dh_carry = dz @ w_hh.T
     dw_hh = _previous(h).T @ dxw.reshape(-1, 4 * hidden)
-    return dxw, dw_hh
+    return (dxw, dw_hh) if w_hr is None else (dxw, dw_hh, dw_hr)
 
 
 def gru_forward_reference(xw, w_hh, b_hh):
@@ -295,39 +305,60 @@ def rnn_backward(w_hh, h, dh, activation):
     return dz_t, dw_hh
 
 
-def lstm_forward(xw, w_hh):
+def lstm_forward(xw, w_hh, w_hr=None):
     xw_t = np.ascontiguousarray(xw)
     t, b, g4 = xw_t.shape
     hidden = g4 // 4
-    h_t = np.empty((t, b, hidden), xw.dtype)
-    c_t = np.empty_like(h_t)
+    c_t = np.empty((t, b, hidden), xw.dtype)
+    # without a projection h is written in place; with one, o * tanh(c) goes to a scratch
+    h_t = np.empty((t, b, hidden if w_hr is None else w_hr.shape[1]), xw.dtype)
+    unprojected = h_t if w_hr is None else np.empty((b, hidden), xw.dtype)
     gates_t = np.empty_like(xw_t)
     z = np.zeros((b, g4), xw.dtype)
     zeros = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
         if s:
             np.matmul(h_t[s - 1], w_hh, out=z)
-        _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], h_t[s])
+        if w_hr is None:
+            _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], h_t[s])
+        else:
+            _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], unprojected)
+            np.matmul(unprojected, w_hr, out=h_t[s])
     return h_t, c_t, gates_t
 
 
-def lstm_backward(w_hh, h, c, gates, dh):
+def lstm_backward(w_hh, h, c, gates, dh, w_hr=None):
     h_t, c_t, gates_t = h, c, gates
     dh_t = np.ascontiguousarray(dh, h.dtype)
-    t, b, hidden = h_t.shape
+    t, b, hidden = c_t.shape
     w_t = np.ascontiguousarray(w_hh.T)
+    if w_hr is not None:  # o * tanh(c) before the gates are consumed, then dh through W_hr
+        total = dh_t.copy()  # the output gradient plus the carry through W_hh, per step
     # each step's gates are read once, then that step's dz is written over them: the
     # backward needs no second (T, B, 4H) array (it consumes `gates`)
     dz_t = gates_t
-    dh_carry = np.zeros((b, hidden), h.dtype)
+    dh_carry = np.zeros((b, h.shape[2]), h.dtype)
     dc_carry = np.zeros((b, hidden), h.dtype)
     zeros, tanh_c = np.zeros((b, hidden), h.dtype), np.empty((b, hidden), h.dtype)
+    if w_hr is not None:
+        w_hr_t = np.ascontiguousarray(w_hr.T)
+        unprojected = gates_t[:, :, 3 * hidden:] * np.tanh(c_t)
+        dr = np.empty((b, hidden), h.dtype)
     for s in range(t - 1, -1, -1):
-        _lstm_step_back(gates_t[s], c_t[s], c_t[s - 1] if s else zeros, dh_t[s], dh_carry,
-                        dc_carry, dz_t[s], tanh_c)
+        if w_hr is None:
+            _lstm_step_back(gates_t[s], c_t[s], c_t[s - 1] if s else zeros, dh_t[s], dh_carry,
+                            dc_carry, dz_t[s], tanh_c)
+        else:
+            total[s] += dh_carry
+            np.matmul(total[s], w_hr_t, out=dr)
+            _lstm_step_back(gates_t[s], c_t[s], c_t[s - 1] if s else zeros, dr, zeros,
+                            dc_carry, dz_t[s], tanh_c)
         np.matmul(dz_t[s], w_t, out=dh_carry)
     dw_hh = _previous(h_t).T @ dz_t.reshape(-1, 4 * hidden)
-    return dz_t, dw_hh
+    if w_hr is None:
+        return dz_t, dw_hh
+    dw_hr = unprojected.reshape(-1, hidden).T @ total.reshape(-1, total.shape[2])
+    return dz_t, dw_hh, dw_hr
 
 
 def gru_forward(xw, w_hh, b_hh):
@@ -368,6 +399,29 @@ def gru_backward(w_hh, h, gates, hn, dh):
         np.matmul(dhw_t[s], w_t, out=through_w)
     flat = dhw_t.reshape(-1, 3 * hidden)
     return dxw_t, _previous(h_t).T @ flat, flat.sum(axis=0)
+
+
+def cell_step(cell: str, xw, state: tuple, w_hh, b_hh=None, w_hr=None) -> tuple:
+    """One step from a carried state, for recursive decoding (inference, numpy): xw =
+    x @ W_ih + biases (B, G) as ops.recurrent builds it (GRU's b_hh apart, passed here);
+    state (h,) or, for LSTM, (h, c) -> the new state, same shapes."""
+    h = state[0]
+    z = xw + h @ w_hh
+    if cell == "gru":
+        hidden = h.shape[1]
+        hw = h @ w_hh + b_hh
+        r = _sigmoid(xw[:, :hidden] + hw[:, :hidden])
+        zg = _sigmoid(xw[:, hidden:2 * hidden] + hw[:, hidden:2 * hidden])
+        n = np.tanh(xw[:, 2 * hidden:] + r * hw[:, 2 * hidden:])
+        return ((1 - zg) * n + zg * h,)
+    if cell == "lstm":
+        hidden = z.shape[1] // 4
+        i, f = _sigmoid(z[:, :hidden]), _sigmoid(z[:, hidden:2 * hidden])
+        g, o = np.tanh(z[:, 2 * hidden:3 * hidden]), _sigmoid(z[:, 3 * hidden:])
+        c = f * state[1] + i * g
+        h = o * np.tanh(c)
+        return (h if w_hr is None else h @ w_hr, c)
+    return (np.tanh(z) if cell == "rnn_tanh" else np.maximum(z, 0),)
 
 
 KERNELS = {

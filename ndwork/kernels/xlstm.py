@@ -141,12 +141,16 @@ def mlstm_backward_reference(q, k, v, ig, fg, dh):
     scores = qk * decay
     norm = np.maximum(np.abs(scores.sum(axis=-1)), np.exp(-m))
     denom = (norm + EPS)[..., None]
-    dv = np.swapaxes(scores / denom, -1, -2) @ dh
+    dv = np.zeros_like(v)
+    for t in range(q.shape[-2]):  # causal entries only: dh[t] reaches v[: t + 1] alone
+        dv[..., : t + 1, :] += (scores[..., t, : t + 1] / denom[..., t, :])[..., None] \
+            * dh[..., t, None, :]
     dscaled = dh @ np.swapaxes(v, -1, -2)
     dnorm = -(dscaled * scores).sum(axis=-1) / denom[..., 0] ** 2
     row_sum = scores.sum(axis=-1)
     by_sum = np.abs(row_sum) >= np.exp(-m)  # which side of the max n took
     dscores = dscaled / denom + (dnorm * np.sign(row_sum) * by_sum)[..., None]
+    dscores = np.where(np.isfinite(log_d), dscores, 0)  # above the diagonal D is 0: no path
     dm = np.where(by_sum, 0, -dnorm * np.exp(-m))
     dqk = dscores * decay
     dlog = dscores * qk * decay
@@ -199,7 +203,7 @@ def _slstm_step(xw_s, ry, b, first, c_prev, n_prev, m, gates_s, y_s, c_s, n_s, p
     for i in range(batch):
         for u in range(hidden):
             ig, zt, og = i_shift[i, u], pre[2, i, u], pre[3, i, u]
-            fg = sf[i, u] * m_shift[i, u] if not first else ig * 0
+            fg = sf[i, u] * m_shift[i, u] if not first else 0.0  # no previous state
             c = fg * c_prev[i, u] + ig * zt
             nn = fg * n_prev[i, u] + ig
             c_s[i, u], n_s[i, u], y_s[i, u] = c, nn, og * c / nn

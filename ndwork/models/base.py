@@ -201,6 +201,12 @@ class BaseModel:
         """(parameters, windows batch) -> forecast (B, h, n_outputs); rng only in training."""
         raise NotImplementedError
 
+    def windows(self, stage: str) -> tuple[int, int]:
+        """(input steps, horizon) of the windows this model takes in `stage` ("train",
+        "valid" or "predict"): (input_size, h) throughout for a direct model; recurrent
+        models train on shorter horizons and decode the full one."""
+        return self.input_size, self.h
+
     def num_parameters(self) -> int:
         """Trainable parameters plus fixed bases, as torch's `model.parameters()` counts."""
         trainable = sum(int(np.prod(s)) for s in self.spec.shapes.values())

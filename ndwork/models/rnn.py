@@ -4,6 +4,8 @@ same architecture with other cells (lstm.py, gru.py)."""
 
 import warnings
 
+import numpy as np
+
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel, activation_name
 from ndwork.nn import Linear, MLPDecoder, RecurrentStack
@@ -34,10 +36,20 @@ def check_positive(model, *names: str) -> None:
 
 
 class RecurrentModel(BaseModel):
-    """The encoder-decoder NeuralForecast's RNN, LSTM and GRU share (recurrent=False):
-    the recurrent stack reads the input window with its exogenous channels; its last h
-    hidden states (linearly upsampled over time when h > input_size), with the future
-    exogenous values of the horizon, go through the MLP decoder to h forecasts."""
+    """The architecture NeuralForecast's RNN, LSTM and GRU share.
+
+    recurrent=False (direct): the recurrent stack reads the input window with its
+    exogenous channels; its last h hidden states (linearly upsampled over time when
+    h > input_size), with the future exogenous values of the horizon, go through the MLP
+    decoder to h forecasts.
+    recurrent=True (recursive): every step's hidden state goes through a linear map (for
+    LSTM, PyTorch's proj_size inside the cell) to a forecast of the next value. Training
+    windows hold input_size + 1 inputs and h_train targets, the targets before the last
+    fed in as inputs (teacher forcing); forecasts read inference_input_size + 1 values
+    (input_size + 1 by default) and then feed each forecast back as the next input, from
+    the carried states, h times (validation likewise). Each step's input is the previous
+    value beside the exogenous values of the step it forecasts (NeuralForecast's shift;
+    historic exogenous values beyond the input are zeros)."""
 
     EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
     INPUT_SIZE_FROM_HORIZON = True
@@ -50,10 +62,11 @@ class RecurrentModel(BaseModel):
                  decoder_hidden_size: int = 128, decoder_layers: int = 2,
                  decoder_activation: str | None = None, recurrent: bool = False, **kwargs):
         super().__init__(h, input_size, **kwargs)
-        if recurrent:
-            raise ValueError(f"{type(self).__name__}(recurrent=True): recursive forecasting is "
-                             f"not built in ndwork yet; use recurrent=False (the default: "
-                             f"direct forecasts of all h steps).")
+        if inference_input_size is not None and inference_input_size < 1:
+            warnings.warn(f"inference_input_size={inference_input_size} is too small: using "
+                          f"input_size={self.input_size}, as NeuralForecast does.", UserWarning,
+                          stacklevel=3)
+            inference_input_size = None
         if context_size is not None:
             warnings.warn("context_size is deprecated in NeuralForecast and unused.",
                           UserWarning, stacklevel=3)
@@ -63,15 +76,23 @@ class RecurrentModel(BaseModel):
         self.context_size, self.recurrent = context_size, recurrent
         self.decoder_hidden_size, self.decoder_layers = decoder_hidden_size, decoder_layers
         self.decoder_activation = decoder_activation
-        check_positive(self, "encoder_n_layers", "encoder_hidden_size", "decoder_layers")
+        check_positive(self, "encoder_n_layers", "encoder_hidden_size", "decoder_layers",
+                       "h_train")
+        if inference_input_size is not None:
+            check_positive(self, "inference_input_size")
         if decoder_layers > 1:
             check_positive(self, "decoder_hidden_size")
         if not 0 <= encoder_dropout < 1:
             raise ValueError(f"encoder_dropout={encoder_dropout!r} must be in [0, 1).")
         channels = 1 + self.hist_exog_size + self.stat_exog_size + self.futr_exog_size
+        projected = recurrent and self.cell() == "lstm"  # its outputs are the forecasts
         self.encoder = RecurrentStack(self.spec, "hist_encoder", self.cell(), channels,
                                       encoder_hidden_size, encoder_n_layers, encoder_bias,
-                                      encoder_dropout)
+                                      encoder_dropout, self.n_outputs if projected else 0)
+        if recurrent:
+            self.proj = None if projected else Linear(self.spec, "proj", encoder_hidden_size,
+                                                      self.n_outputs)
+            return
         self.decoder = MLPDecoder(self.spec, "mlp_decoder",
                                   encoder_hidden_size + self.futr_exog_size, self.n_outputs,
                                   decoder_hidden_size, decoder_layers,
@@ -83,7 +104,19 @@ class RecurrentModel(BaseModel):
         """The recurrent cell: "rnn_tanh", "rnn_relu", "lstm" or "gru"."""
         raise NotImplementedError
 
+    def windows(self, stage: str) -> tuple[int, int]:
+        if not self.recurrent:
+            return super().windows(stage)
+        if stage == "train":  # one more input: each step's input is the previous value
+            return self.input_size + 1, self.h_train
+        if stage == "predict":
+            return (self.inference_input_size or self.input_size) + 1, self.h
+        return self.input_size + 1, self.h
+
     def forward(self, p, batch, rng=None):
+        if self.recurrent:
+            return self._teacher_forced(p, batch, rng) if rng is not None else \
+                self._decode(p, batch)
         hidden = self.encoder(p, sequence_inputs(batch, self.input_size), rng)  # (B, L, H)
         if self.upsample is not None:  # over time: (B, H, L) -> (B, H, h)
             hidden = ops.transpose(self.upsample(p, ops.transpose(hidden, (0, 2, 1))), (0, 2, 1))
@@ -94,15 +127,68 @@ class RecurrentModel(BaseModel):
         return self.decoder(p, hidden)  # (B, h, n_outputs)
 
 
+    # --- recurrent=True ------------------------------------------------------------
+    def _shifted_inputs(self, y: ops.Tensor, batch: dict, steps: int) -> ops.Tensor:
+        """(B, steps, channels): y (B, steps) beside each step's next exogenous values."""
+        b = y.shape[0]
+        parts = [ops.reshape(y, (b, steps, 1))]
+        if batch["hist_exog"] is not None:  # known over the input only: zeros after it
+            hist = batch["hist_exog"][:, 1:]
+            pad = np.zeros((b, steps - hist.shape[1], hist.shape[2]), hist.dtype)
+            parts.append(ops.constant(np.concatenate([hist, pad], axis=1)))
+        if batch["stat_exog"] is not None:
+            parts.append(ops.constant(batch["stat_exog"][:, None, :].repeat(steps, axis=1)))
+        if batch["futr_exog"] is not None:
+            parts.append(ops.constant(batch["futr_exog"][:, 1:steps + 1]))
+        return ops.concat(parts, axis=2)
+
+    def _teacher_forced(self, p, batch, rng):
+        """Training: the window's inputs and all targets but the last, in one sequence;
+        the forecasts of the last h_train steps (B, h_train, n_outputs)."""
+        targets = batch["outsample_y"].shape[1]
+        y = ops.concat([batch["insample_y"], ops.constant(batch["outsample_y"][:, :-1])], axis=1)
+        out = self.encoder(p, self._shifted_inputs(y, batch, y.shape[1]), rng)
+        if self.proj is not None:
+            out = self.proj(p, out)
+        return ops.index(out, (slice(None), slice(-targets, None)))
+
+    def _decode(self, p, batch):
+        """Inference: read the input window, then feed each forecast back (B, h, n_out)."""
+        y = batch["insample_y"]
+        b, steps = y.shape
+        h = batch["outsample_y"].shape[1]
+        x = self._shifted_inputs(y, batch, steps).data.transpose(1, 0, 2)
+
+        def forecast(hidden):
+            if self.proj is None:
+                return hidden
+            return hidden @ p[self.proj.weight].data + p[self.proj.bias].data
+
+        def next_input(step, hidden):
+            value = forecast(hidden).mean(axis=1, keepdims=True)  # MQLoss: the mean quantile
+            parts = [value]
+            if batch["hist_exog"] is not None:
+                parts.append(np.zeros((b, batch["hist_exog"].shape[2]), value.dtype))
+            if batch["stat_exog"] is not None:
+                parts.append(batch["stat_exog"])
+            if batch["futr_exog"] is not None:
+                parts.append(batch["futr_exog"][:, steps + step + 1])
+            return np.concatenate(parts, axis=1).astype(value.dtype, copy=False)
+
+        hidden = self.encoder.decode(p, x, h - 1, next_input)  # (h, B, H)
+        return ops.constant(np.ascontiguousarray(forecast(hidden).transpose(1, 0, 2)))
+
+
 class RNN(RecurrentModel):
-    """Elman RNN (NeuralForecast's RNN), recurrent=False.
+    """Elman RNN (NeuralForecast's RNN).
 
     input_size: input steps (-1: 3 * h). encoder_n_layers, encoder_hidden_size,
     encoder_activation ("tanh" or "relu"), encoder_bias, encoder_dropout (between layers):
     the recurrent stack. decoder_hidden_size, decoder_layers, decoder_activation (default
-    "ReLU"): the MLP decoder. inference_input_size and h_train are accepted for
-    NeuralForecast scripts and only matter with recurrent=True, which ndwork does not
-    have yet. Training options: see `BaseModel`.
+    "ReLU"): the MLP decoder (direct mode). recurrent (False: direct, True: recursive,
+    see `RecurrentModel`), h_train (training targets per window) and inference_input_size
+    (values read before decoding; input_size by default) as NeuralForecast. Training
+    options: see `BaseModel`.
     """
 
     def __init__(self, h: int, input_size: int = -1, encoder_activation: str = "tanh",

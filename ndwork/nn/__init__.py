@@ -9,6 +9,7 @@ from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
 from ndwork.kernels.linear import ACTIVATIONS as FUSED_ACTIVATIONS
+from ndwork.kernels.recurrent import cell_step
 
 
 class ParameterSpec:
@@ -160,22 +161,27 @@ class MLPDecoder:
 class RecurrentStack:
     """PyTorch's nn.RNN / nn.LSTM / nn.GRU with batch_first=True: n_layers recurrent
     layers from a zero state, dropout between layers in training. Weights are stored
-    transposed from PyTorch's: weight_ih (in, G), weight_hh (H, G), G = gates x H."""
+    transposed from PyTorch's: weight_ih (in, G), weight_hh (H, G), G = gates x H.
+    proj_size > 0 (LSTM only): each layer's output is projected to proj_size features
+    (weight_hr (H, P)), which are also its recurrent state, as PyTorch's proj_size."""
 
     GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
     def __init__(self, spec: ParameterSpec, name: str, cell: str, input_size: int,
-                 hidden_size: int, n_layers: int, bias: bool = True, dropout: float = 0.0):
+                 hidden_size: int, n_layers: int, bias: bool = True, dropout: float = 0.0,
+                 proj_size: int = 0):
         gates = self.GATES[cell] * hidden_size
+        state = proj_size or hidden_size
         bound = 1 / np.sqrt(hidden_size)  # PyTorch's initialization of every RNN weight
         self.layers = []
         for layer in range(n_layers):
-            fan_in = input_size if layer == 0 else hidden_size
+            fan_in = input_size if layer == 0 else state
             names = [spec.add(f"{name}.weight_ih_l{layer}", (fan_in, gates), "uniform", bound),
-                     spec.add(f"{name}.weight_hh_l{layer}", (hidden_size, gates), "uniform",
-                              bound)]
+                     spec.add(f"{name}.weight_hh_l{layer}", (state, gates), "uniform", bound)]
             names += ([spec.add(f"{name}.bias_{kind}_l{layer}", (gates,), "uniform", bound)
                        for kind in ("ih", "hh")] if bias else [None, None])
+            names.append(spec.add(f"{name}.weight_hr_l{layer}", (hidden_size, proj_size),
+                                  "uniform", bound) if proj_size else None)
             self.layers.append(names)
         self.cell, self.dropout = cell, dropout
 
@@ -192,8 +198,32 @@ class RecurrentStack:
                 x = ops.transpose(ops.dropout(ops.transpose(x, (1, 0, 2)), self.dropout, rng),
                                   (1, 0, 2))
             weights = [p[n] if n is not None else None for n in names]
-            x = ops.recurrent(x, *weights, self.cell)
+            x = ops.recurrent(x, *weights[:4], self.cell, weights[4])
         return x
+
+    def decode(self, p, x: np.ndarray, steps: int, next_input) -> np.ndarray:
+        """Recursive decoding (inference, arrays): read x (T, B, input_size) from a zero
+        state, then take `steps` single steps from the carried states, the input of each
+        made by `next_input(step, last output (B, H))`; the sequence is never read again.
+        Returns the last layer's output after the sequence and after each step
+        (steps + 1, B, H)."""
+        weights = [[p[n].data if n is not None else None for n in names]
+                   for names in self.layers]
+        states = []
+        for w_ih, w_hh, b_ih, b_hh, w_hr in weights:
+            x, state = ops.recurrent_final_state(x, w_ih, w_hh, b_ih, b_hh, self.cell, w_hr)
+            states.append(state)
+        outputs = [x[-1]]
+        for step in range(steps):
+            inp = next_input(step, outputs[-1])
+            for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(weights):
+                xw = inp @ w_ih + (0 if b_ih is None else b_ih)
+                if self.cell != "gru" and b_hh is not None:
+                    xw = xw + b_hh
+                states[k] = cell_step(self.cell, xw, states[k], w_hh, b_hh, w_hr)
+                inp = states[k][0]
+            outputs.append(inp)
+        return np.stack(outputs)
 
 
 class CausalConvStack:

@@ -35,10 +35,11 @@ def layout(model: BaseModel) -> Parameters:
 
 
 def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
-                temporal_cols: list[str], static: np.ndarray, static_cols: list[str]):
-    """Scale windows y (W, L + h), temporal (W, L + h, C) and split them into the
-    model's inputs. Returns (batch, shift, scale)."""
-    L = model.input_size
+                temporal_cols: list[str], static: np.ndarray, static_cols: list[str],
+                input_size: int):
+    """Scale windows y (W, L + h), temporal (W, L + h, C), L = input_size, and split them
+    into the model's inputs. Returns (batch, shift, scale)."""
+    L = input_size
     y_s, temporal_s, shift, scale = scale_windows(y, temporal, L, model.scaler_type)
     w = y.shape[0]
     insample = np.ascontiguousarray(y_s[:, :L])
@@ -143,19 +144,20 @@ def initial_state(model: BaseModel) -> TrainState:
 def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size: int,
                     test_size: int) -> float:
     """valid_loss over the windows whose horizon lies in each series' validation part."""
-    window = model.input_size + model.h
-    if val_size < model.h:
-        raise ValueError(f"val_size={val_size} is shorter than h={model.h}; use val_size >= h.")
+    input_size, h = model.windows("valid")
+    window = input_size + h
+    if val_size < h:
+        raise ValueError(f"val_size={val_size} is shorter than h={h}; use val_size >= h.")
     ends = panel.indptr[1:] - test_size
-    offsets = np.arange(window, window + val_size - model.h + 1, model.step_size)
-    starts = ends[:, None] - val_size - model.input_size + offsets[None, :] - window
+    offsets = np.arange(window, window + val_size - h + 1, model.step_size)
+    starts = ends[:, None] - val_size - input_size + offsets[None, :] - window
     starts = (starts.T if model.MULTIVARIATE else starts).reshape(-1)  # window-major for MV
     w = gather_windows(panel, starts, window)
     batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
-                                      panel.static[w["series"]], panel.static_cols)
+                                      panel.static[w["series"]], panel.static_cols, input_size)
     y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
                             windows_per_series=1 if model.MULTIVARIATE else len(offsets))
-    target = w["y"][:, model.input_size:]
+    target = w["y"][:, input_size:]
     loss = model.valid_loss or model.loss
     if loss.outputsize_multiplier != y_hat.shape[-1]:
         y_hat = model.loss.to_point(y_hat)[..., None]
@@ -176,9 +178,10 @@ def check_aligned(model: BaseModel, panel: Panel) -> None:
 
 def make_batch(model: BaseModel, panel: Panel, starts: np.ndarray) -> dict:
     """The scaled training batch of the windows starting at absolute rows `starts`."""
-    w = gather_windows(panel, starts, model.input_size + model.h)
+    input_size, h = model.windows("train")
+    w = gather_windows(panel, starts, input_size + h)
     batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
-                              panel.static[w["series"]], panel.static_cols)
+                              panel.static[w["series"]], panel.static_cols, input_size)
     return batch
 
 
@@ -243,7 +246,7 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     if model.MULTIVARIATE:
         check_aligned(model, panel)
     train_lengths = panel.lengths - val_size - test_size
-    sampler = WindowSampler(panel, train_lengths, model.input_size, model.h, model.step_size,
+    sampler = WindowSampler(panel, train_lengths, *model.windows("train"), model.step_size,
                             model.batch_size, model.windows_batch_size, model.MULTIVARIATE)
     sampler.set_state(state.sampler_order)
     end = state.fit_start + model.max_steps
