@@ -123,7 +123,7 @@ def air():
 def test_train_predict_save_load(cls, air, tmp_path):
     train, _ = air
     kwargs = dict(h=12, input_size=24, max_steps=30, windows_batch_size=32,
-                  scaler_type="robust", **SMALL[cls])
+                  learning_rate=3e-3, scaler_type="robust", **SMALL[cls])  # 30 steps: learn fast
     if cls is NBEATSx:
         kwargs["stack_types"], kwargs["n_blocks"] = ["identity", "trend"], [1, 1]
     nf = NeuralForecast([cls(**kwargs)], freq="MS")

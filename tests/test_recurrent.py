@@ -318,7 +318,7 @@ def test_recurrent_mode_gradient(cls):
     assert_model_gradient(model, params, training=TrainingNoise(0, 0, np.arange(6)))
 
 
-def test_recurrent_mode_fits_forecasts_intervals_and_cross_validates():
+def test_recurrent_mode_fits_forecasts_intervals_cross_validates_and_reloads(tmp_path):
     df = synthetic_panel(3, 120, seed=4)
     models = [LSTM(h=6, input_size=12, recurrent=True, max_steps=10, windows_batch_size=16,
                    loss=MQLoss(level=[80]), **SMALL[LSTM], alias="lstm_rec"),
@@ -329,5 +329,18 @@ def test_recurrent_mode_fits_forecasts_intervals_and_cross_validates():
     fcst = nf.predict()
     assert len(fcst) == 18 and np.isfinite(fcst.drop(columns=["unique_id", "ds"])).all().all()
     assert (fcst["lstm_rec-lo-80"] <= fcst["lstm_rec-median"]).all()
+    nf.save(tmp_path / "run")
+    pd.testing.assert_frame_equal(NeuralForecast.load(tmp_path / "run").predict(), fcst)
     cv = nf.cross_validation(df, n_windows=2, step_size=6, verbose=False)
     assert len(cv) == 36 and np.isfinite(cv["GRU"]).all()
+
+
+def test_the_public_panel_is_shipped():
+    from ndwork.datasets import us_employment
+
+    df = us_employment()
+    assert df.unique_id.nunique() == 22 and (df.groupby("unique_id").size() == 120).all()
+    assert df.y.notna().all() and df.y.dtype == np.float32
+    assert (df.groupby("unique_id").ds.diff().dropna().dt.days.between(28, 31)).all()
+    assert NeuralForecast([TCN(h=12, input_size=24, max_steps=2, **SMALL[TCN])], "MS").fit(
+        df, verbose=False).predict().shape == (22 * 12, 3)

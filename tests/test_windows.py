@@ -21,23 +21,43 @@ def make_panel(lengths):
        seed=st.integers(0, 10_000))
 def test_windows_lie_inside_one_series_before_the_holdout(lengths, input_size, h, step, holdout,
                                                           batch_size, windows, seed):
+    """As NeuralForecast's right padding: a window's input part is inside the training
+    part of one series and its horizon holds at least one training point; points past
+    the end are zeros and masked."""
     panel = make_panel(lengths)
-    sampler = WindowSampler(panel, panel.lengths - holdout, input_size, h, step, batch_size,
-                            windows)
+    train = panel.head(panel.lengths - holdout)
+    sampler = WindowSampler(train, train.lengths, input_size, h, step, batch_size, windows)
     rng = np.random.default_rng(seed)
+    seen_padding = False
     for _ in range(3):
         starts = sampler.sample(rng)
         assert starts.shape == (windows,)
-        w = gather_windows(panel, starts, input_size + h)
-        series, local = np.divmod(w["y"], 1000.0)
-        # every value of a window comes from one series, consecutive in time
+        w = gather_windows(train, starts, input_size + h)
+        inside = w["available"].astype(bool)
+        assert inside[:, : input_size + 1].all()  # the inputs and the first target are real
+        assert (np.diff(w["available"], axis=1) <= 0).all()  # padding only at the end
+        assert (w["y"][~inside] == 0).all()
+        seen_padding |= not inside.all()
+        series, local = np.divmod(w["y"][:, :input_size + 1], 1000.0)
+        # every real value of a window comes from one series, consecutive in time
         assert (series == series[:, :1]).all()
         assert (np.diff(local, axis=1) == 1).all()
         # windows start on the step grid and never reach the held-out tail
-        ends = local[:, -1]
         sid = series[:, 0].astype(int)
-        assert (ends < panel.lengths[sid] - holdout).all()
+        last_real = local[:, 0] + inside.sum(axis=1) - 1
+        assert (last_real < panel.lengths[sid] - holdout).all()
         assert (local[:, 0] % step == 0).all()
+    if h > 1 and step == 1 and windows >= 50 and len(lengths) == 1:
+        assert seen_padding  # 150 draws of <= 80 windows: the padded ones show up
+
+
+def test_the_last_windows_reach_past_the_end_as_neuralforecasts_padding():
+    panel = make_panel([10])
+    sampler = WindowSampler(panel, panel.lengths, 4, 3, 1, 1, 100)
+    assert sampler.counts.tolist() == [6]  # starts 0..5: the last horizon holds one point
+    w = gather_windows(panel, np.array([5]), 7)
+    np.testing.assert_array_equal(w["y"][0], [5, 6, 7, 8, 9, 0, 0])
+    np.testing.assert_array_equal(w["available"][0], [1, 1, 1, 1, 1, 0, 0])
 
 
 def test_sampling_is_deterministic_under_the_seed():

@@ -7,7 +7,7 @@ import importlib
 from ndwork.bench.common import write
 
 SUITES = ("kernels", "models", "attention", "recurrent", "parallel", "switches", "peers",
-          "fidelity", "startup", "report")
+          "fidelity", "accuracy", "startup", "report")
 
 
 def main(argv=None) -> None:

@@ -146,6 +146,15 @@ class Panel:
             y=self.y[rows], ds=self.ds[rows], temporal=self.temporal[rows],
             static=self.static[series], _dates={})
 
+    def head(self, lengths: np.ndarray) -> Panel:
+        """The panel of each series' first lengths[i] points (training without the
+        validation and test ends)."""
+        rows = np.concatenate([np.arange(a, a + n) for a, n in zip(self.indptr[:-1], lengths,
+                                                                     strict=True)])
+        return dataclasses.replace(
+            self, indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64), y=self.y[rows],
+            ds=self.ds[rows], temporal=self.temporal[rows], _dates={})
+
     def future_dates(self, freq, h: int, test_size: int = 0) -> np.ndarray:
         """The h timestamps after each series' end minus test_size (cached: predict
         calls it on every forecast)."""

@@ -13,8 +13,10 @@ class WindowSampler:
     shuffle of the series), then `windows_batch_size` windows among theirs (without
     replacement when there are enough, with replacement otherwise).
 
-    Windows start every `step_size` points and lie wholly inside the first
-    `train_lengths[i]` points of series i. Deterministic under `rng`.
+    Windows start every `step_size` points; their input part lies inside the first
+    `train_lengths[i]` points of series i and their horizon holds at least one of them,
+    so the last h - 1 windows reach past the end, as NeuralForecast's right padding makes
+    them (gather_windows masks the points past the end). Deterministic under `rng`.
 
     `multivariate=True` (models that mix series, on aligned series) samples time
     offsets instead and returns, for each, the window of every series at that offset:
@@ -24,16 +26,15 @@ class WindowSampler:
     def __init__(self, panel: Panel, train_lengths: np.ndarray, input_size: int, h: int,
                  step_size: int, batch_size: int, windows_batch_size: int,
                  multivariate: bool = False):
-        self.window = input_size + h
-        short = np.flatnonzero(train_lengths < self.window)
+        short = np.flatnonzero(train_lengths < input_size + 1)
         if len(short):
             ids = panel.uids[short[:5]].tolist()
             raise ValueError(
-                f"series {ids} ({len(short)} in all) have fewer than input_size + h = "
-                f"{self.window} training points (after any validation/test holdout); drop them, "
-                f"or use a smaller input_size or h.")
+                f"series {ids} ({len(short)} in all) have fewer than input_size + 1 = "
+                f"{input_size + 1} training points (after any validation/test holdout); drop "
+                f"them, or use a smaller input_size.")
         self.starts = panel.indptr[:-1]
-        self.counts = (train_lengths - self.window) // step_size + 1
+        self.counts = (train_lengths - 1 - input_size) // step_size + 1
         self.step_size = step_size
         self.batch_size = min(batch_size, panel.n_series)
         self.windows_batch_size = windows_batch_size
@@ -71,11 +72,22 @@ class WindowSampler:
 def gather_windows(panel: Panel, starts: np.ndarray, length: int) -> dict:
     """Windows of `length` points starting at absolute rows `starts`.
 
-    Returns y (W, length), temporal (W, length, n_temporal) and the series index (W,).
+    Returns y (W, length), temporal (W, length, n_temporal), the series index (W,) and
+    `available` (W, length): 1 inside the series, 0 past its end, where y and temporal
+    are 0 (NeuralForecast's right padding).
     """
     rows = starts[:, None] + np.arange(length)
     series = np.searchsorted(panel.indptr, starts, side="right") - 1
-    return {"y": panel.y[rows], "temporal": panel.temporal[rows], "series": series}
+    ends = panel.indptr[series + 1][:, None]
+    inside = rows < ends
+    if inside.all():
+        return {"y": panel.y[rows], "temporal": panel.temporal[rows], "series": series,
+                "available": np.ones(rows.shape, panel.y.dtype)}
+    rows = np.minimum(rows, ends - 1)
+    return {"y": np.where(inside, panel.y[rows], 0).astype(panel.y.dtype, copy=False),
+            "temporal": np.where(inside[..., None], panel.temporal[rows], 0).astype(
+                panel.y.dtype, copy=False),
+            "series": series, "available": inside.astype(panel.y.dtype)}
 
 
 def scale_windows(y: np.ndarray, temporal: np.ndarray, input_size: int, scaler_type: str):

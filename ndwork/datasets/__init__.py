@@ -13,6 +13,17 @@ def air_passengers() -> pd.DataFrame:
     return df.astype({"y": np.float32})
 
 
+def us_employment() -> pd.DataFrame:
+    """A public panel: U.S. employment (thousands, seasonally adjusted) in the 22
+    supersectors the Bureau of Labor Statistics' Current Employment Statistics track
+    (nonfarm total included), monthly from January 2006 to December 2015: 22 series of
+    120 points, freq "MS". Public domain; as bundled by the vega-datasets collection."""
+    with resources.files(__package__).joinpath("us_employment.csv").open() as f:
+        wide = pd.read_csv(f, parse_dates=["ds"])
+    df = wide.melt(id_vars="ds", var_name="unique_id", value_name="y")
+    return df[["unique_id", "ds", "y"]].astype({"y": np.float32})
+
+
 def synthetic_panel(n_series: int = 100, length: int = 500, seed: int = 0,
                     freq: str = "D") -> pd.DataFrame:
     """Deterministic panel of trend + two seasonalities + AR(1) noise, long format."""

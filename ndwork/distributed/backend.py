@@ -50,6 +50,7 @@ class RankGradient:
     loss: float
     grads: np.ndarray
     windows: int
+    targets: float  # target points the loss averages over (those past a series' end are not)
     buffers: dict  # running statistics after the share's training forward
     switches: dict  # the Optimizations the worker ran under
 
@@ -81,9 +82,11 @@ def _rank_gradient(model_key, switches, params, buffers, panel, starts, position
     model = _model(*model_key)
     buffers = {k: v.copy() for k, v in buffers.items()}
     with optimizations(**switches), np.errstate(over="ignore", invalid="ignore"):
-        loss, grads = loss_and_grad(model, params, make_batch(model, panel, starts),
+        batch = make_batch(model, panel, starts)
+        loss, grads = loss_and_grad(model, params, batch,
                                     TrainingNoise(model.random_seed, step, positions), buffers)
-        return RankGradient(loss, grads, len(positions), buffers, active().switches())
+        return RankGradient(loss, grads, len(positions), float(batch["outsample_mask"].sum()),
+                            buffers, active().switches())
 
 
 def _rank_local_steps(model_key, switches, params, moments, step, buffers, panel, batches,
@@ -195,11 +198,14 @@ class DaskSteps:
         self._moments = None
 
     def _apply_gradients(self, model, state, results: list[RankGradient], lr):
-        sizes = np.array([r.windows for r in results], dtype=np.float64)
-        weights = sizes / sizes.sum()
+        # each share's loss is a mean over its target points: weighted by them, the
+        # average is the loss (and gradient) of the whole batch
+        targets = np.array([r.targets for r in results], dtype=np.float64)
+        weights = targets / targets.sum()
         loss = float(sum(w * r.loss for w, r in zip(weights, results, strict=True)))
         grads = _weighted_mean([r.grads for r in results], weights, state.params.dtype)
-        buffers = _averaged_buffers(state, results, weights)
+        sizes = np.array([r.windows for r in results], dtype=np.float64)
+        buffers = _averaged_buffers(state, results, sizes / sizes.sum())
         if not (np.isfinite(loss) and np.isfinite(grads).all() and finite(buffers)):
             raise diverged(model, state, state.optimizer.step, loss)
         state.buffers = buffers

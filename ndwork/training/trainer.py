@@ -36,9 +36,10 @@ def layout(model: BaseModel) -> Parameters:
 
 def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
                 temporal_cols: list[str], static: np.ndarray, static_cols: list[str],
-                input_size: int):
+                input_size: int, available: np.ndarray | None = None):
     """Scale windows y (W, L + h), temporal (W, L + h, C), L = input_size, and split them
-    into the model's inputs. Returns (batch, shift, scale)."""
+    into the model's inputs; `available` (W, L + h) masks the horizon's points past a
+    series' end out of the loss. Returns (batch, shift, scale)."""
     L = input_size
     y_s, temporal_s, shift, scale = scale_windows(y, temporal, L, model.scaler_type)
     w = y.shape[0]
@@ -47,7 +48,8 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
         "insample_y": insample * 0 if model.exclude_insample_y else insample,
         "insample_mask": np.ones((w, L), dtype=y.dtype),
         "outsample_y": np.ascontiguousarray(y_s[:, L:]),
-        "outsample_mask": np.ones((w, y.shape[1] - L), dtype=y.dtype),
+        "outsample_mask": (np.ascontiguousarray(available[:, L:]) if available is not None
+                           else np.ones((w, y.shape[1] - L), dtype=y.dtype)),
         "hist_exog": None, "futr_exog": None, "stat_exog": None,
     }
     if model.hist_exog_list:
@@ -181,7 +183,8 @@ def make_batch(model: BaseModel, panel: Panel, starts: np.ndarray) -> dict:
     input_size, h = model.windows("train")
     w = gather_windows(panel, starts, input_size + h)
     batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
-                              panel.static[w["series"]], panel.static_cols, input_size)
+                              panel.static[w["series"]], panel.static_cols, input_size,
+                              w["available"])
     return batch
 
 
@@ -246,7 +249,8 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     if model.MULTIVARIATE:
         check_aligned(model, panel)
     train_lengths = panel.lengths - val_size - test_size
-    sampler = WindowSampler(panel, train_lengths, *model.windows("train"), model.step_size,
+    train_panel = panel.head(train_lengths) if val_size or test_size else panel
+    sampler = WindowSampler(train_panel, train_lengths, *model.windows("train"), model.step_size,
                             model.batch_size, model.windows_batch_size, model.MULTIVARIATE)
     sampler.set_state(state.sampler_order)
     end = state.fit_start + model.max_steps
@@ -262,7 +266,7 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
             batches = [sampler.sample(state.rng) for _ in range(k)]
             lrs = [learning_rate(model.learning_rate, s - state.fit_start, model.max_steps,
                                  model.num_lr_decays) for s in range(step, step + k)]
-            losses = backend.run(model, panel, state, batches, lrs)
+            losses = backend.run(model, train_panel, state, batches, lrs)
             state.sampler_order = sampler.state()
             stop = False
             for loss in losses:
