@@ -171,9 +171,9 @@ def test_slstm(kernels, rng):
 @pytest.mark.parametrize("floor", [False, True])
 def test_mlstm(kernels, floor, rng):
     """floor: the normalizer's exp(-m) side, whose gradient reaches m's argmax."""
-    q, k, v = (rng.normal(size=(2, 2, 5, 3)) for _ in range(3))
-    ig = rng.normal(size=(2, 2, 5)) - (6 if floor else 0)
-    check_gradients(ops.mlstm, q, k, v, ig, rng.normal(size=(2, 2, 5)) + 1)
+    q, k, v = (rng.normal(size=(2, 5, 2, 3)) for _ in range(3))  # (B, S, NH, d)
+    ig = rng.normal(size=(2, 5, 2)) - (6 if floor else 0)
+    check_gradients(ops.mlstm, q, k, v, ig, rng.normal(size=(2, 5, 2)) + 1)
 
 
 def test_headwise_linear_and_depthwise_causal_conv(rng):

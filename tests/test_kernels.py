@@ -245,9 +245,9 @@ def test_slstm_kernels(t, b, heads, dh, rng):
 @pytest.mark.parametrize("floor", [False, True])
 def test_mlstm_kernels(b, heads, s, d, floor, rng):
     """floor: input gates so small that the normalizer takes its exp(-m) side."""
-    q, k, v = (rng.normal(size=(b, heads, s, d)).astype(np.float32) for _ in range(3))
-    ig = (rng.normal(size=(b, heads, s)) - (6 if floor else 0)).astype(np.float32)
-    fg = (rng.normal(size=(b, heads, s)) + 2).astype(np.float32)
+    q, k, v = (rng.normal(size=(b, s, heads, d)).astype(np.float32) for _ in range(3))
+    ig = (rng.normal(size=(b, s, heads)) - (6 if floor else 0)).astype(np.float32)
+    fg = (rng.normal(size=(b, s, heads)) + 2).astype(np.float32)
     assert_close_f32(*both("mlstm_forward", q, k, v, ig, fg))
     dh = rng.normal(size=q.shape).astype(np.float32)
     for got, ref in zip(*both("mlstm_backward", q, k, v, ig, fg, dh), strict=True):

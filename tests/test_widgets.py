@@ -150,7 +150,7 @@ def test_a_benchmark_cannot_be_started_twice(panels, monkeypatch):
     assert not bench.run_button.disabled
 
 
-@pytest.mark.parametrize("model", ["LSTM", "TCN", "DilatedRNN"])
+@pytest.mark.parametrize("model", ["LSTM", "TCN", "DilatedRNN", "xLSTM"])
 def test_the_model_picker_trains_the_recurrent_and_convolutional_models(panels, model):
     train = panels["Train"]
     assert model in train.model.options

@@ -376,8 +376,8 @@ def slstm(xw: Tensor, r: Tensor, b: Tensor) -> Tensor:
 
 @_profiled
 def mlstm(q: Tensor, k: Tensor, v: Tensor, ig: Tensor, fg: Tensor) -> Tensor:
-    """xLSTM's mLSTM cell in its parallel form: q, k, v (B, NH, S, d), input and forget
-    gate pre-activations (B, NH, S) -> (B, NH, S, d). See ndwork.kernels.xlstm."""
+    """xLSTM's mLSTM cell in its parallel form: q, k, v (B, S, NH, d), input and forget
+    gate pre-activations (B, S, NH) -> (B, S, NH, d). See ndwork.kernels.xlstm."""
     out = kernel("mlstm_forward")(q.data, k.data, v.data, ig.data, fg.data)
 
     def backward_fn(dh):

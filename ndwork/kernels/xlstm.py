@@ -19,14 +19,14 @@ over S steps with q, k, v (S, d) and gate pre-activations i, f (S,):
     log D[t, s] = sum_{u = s+1..t} log sigmoid(f_u) + i_s  (s <= t; D = 0 above the diagonal)
     m_t = max_s log D[t, s],  C = (q kᵀ / sqrt(d)) * exp(log D - m)
     n_t = max(|sum_s C[t, s]|, exp(-m_t)),  h = C / (n + 1e-6) @ v
-Shapes (B, NH, S, d) and (B, NH, S). The forward keeps nothing but its inputs: the
+Shapes (B, S, NH, d) and (B, S, NH): the layout the projections produce, so that no
+transpose is needed on either side. The forward keeps nothing but its inputs: the
 backward recomputes the S x S matrices row by row (S is the input window, small). m's gradient goes to the
 argmax, as autograd's max does.
 """
 
 import math
 
-import numba as nb
 import numpy as np
 
 from ndwork.kernels._jit import jit
@@ -124,8 +124,18 @@ def _decay(ig, fg):
     return log_d, log_d.max(axis=-1)
 
 
+def _heads_first(*arrays):
+    """(B, S, NH, ...) -> (B, NH, S, ...)."""
+    return [np.swapaxes(a, 1, 2) for a in arrays]
+
+
 def mlstm_forward_reference(q, k, v, ig, fg):
-    """Returns h (B, NH, S, d)."""
+    """Returns h (B, S, NH, d)."""
+    q, k, v, ig, fg = _heads_first(q, k, v, ig, fg)
+    return np.swapaxes(_mlstm_heads_first(q, k, v, ig, fg), 1, 2)
+
+
+def _mlstm_heads_first(q, k, v, ig, fg):
     log_d, m = _decay(ig, fg)
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]) * np.exp(log_d - m[..., None])
     norm = np.maximum(np.abs(scores.sum(axis=-1)), np.exp(-m))
@@ -134,6 +144,11 @@ def mlstm_forward_reference(q, k, v, ig, fg):
 
 def mlstm_backward_reference(q, k, v, ig, fg, dh):
     """Returns dq, dk, dv, dig, dfg."""
+    grads = _mlstm_backward_heads_first(*_heads_first(q, k, v, ig, fg, dh))
+    return tuple(np.swapaxes(g, 1, 2) for g in grads)
+
+
+def _mlstm_backward_heads_first(q, k, v, ig, fg, dh):
     root_d = np.sqrt(q.shape[-1])
     log_d, m = _decay(ig, fg)
     decay = np.exp(log_d - m[..., None])
@@ -166,8 +181,10 @@ def mlstm_backward_reference(q, k, v, ig, fg, dh):
 
 # --- compiled path ---------------------------------------------------------------
 # sLSTM: each step's head-batched product y_{t-1} R goes through numpy's BLAS, the gate
-# arithmetic is one fused numba kernel. mLSTM: one parallel numba kernel over windows x
-# heads, row by row of the S x S matrices, which are never stored.
+# arithmetic is one fused numba kernel. mLSTM: one numba kernel over windows x heads, row
+# by row of the S x S matrices, which are never stored. It is serial: inside a training
+# step, between BLAS calls whose threads still spin, a parallel launch measured no faster
+# and slowed the step around it.
 
 _1 = np.float32(1)
 
@@ -301,50 +318,50 @@ def _cumulative_log_forget(fg_row, cs):
         cs[t] = acc
 
 
-@jit(parallel=True)
+@jit
 def _mlstm_forward(q, k, v, ig, fg, out):
-    batch, heads, s_len, d = q.shape
+    batch, s_len, heads, d = q.shape
     scale = 1 / math.sqrt(d)
-    for task in nb.prange(batch * heads):
+    for task in range(batch * heads):
         b, h = task // heads, task % heads
         cs, row = np.empty(s_len), np.empty(s_len)
-        _cumulative_log_forget(fg[b, h], cs)
+        _cumulative_log_forget(fg[b, :, h], cs)
         for t in range(s_len):
-            m, _ = _decay_row(cs, ig[b, h], t, row)
+            m, _ = _decay_row(cs, ig[b, :, h], t, row)
             total = 0.0
             for s in range(t + 1):
                 dot = 0.0
                 for j in range(d):
-                    dot += q[b, h, t, j] * k[b, h, s, j]
+                    dot += q[b, t, h, j] * k[b, s, h, j]
                 row[s] = dot * scale * math.exp(row[s] - m)
                 total += row[s]
             inv = 1 / (max(abs(total), math.exp(-m)) + EPS)
             for j in range(d):
-                out[b, h, t, j] = 0
+                out[b, t, h, j] = 0
             for s in range(t + 1):
                 w = row[s] * inv
                 for j in range(d):
-                    out[b, h, t, j] += w * v[b, h, s, j]
+                    out[b, t, h, j] += w * v[b, s, h, j]
 
 
-@jit(parallel=True)
+@jit
 def _mlstm_backward(q, k, v, ig, fg, dh, dq, dk, dv, dig, dfg):
-    batch, heads, s_len, d = q.shape
+    batch, s_len, heads, d = q.shape
     scale = 1 / math.sqrt(d)
-    for task in nb.prange(batch * heads):
+    for task in range(batch * heads):
         b, h = task // heads, task % heads
         cs, log_row, qk = np.empty(s_len), np.empty(s_len), np.empty(s_len)
         decay, dscaled, dcs = np.empty(s_len), np.empty(s_len), np.zeros(s_len)
-        _cumulative_log_forget(fg[b, h], cs)
-        dq[b, h], dk[b, h], dv[b, h], dig[b, h] = 0, 0, 0, 0
+        _cumulative_log_forget(fg[b, :, h], cs)
+        dq[b, :, h], dk[b, :, h], dv[b, :, h], dig[b, :, h] = 0, 0, 0, 0
         for t in range(s_len):
-            m, arg = _decay_row(cs, ig[b, h], t, log_row)
+            m, arg = _decay_row(cs, ig[b, :, h], t, log_row)
             row_sum, dot_scores = 0.0, 0.0
             for s in range(t + 1):
                 dot, dot_v = 0.0, 0.0
                 for j in range(d):
-                    dot += q[b, h, t, j] * k[b, h, s, j]
-                    dot_v += dh[b, h, t, j] * v[b, h, s, j]
+                    dot += q[b, t, h, j] * k[b, s, h, j]
+                    dot_v += dh[b, t, h, j] * v[b, s, h, j]
                 decay[s] = math.exp(log_row[s] - m)
                 qk[s] = dot * scale
                 dscaled[s] = dot_v
@@ -362,20 +379,20 @@ def _mlstm_backward(q, k, v, ig, fg, dh, dq, dk, dv, dig, dfg):
                 dlog = dscore * qk[s] * decay[s]
                 w = qk[s] * decay[s] / denom
                 for j in range(d):
-                    dv[b, h, s, j] += w * dh[b, h, t, j]
-                    dq[b, h, t, j] += dqk * k[b, h, s, j] * scale
-                    dk[b, h, s, j] += dqk * q[b, h, t, j] * scale
+                    dv[b, s, h, j] += w * dh[b, t, h, j]
+                    dq[b, t, h, j] += dqk * k[b, s, h, j] * scale
+                    dk[b, s, h, j] += dqk * q[b, t, h, j] * scale
                 dm -= dlog
                 log_row[s] = dlog
             log_row[arg] += dm
             for s in range(t + 1):
-                dig[b, h, s] += log_row[s]
+                dig[b, s, h] += log_row[s]
                 dcs[t] += log_row[s]
                 dcs[s] -= log_row[s]
         acc = 0.0
         for t in range(s_len - 1, -1, -1):
             acc += dcs[t]
-            dfg[b, h, t] = acc / (1 + math.exp(fg[b, h, t]))  # d log sigmoid(f) = sigmoid(-f)
+            dfg[b, t, h] = acc / (1 + math.exp(fg[b, t, h]))  # d log sigmoid(f) = sigmoid(-f)
 
 
 def mlstm_forward(q, k, v, ig, fg):

@@ -97,9 +97,9 @@ class HeadwiseLinear:
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
-    """(B, S, NH * d) -> (B, NH, S, d)."""
+    """(B, S, NH * d) -> (B, S, NH, d), a view."""
     b, s, f = x.shape
-    return ops.transpose(ops.reshape(x, (b, s, heads, f // heads)), (0, 2, 1, 3))
+    return ops.reshape(x, (b, s, heads, f // heads))
 
 
 class MLSTMLayer:
@@ -134,9 +134,8 @@ class MLSTMLayer:
         ig = ops.linear(gate_input, p[self.igate_w], p[self.igate_b])  # (B, S, NH)
         fg = ops.linear(gate_input, p[self.fgate_w], p[self.fgate_b])
         h = ops.mlstm(_split_heads(q, HEADS), _split_heads(k, HEADS), _split_heads(v, HEADS),
-                      ops.transpose(ig, (0, 2, 1)), ops.transpose(fg, (0, 2, 1)))
-        b, _, s, _ = h.shape
-        h = self.outnorm(p, ops.reshape(ops.transpose(h, (0, 2, 1, 3)), (b, s, self.inner)))
+                      ig, fg)  # (B, S, NH, d)
+        h = self.outnorm(p, ops.reshape(h, (*h.shape[:2], self.inner)))
         h = ops.add(h, ops.mul(p[self.skip], x_conv))
         h = ops.mul(h, silu(z))
         return ops.dropout(self.proj_down(p, h), self.dropout, rng)

@@ -173,7 +173,7 @@ def flops(name: str, inputs: tuple, out: np.ndarray) -> float:
         r = inputs[1]
         return 2.0 * out.size * r.shape[2]
     if name == "mlstm":  # q kᵀ and the weighted sum of v, over the causal half
-        return 2.0 * out.size * inputs[0].shape[-2]
+        return 2.0 * out.size * inputs[0].shape[1]
     if name == "headwise_linear":
         return 2.0 * out.size * inputs[1].shape[1]
     return float(out.size)
