@@ -91,6 +91,10 @@ def recurrent_cases(rng):
         saved = reference(f"{cell}_forward")(clean, w_hh, *extra)
         rest = extra if cell == "rnn" else ()
         yield f"{cell}_backward", (w_hh, *saved, poisoned(rng, (3, 5, h)), *rest)
+    w_hh = rng.normal(size=(h, 4 * h)).astype(np.float32)  # many windows: per-step BLAS
+    yield "lstm_forward", (poisoned(rng, (3, 130, 4 * h), 3), w_hh)
+    yield "gru_forward", (poisoned(rng, (3, 130, 3 * h), 3), w_hh[:, :3 * h].copy(),
+                          rng.normal(size=3 * h).astype(np.float32))
 
 
 def convolution_cases(rng):

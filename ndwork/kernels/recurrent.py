@@ -158,7 +158,7 @@ def gru_backward_reference(w_hh, h, gates, hn, dh):
 # parallel kernels), then one fused numba kernel over contiguous (B, G) rows in which
 # the sigmoids and tanhs are activations.py's kernels, in bulk over each step.
 
-_1, _2 = np.float32(1), np.float32(2)
+_0, _1, _2 = np.float32(0), np.float32(1), np.float32(2)
 
 
 @jit
@@ -305,10 +305,54 @@ def rnn_backward(w_hh, h, dh, activation):
     return dz_t, dw_hh
 
 
+# A few windows (forecasting one series): the whole LSTM (GRU) sequence in one numba call, its
+# hidden products as vectorized loops; at this size BLAS and Python's per-step round
+# trips cost more than the arithmetic. Measured on the 2-core AMD EPYC, T=24, fused vs per
+# step: LSTM H=128, 1 window 77 vs 102 us, 4 windows 239 vs 375, 8 windows 478 vs 381;
+# GRU H=200, 2 windows 211 vs 565, 4 windows 559 vs 491. So: windows x hidden <= 512.
+SMALL_WORK = 512
+
+
+@jit
+def _lstm_sequence_small(xw, w_hh, h_t, c_t, gates_t):
+    t, b, g4 = xw.shape
+    hidden = g4 // 4
+    z = np.empty(g4, xw.dtype)
+    for i in range(b):
+        for s in range(t):
+            for j in range(g4):
+                z[j] = xw[s, i, j]
+            if s:
+                for k in range(hidden):
+                    hk = h_t[s - 1, i, k]
+                    for j in range(g4):
+                        z[j] += hk * w_hh[k, j]
+            for j in range(2 * hidden, 3 * hidden):  # tanh(v) = 2 sigmoid(2v) - 1
+                z[j] *= _2
+            _sigmoid_fwd(z, z)
+            for j in range(hidden):
+                ig, fg, og = z[j], z[hidden + j], z[3 * hidden + j]
+                gg = _2 * z[2 * hidden + j] - _1
+                c = fg * (c_t[s - 1, i, j] if s else _0) + ig * gg
+                c_t[s, i, j] = c
+                h_t[s, i, j] = c
+                gates_t[s, i, j], gates_t[s, i, hidden + j] = ig, fg
+                gates_t[s, i, 2 * hidden + j], gates_t[s, i, 3 * hidden + j] = gg, og
+            row = h_t[s, i]
+            _tanh_fwd(row, row)
+            for j in range(hidden):
+                h_t[s, i, j] *= gates_t[s, i, 3 * hidden + j]
+
+
 def lstm_forward(xw, w_hh, w_hr=None):
     xw_t = np.ascontiguousarray(xw)
     t, b, g4 = xw_t.shape
     hidden = g4 // 4
+    if w_hr is None and b * hidden <= SMALL_WORK:
+        h_t, c_t = np.empty((t, b, hidden), xw.dtype), np.empty((t, b, hidden), xw.dtype)
+        gates_t = np.empty_like(xw_t)
+        _lstm_sequence_small(xw_t, np.ascontiguousarray(w_hh, xw.dtype), h_t, c_t, gates_t)
+        return h_t, c_t, gates_t
     c_t = np.empty((t, b, hidden), xw.dtype)
     # without a projection h is written in place; with one, o * tanh(c) goes to a scratch
     h_t = np.empty((t, b, hidden if w_hr is None else w_hr.shape[1]), xw.dtype)
@@ -361,6 +405,37 @@ def lstm_backward(w_hh, h, c, gates, dh, w_hr=None):
     return dz_t, dw_hh, dw_hr
 
 
+@jit
+def _gru_sequence_small(xw, w_hh, b_hh, h_t, gates_t, hn_t):
+    """GRU's counterpart of _lstm_sequence_small."""
+    t, b, g3 = xw.shape
+    hidden = g3 // 3
+    hw = np.empty(g3, xw.dtype)
+    rz = np.empty(2 * hidden, xw.dtype)
+    n = np.empty(hidden, xw.dtype)
+    for i in range(b):
+        for s in range(t):
+            for j in range(g3):
+                hw[j] = b_hh[j]
+            if s:
+                for k in range(hidden):
+                    hk = h_t[s - 1, i, k]
+                    for j in range(g3):
+                        hw[j] += hk * w_hh[k, j]
+            for j in range(2 * hidden):
+                rz[j] = xw[s, i, j] + hw[j]
+            _sigmoid_fwd(rz, rz)
+            for j in range(hidden):
+                n[j] = xw[s, i, 2 * hidden + j] + rz[j] * hw[2 * hidden + j]
+            _tanh_fwd(n, n)
+            for j in range(hidden):
+                zg = rz[hidden + j]
+                h_t[s, i, j] = (_1 - zg) * n[j] + zg * (h_t[s - 1, i, j] if s else _0)
+                gates_t[s, i, j], gates_t[s, i, hidden + j] = rz[j], zg
+                gates_t[s, i, 2 * hidden + j] = n[j]
+                hn_t[s, i, j] = hw[2 * hidden + j]
+
+
 def gru_forward(xw, w_hh, b_hh):
     xw_t = np.ascontiguousarray(xw)
     t, b, g3 = xw_t.shape
@@ -368,6 +443,10 @@ def gru_forward(xw, w_hh, b_hh):
     h_t = np.empty((t, b, hidden), xw.dtype)
     hn_t = np.empty_like(h_t)
     gates_t = np.empty_like(xw_t)
+    if b * hidden <= SMALL_WORK:
+        _gru_sequence_small(xw_t, np.ascontiguousarray(w_hh, xw.dtype),
+                            np.ascontiguousarray(b_hh, xw.dtype), h_t, gates_t, hn_t)
+        return h_t, gates_t, hn_t
     hw = np.empty((b, g3), xw.dtype)
     zeros = np.zeros((b, hidden), xw.dtype)
     rz = np.empty((b, 2 * hidden), xw.dtype)  # r and z, contiguous for one exp pass
