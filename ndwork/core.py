@@ -220,11 +220,13 @@ class NeuralForecast:
     def _forecast_frame(self, panel: Panel, test_size: int, futr_df) -> pd.DataFrame:
         h = self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
-        short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < max(m.windows("predict")[0]
-                                                                         for m in self.models))
+        needed = max(m.windows("predict")[0] for m in self.models)
+        short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < needed)
         if len(short):
-            raise ValueError(f"series {panel.uids[short[:5]].tolist()} are shorter than input_size;"
-                             f" they cannot be forecast.")
+            raise ValueError(f"series {panel.uids[short[:5]].tolist()} have fewer than the "
+                             f"{needed} points a forecast reads (input_size; for recurrent=True "
+                             f"models inference_input_size + 1); they cannot be forecast: drop "
+                             f"them or use a smaller input size.")
         futr = self._future_exog(panel, test_size, h, futr_df)
         out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):

@@ -335,6 +335,16 @@ def test_recurrent_mode_fits_forecasts_intervals_cross_validates_and_reloads(tmp
     assert len(cv) == 36 and np.isfinite(cv["GRU"]).all()
 
 
+def test_a_series_shorter_than_the_inference_window_is_named():
+    df = synthetic_panel(2, 60, seed=1)
+    model = GRU(h=6, input_size=12, recurrent=True, inference_input_size=40, max_steps=2,
+                **SMALL[GRU])
+    nf = NeuralForecast([model], "D").fit(df, verbose=False)
+    short = df[(df.unique_id == df.unique_id.iloc[0]) | (df.groupby("unique_id").cumcount() < 30)]
+    with pytest.raises(ValueError, match=r"fewer than the 41 points a forecast reads"):
+        nf.predict(short)
+
+
 def test_the_public_panel_is_shipped():
     from ndwork.datasets import us_employment
 
