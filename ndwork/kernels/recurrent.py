@@ -485,7 +485,6 @@ def cell_step(cell: str, xw, state: tuple, w_hh, b_hh=None, w_hr=None) -> tuple:
     x @ W_ih + biases (B, G) as ops.recurrent builds it (GRU's b_hh apart, passed here);
     state (h,) or, for LSTM, (h, c) -> the new state, same shapes."""
     h = state[0]
-    z = xw + h @ w_hh
     if cell == "gru":
         hidden = h.shape[1]
         hw = h @ w_hh + b_hh
@@ -493,6 +492,7 @@ def cell_step(cell: str, xw, state: tuple, w_hh, b_hh=None, w_hr=None) -> tuple:
         zg = _sigmoid(xw[:, hidden:2 * hidden] + hw[:, hidden:2 * hidden])
         n = np.tanh(xw[:, 2 * hidden:] + r * hw[:, 2 * hidden:])
         return ((1 - zg) * n + zg * h,)
+    z = xw + h @ w_hh
     if cell == "lstm":
         hidden = z.shape[1] // 4
         i, f = _sigmoid(z[:, :hidden]), _sigmoid(z[:, hidden:2 * hidden])

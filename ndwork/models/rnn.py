@@ -160,9 +160,7 @@ class RecurrentModel(BaseModel):
         x = self._shifted_inputs(y, batch, steps).data.transpose(1, 0, 2)
 
         def forecast(hidden):
-            if self.proj is None:
-                return hidden
-            return hidden @ p[self.proj.weight].data + p[self.proj.bias].data
+            return hidden if self.proj is None else self.proj(p, ops.constant(hidden)).data
 
         def next_input(step, hidden):
             value = forecast(hidden).mean(axis=1, keepdims=True)  # MQLoss: the mean quantile
