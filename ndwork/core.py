@@ -29,6 +29,7 @@ from ndwork.training.trainer import (
     predict_windows,
     train,
 )
+from ndwork.utils import PredictionIntervals, Request, conformal_quantiles
 
 
 class NeuralForecast:
@@ -51,6 +52,8 @@ class NeuralForecast:
         self.bytes_per_sync = 0  # of the last distributed fit: bytes per round and worker
         self.worker_switches: dict | None = None  # the Optimizations its workers ran under
         self.states: list[TrainState | None] = [None] * len(models)
+        # conformal calibration of the point models: intervals, series, {name: errors}
+        self.calibration: dict | None = None
 
     # --- columns the models need ---------------------------------------------------
     @property
@@ -74,7 +77,8 @@ class NeuralForecast:
             val_size: int = 0, warm_start: bool = False, verbose: bool = True,
             callback: Callable | None = None, distributed=None, sync_every: int = 1,
             checkpoint_every: int | None = None, checkpoint_path: str | os.PathLike | None = None,
-            resume_from: str | os.PathLike | None = None) -> NeuralForecast:
+            resume_from: str | os.PathLike | None = None,
+            prediction_intervals: PredictionIntervals | None = None) -> NeuralForecast:
         """Train every model on df.
 
         val_size: points held out at the end of each series for validation and early
@@ -89,6 +93,9 @@ class NeuralForecast:
         checkpoint_every / checkpoint_path: save a checkpoint every N steps.
         resume_from: continue an interrupted fit from a checkpoint of these models (on
         df, or on the data the checkpoint holds when df is None).
+        prediction_intervals: calibrate conformal intervals for the point models by
+        cross-validation on df's last windows (ndwork.utils.PredictionIntervals); then
+        predict(level=...) gives every model intervals.
         """
         if not isinstance(sync_every, int) or sync_every < 1:
             raise ValueError(f"sync_every={sync_every!r} must be a positive integer.")
@@ -108,9 +115,39 @@ class NeuralForecast:
         else:
             panel = self._panel(df, static_df)
         keep = resume_from is not None or warm_start
+        calibration = None
+        if prediction_intervals is not None:
+            calibration = self._calibrate(panel, prediction_intervals, val_size, verbose,
+                                          distributed)
         self._fit_panel(panel, val_size, 0, keep, verbose, callback, distributed, sync_every,
                         checkpoint_every, checkpoint_path)
+        self.calibration = calibration
         return self
+
+    def _calibrate(self, panel: Panel, intervals: PredictionIntervals, val_size: int,
+                   verbose: bool, parallel=None) -> dict:
+        """Absolute errors of fresh copies of the point models over the last
+        intervals.n_windows horizons of each series (NeuralForecast's conformity scores)."""
+        if not isinstance(intervals, PredictionIntervals):
+            raise ValueError(f"prediction_intervals must be a PredictionIntervals(...), got "
+                             f"{intervals!r}.")
+        h = self._horizon()
+        span = h + intervals.step_size * (intervals.n_windows - 1)
+        needed = span + val_size + max(m.windows("train")[0] + 1 for m in self.models)
+        if panel.lengths.min() < needed:
+            raise ValueError(f"conformal calibration over {intervals.n_windows} windows of h={h} "
+                             f"needs at least {needed} points per series, the shortest has "
+                             f"{panel.lengths.min()}; lower n_windows or step_size, or drop the "
+                             f"short series.")
+        folds = self._fresh_copy()._cross_validation_panel(
+            panel, intervals.n_windows, intervals.step_size, val_size, False, verbose, parallel)
+        n_series = panel.n_series
+        scores = {}
+        for model in self.models:
+            if model.loss.outputsize_multiplier == 1 and not model.loss.is_distribution_output:
+                errors = np.abs(folds[repr(model)].to_numpy() - folds["y"].to_numpy())
+                scores[repr(model)] = errors.reshape(n_series, intervals.n_windows, h)
+        return {"intervals": intervals, "uids": panel.uids, "scores": scores}
 
     def _resume_states(self, path) -> None:
         saved = NeuralForecast.load(path)
@@ -127,6 +164,9 @@ class NeuralForecast:
         """Train each model on a copy of its state and keep the copy only if its training
         completed: a model whose fit failed keeps its previous state (unfitted if it had
         none). A diverged model keeps its last finite state, marked `diverged`."""
+        for model in self.models:
+            if model.loss.is_distribution_output:
+                model.loss.check_targets(panel.y)
         previous_panel, self.panel = self.panel, panel  # checkpoints taken during the fit
         states = ([copy.deepcopy(s) for s in self.states] if keep_states
                   else [initial_state(m) for m in self.models])
@@ -187,26 +227,32 @@ class NeuralForecast:
                               RuntimeWarning, stacklevel=3)
 
     def predict(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
-                futr_df: pd.DataFrame | None = None, parallel=None) -> pd.DataFrame:
+                futr_df: pd.DataFrame | None = None, parallel=None, level: list | None = None,
+                quantiles: list[float] | None = None) -> pd.DataFrame:
         """Forecast h steps after the end of each series of df (default: the fit data).
 
         futr_df holds the future exogenous values (unique_id, ds, futr_exog_list) for
         the h timestamps after each series. Returns unique_id, ds and one column per
-        model (plus interval columns for MQLoss). parallel: None, "threads" or dask (True,
-        n, Client, address) forecasts chunks of the series in parallel (batch inference).
+        model, plus its interval columns: MQLoss's and a distribution's own, or those
+        `level` (e.g. [80, 90]: -lo-90, ..., -hi-90) or `quantiles` ask for, sampled from
+        a distribution or, for a point model, from the conformal calibration fit(...,
+        prediction_intervals=...) made. parallel: None, "threads" or dask (True, n,
+        Client, address) forecasts chunks of the series in parallel (batch inference).
         """
         self._check_fitted()
         self._warn_diverged()
+        request = None if level is None and quantiles is None else Request(level, quantiles)
         panel = self.panel if df is None else self._panel(df, static_df)
         if df is None and static_df is not None:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
         if parallel is None or any(m.MULTIVARIATE for m in self.models):
-            return self._forecast_frame(panel, test_size=0, futr_df=futr_df)
+            return self._forecast_frame(panel, test_size=0, futr_df=futr_df, request=request)
         from ndwork.distributed.pool import executor
 
         with executor(parallel) as pool:
             chunks = np.array_split(np.arange(panel.n_series), pool.n_workers)
-            items = [(self._without_data(), panel.subset(c), futr_df) for c in chunks if len(c)]
+            items = [(self._without_data(), panel.subset(c), futr_df, request)
+                     for c in chunks if len(c)]
             return pd.concat(pool.map(_forecast_chunk, items), ignore_index=True)
 
     def _panel_static(self, panel, static_df):
@@ -217,7 +263,8 @@ class NeuralForecast:
     def _horizon(self) -> int:
         return max(m.h for m in self.models)
 
-    def _forecast_frame(self, panel: Panel, test_size: int, futr_df) -> pd.DataFrame:
+    def _forecast_frame(self, panel: Panel, test_size: int, futr_df,
+                        request: Request | None = None) -> pd.DataFrame:
         h = self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
         needed = max(m.windows("predict")[0] for m in self.models)
@@ -244,13 +291,56 @@ class NeuralForecast:
                 temporal[:, L:, futr[1]] = futr[0][:, :model_h]
             batch, shift, scale = build_batch(model, y, temporal, panel.temporal_cols,
                                               panel.static, panel.static_cols, L)
+            quantiles = request.quantiles if request and model.loss.is_distribution_output \
+                else None
             with model.precision_scope():
-                y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
+                y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                                        quantiles=quantiles)
+            y_hat, names = self._columns(model, y_hat, request, panel)
             full = np.full((len(starts), h, y_hat.shape[2]), np.nan, y_hat.dtype)
             full[:, :model_h] = y_hat
-            for k in _output_order(model):
-                out[f"{model!r}{model.loss.output_names[k]}"] = full[:, :, k].reshape(-1)
+            for k, name in enumerate(names):
+                out[f"{model!r}{name}"] = full[:, :, k].reshape(-1)
         return pd.DataFrame(out)
+
+    def _columns(self, model: BaseModel, y_hat: np.ndarray, request: Request | None,
+                 panel: Panel) -> tuple[np.ndarray, list[str]]:
+        """The model's forecast columns (S, h, k) and their suffixes, in NeuralForecast's
+        order: the point (or mean) first, then the intervals' ends by quantile."""
+        loss = model.loss
+        if request is None:
+            order = _output_order(model)
+            return y_hat[..., order], [loss.output_names[k] for k in order]
+        if loss.is_distribution_output:
+            names = ["", *(request.suffix(q) for q in request.quantiles)]
+            return y_hat, names + (loss.param_names if loss.return_params else [])
+        if loss.outputsize_multiplier > 1 or hasattr(loss, "q"):  # MQLoss, QuantileLoss
+            trained = np.round(getattr(loss, "quantiles", [getattr(loss, "q", 0.5)]), 6)
+            missing = [q for q in request.quantiles if np.round(q, 6) not in trained]
+            if missing:
+                raise ValueError(f"{model!r} was trained for the quantiles {trained.tolist()} "
+                                 f"of its {loss!r}; it cannot forecast {missing}. Ask for those "
+                                 f"it has, or train it with a loss that has them.")
+            order = _output_order(model)
+            return y_hat[..., order], [loss.output_names[k] for k in order]
+        scores = (self.calibration or {}).get("scores", {}).get(repr(model))
+        if scores is None:
+            raise ValueError(f"{model!r} forecasts a point ({loss!r}), so it has no intervals: "
+                             f"pass prediction_intervals=PredictionIntervals() to fit to "
+                             f"calibrate conformal ones, or train it with MQLoss or "
+                             f"DistributionLoss.")
+        position = {uid: i for i, uid in enumerate(self.calibration["uids"].tolist())}
+        unknown = [u for u in panel.uids.tolist() if u not in position]
+        if unknown:
+            raise ValueError(f"series {unknown[:5]} were not in the data the conformal "
+                             f"intervals were calibrated on; fit with them to get intervals.")
+        rows = [position[u] for u in panel.uids.tolist()]
+        h = y_hat.shape[1]
+        method = self.calibration["intervals"].method
+        bands = conformal_quantiles(y_hat[..., 0], scores[rows][:, :, :h], request.quantiles,
+                                    method)
+        names = ["", *(request.suffix(q, conformal=True) for q in request.quantiles)]
+        return np.concatenate([y_hat, bands.astype(y_hat.dtype)], axis=-1), names
 
     def _future_exog(self, panel, test_size, h, futr_df):
         cols = self._futr_cols
@@ -274,22 +364,34 @@ class NeuralForecast:
     # --- cross-validation ------------------------------------------------------------
     def cross_validation(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None,
                          n_windows: int = 1, step_size: int = 1, val_size: int = 0,
-                         refit: bool | int = False, verbose: bool = True,
-                         parallel=None) -> pd.DataFrame:
+                         refit: bool | int = False, verbose: bool = True, parallel=None,
+                         level: list | None = None, quantiles: list[float] | None = None,
+                         prediction_intervals: PredictionIntervals | None = None) -> pd.DataFrame:
         """Forecast n_windows horizons at the end of each series, step_size apart.
 
         refit=False trains once on the data before the first window; True retrains for
         every window; an integer k retrains every k windows. parallel: None, "threads" or
         dask (True, n, Client, address): refit groups train in parallel; without refit
-        the windows are forecast in parallel. Returns unique_id, ds, cutoff (the last
-        timestamp seen), y and the model columns; the models keep the last training.
+        the windows are forecast in parallel. level / quantiles: interval columns as
+        predict's; prediction_intervals: calibrate conformal intervals for the point
+        models on the data before each training's first window. Returns unique_id, ds,
+        cutoff (the last timestamp seen), y and the model columns; the models keep the
+        last training.
         """
+        request = None if level is None and quantiles is None else Request(level, quantiles)
+        panel = self._panel(df, static_df)
+        frame = self._cross_validation_panel(panel, n_windows, step_size, val_size, refit, verbose,
+                                             parallel, request, prediction_intervals)
+        self.panel = panel
+        return frame
+
+    def _cross_validation_panel(self, panel, n_windows, step_size, val_size, refit, verbose,
+                                parallel, request=None, intervals=None) -> pd.DataFrame:
         if n_windows < 1 or step_size < 1:
             raise ValueError("n_windows and step_size must be positive integers.")
         every = n_windows if refit is False else (1 if refit is True else int(refit))
         if every < 1:
             raise ValueError(f"refit={refit!r} must be a bool or a positive integer.")
-        panel = self._panel(df, static_df)
         h = self._horizon()
         test_sizes = [h + (n_windows - 1 - w) * step_size for w in range(n_windows)]
         groups = [test_sizes[g:g + every] for g in range(0, n_windows, every)]
@@ -299,31 +401,40 @@ class NeuralForecast:
             shared = pool.share(panel)
             if len(groups) == 1:
                 self._fit_panel(panel, val_size, groups[0][0], False, verbose)
+                self.calibration = self._calibration_before(panel, groups[0][0], intervals,
+                                                            val_size, verbose)
                 trained = self._without_data()
-                frames = pool.map(_cv_window, [(trained, shared, t) for t in test_sizes])
+                frames = pool.map(_cv_window, [(trained, shared, t, request) for t in test_sizes])
             else:
                 bars = verbose and parallel is None  # progress bars only from this process
-                fitted = pool.map(_cv_group, [(self._fresh_copy(), shared, val_size, group, bars)
-                                              for group in groups])
-                frames = [frame for group_frames, _ in fitted for frame in group_frames]
-                self.states = fitted[-1][1]
-        self.panel = panel
+                fitted = pool.map(_cv_group, [(self._fresh_copy(), shared, val_size, group, bars,
+                                               request, intervals) for group in groups])
+                frames = [frame for group_frames, _, _ in fitted for frame in group_frames]
+                self.states, self.calibration = fitted[-1][1], fitted[-1][2]
         return pd.concat(frames, ignore_index=True).sort_values(
             ["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
+
+    def _calibration_before(self, panel, test_size, intervals, val_size, verbose):
+        """The conformal calibration on the data before the last test_size points."""
+        if intervals is None:
+            return None
+        return self._calibrate(panel.head(panel.lengths - test_size), intervals, val_size,
+                               verbose)
 
     def _without_data(self) -> NeuralForecast:
         """The trained models without the training data (what a parallel task needs)."""
         nf = NeuralForecast(self.models, self.freq)
-        nf.states = self.states
+        nf.states, nf.calibration = self.states, self.calibration
         return nf
 
     def _fresh_copy(self) -> NeuralForecast:
         """The same models, untrained and without data (what a parallel fold needs)."""
         return NeuralForecast(copy.deepcopy(self.models), self.freq)
 
-    def _cv_frame(self, panel: Panel, test_size: int) -> pd.DataFrame:
+    def _cv_frame(self, panel: Panel, test_size: int, request=None) -> pd.DataFrame:
         h = self._horizon()
-        frame = self._forecast_frame(panel, test_size, self._futr_from_panel(panel, test_size, h))
+        frame = self._forecast_frame(panel, test_size, self._futr_from_panel(panel, test_size, h),
+                                     request)
         last_rows = panel.indptr[1:] - 1 - test_size
         frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
         rows = (last_rows[:, None] + np.arange(1, h + 1)).reshape(-1)
@@ -373,6 +484,12 @@ class NeuralForecast:
         freq = self.freq if isinstance(self.freq, int) else to_offset(self.freq).freqstr
         meta = {"ndwork_version": __version__, "freq": freq, "models": meta_models,
                 "temporal_cols": p.temporal_cols, "static_cols": p.static_cols}
+        if self.calibration is not None:
+            c = self.calibration
+            cal_uids = c["uids"].astype(str) if c["uids"].dtype == object else c["uids"]
+            arrays["calibration"] = {"uids": cal_uids, **{f"scores.{name}": v
+                                                          for name, v in c["scores"].items()}}
+            meta["calibration"] = c["intervals"].config()
         checkpoint.write_atomic(path, meta, arrays, overwrite)
 
     @classmethod
@@ -411,6 +528,12 @@ class NeuralForecast:
             models.append(model)
         nf = cls(models, meta["freq"])
         nf.states = states
+        if "calibration" in meta:
+            data = checkpoint.read_arrays(path, "calibration")
+            nf.calibration = {"intervals": PredictionIntervals(**meta["calibration"]),
+                              "uids": data["uids"],
+                              "scores": {k.removeprefix("scores."): v for k, v in data.items()
+                                         if k.startswith("scores.")}}
         data = checkpoint.read_arrays(path, "dataset")
         nf.panel = Panel(uids=data["uids"], indptr=data["indptr"], y=data["y"], ds=data["ds"],
                          temporal=data["temporal"], temporal_cols=meta["temporal_cols"],
@@ -419,24 +542,27 @@ class NeuralForecast:
 
 
 def _output_order(model: BaseModel) -> list[int]:
-    """NeuralForecast's column order: the median (or the point) first, then by quantile."""
+    """NeuralForecast's column order: the point or mean (or else the median) first, then
+    by quantile."""
     names = model.loss.output_names
-    first = names.index("-median") if "-median" in names else 0
+    first = names.index("") if "" in names else (names.index("-median") if "-median" in names
+                                                 else 0)
     return [first] + [k for k in range(len(names)) if k != first]
 
 
 def _cv_group(item):
     """Train once at the group's first cutoff and forecast each of its windows."""
-    nf, panel, val_size, test_sizes, verbose = item
+    nf, panel, val_size, test_sizes, verbose, request, intervals = item
     nf._fit_panel(panel, val_size, test_sizes[0], False, verbose)
-    return [nf._cv_frame(panel, t) for t in test_sizes], nf.states
+    nf.calibration = nf._calibration_before(panel, test_sizes[0], intervals, val_size, verbose)
+    return [nf._cv_frame(panel, t, request) for t in test_sizes], nf.states, nf.calibration
 
 
 def _cv_window(item):
-    nf, panel, test_size = item
-    return nf._cv_frame(panel, test_size)
+    nf, panel, test_size, request = item
+    return nf._cv_frame(panel, test_size, request)
 
 
 def _forecast_chunk(item):
-    nf, panel, futr_df = item
-    return nf._forecast_frame(panel, 0, futr_df)
+    nf, panel, futr_df, request = item
+    return nf._forecast_frame(panel, 0, futr_df, request)

@@ -256,8 +256,9 @@ def test_mlstm_kernels(b, heads, s, d, floor, rng):
 
 
 def test_every_kernel_has_a_reference_and_a_test():
+    # "nll": tests/test_probabilistic.py
     tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
-              "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "maxpool",
+              "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "nll", "maxpool",
               "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics"}
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ndwork.kernels import REGISTRY, compiled, reference
+from ndwork.kernels.likelihoods import N_PARAMS
 from ndwork.kernels.losses import POINT_LOSSES
 from ndwork.kernels.scalers import SCALERS
 
@@ -57,6 +58,11 @@ def loss_cases(rng):
     for kind in POINT_LOSSES:
         yield "point_loss", (kind, poisoned(rng, y.shape), y, mask, 0.3)
     yield "mqloss", (poisoned(rng, (5, 6, 3)), y, mask, np.array([0.1, 0.5, 0.9]))
+    counts = rng.poisson(3, 40).astype(np.float32)
+    loc, scale = np.full(40, 2.0, np.float32), np.full(40, 1.5, np.float32)
+    for kind, n_params in N_PARAMS.items():
+        target = (counts > 2).astype(np.float32) if kind == "bernoulli" else counts
+        yield "nll", (kind, poisoned(rng, (40, n_params), 3), target, loc, scale, 1.5)
 
 
 def other_cases(rng):

@@ -8,6 +8,7 @@ from ndwork.config import active
 from ndwork.kernels import (
     activations,
     convolution,
+    likelihoods,
     linear,
     losses,
     noise,
@@ -20,7 +21,7 @@ from ndwork.kernels import (
 )
 
 REGISTRY: dict[str, tuple] = {}
-for _module in (activations, convolution, linear, losses, noise, normalization, optim, pooling,
+for _module in (activations, convolution, likelihoods, linear, losses, noise, normalization, optim, pooling,
                 recurrent, scalers, xlstm):
     REGISTRY.update(_module.KERNELS)
 

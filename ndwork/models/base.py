@@ -86,6 +86,12 @@ def _precision(value) -> str | None:
                      f"{sorted(map(str, LIGHTNING_PRECISIONS))} (Lightning's names) or leave it out.")
 
 
+def _family(loss: Loss) -> dict:
+    """A loss's configuration without what only changes its reported outputs."""
+    outputs = ("level", "quantiles", "num_samples", "return_params", "horizon_weight")
+    return {k: v for k, v in loss.config().items() if k not in outputs}
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -158,6 +164,11 @@ class BaseModel:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Loss):
                 raise ValueError(f"{name} must be an ndwork.losses loss such as MAE(), got {value!r}.")
+        if (self.valid_loss is not None and self.valid_loss.is_distribution_output
+                and _family(self.valid_loss) != _family(self.loss)):
+            raise ValueError(f"valid_loss={self.valid_loss!r} scores a distribution the model "
+                             f"must output: train with the same loss ({self.valid_loss!r}) or "
+                             f"validate with a point or quantile loss such as MAE().")
         for name in ("max_steps", "batch_size", "windows_batch_size", "step_size",
                      "val_check_steps"):
             _positive_int(name, getattr(self, name))
@@ -210,7 +221,8 @@ class BaseModel:
     def num_parameters(self) -> int:
         """Trainable parameters plus fixed bases, as torch's `model.parameters()` counts."""
         trainable = sum(int(np.prod(s)) for s in self.spec.shapes.values())
-        return trainable + sum(c.size for c in self.constants.values())
+        frozen = sum(loss.num_parameters() for loss in (self.loss, self.valid_loss) if loss)
+        return trainable + sum(c.size for c in self.constants.values()) + frozen
 
     # --- configuration -----------------------------------------------------------
     @classmethod

@@ -48,6 +48,8 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
         "insample_y": insample * 0 if model.exclude_insample_y else insample,
         "insample_mask": np.ones((w, L), dtype=y.dtype),
         "outsample_y": np.ascontiguousarray(y_s[:, L:]),
+        "outsample_y_data": np.ascontiguousarray(y[:, L:]),  # distributions' likelihood
+        "y_shift": shift, "y_scale": scale,
         "outsample_mask": (np.ascontiguousarray(available[:, L:]) if available is not None
                            else np.ones((w, y.shape[1] - L), dtype=y.dtype)),
         "hist_exog": None, "futr_exog": None, "stat_exog": None,
@@ -81,15 +83,14 @@ def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
     Pure in params and batch (rng only drives dropout); a model with running
     statistics (BatchNorm) updates `buffers` in place when rng is given."""
     out, p = forward(model, params, batch, rng, buffers)
-    loss = model.loss(out, batch["outsample_y"], batch["outsample_mask"])
+    loss = model.loss(out, batch)
     backward(loss)
     return float(loss.data), layout(model).gather_grads({k: p[k] for k in model.spec.shapes})
 
 
-def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np.ndarray,
-                    scale: np.ndarray, buffers: dict | None = None,
-                    windows_per_series: int = 1) -> np.ndarray:
-    """Forecasts (W, h, n_outputs) in the data's scale; quantiles sorted (never cross).
+def model_outputs(model: BaseModel, params: np.ndarray, batch: dict, buffers: dict | None = None,
+                  windows_per_series: int = 1) -> np.ndarray:
+    """The model's raw outputs (W, h, n_outputs) in inference mode.
 
     One forward takes at most `inference_windows_batch_size` windows and at most
     `valid_batch_size` series (the batch holds each series' `windows_per_series`
@@ -107,10 +108,24 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
             part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
                     for k, v in batch.items()}
             outs.append(forward(model, params, part, None, buffers)[0].data)
-    out = np.concatenate(outs) if len(outs) > 1 else outs[0]
-    out = (out * scale[:, None, None] + shift[:, None, None]).astype(active().dtypes.output,
-                                                                      copy=False)
-    return np.sort(out, axis=-1) if out.shape[-1] > 1 else out
+    return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np.ndarray,
+                    scale: np.ndarray, buffers: dict | None = None, windows_per_series: int = 1,
+                    quantiles: list[float] | None = None) -> np.ndarray:
+    """Forecasts (W, h, columns) in the data's scale: the loss's output columns, or for a
+    distribution the mean and `quantiles` when given. Sampling draws from a generator
+    seeded by the model's random_seed, so a forecast repeats."""
+    rng = np.random.default_rng(model.random_seed)
+    decode = getattr(model, "sample_forecast", None)
+    if decode is not None and model.loss.is_distribution_output:  # autoregressive sampling
+        out = decode(params, batch, shift, scale, buffers, rng, quantiles)
+    else:
+        raw = model_outputs(model, params, batch, buffers, windows_per_series)
+        kwargs = {"quantiles": quantiles} if model.loss.is_distribution_output else {}
+        out = model.loss.forecast(raw, shift, scale, rng, **kwargs)
+    return out.astype(active().dtypes.output, copy=False)
 
 
 @dataclasses.dataclass
@@ -157,13 +172,23 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
     w = gather_windows(panel, starts, window)
     batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                                       panel.static[w["series"]], panel.static_cols, input_size)
-    y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
-                            windows_per_series=1 if model.MULTIVARIATE else len(offsets))
     target = w["y"][:, input_size:]
-    loss = model.valid_loss or model.loss
-    if loss.outputsize_multiplier != y_hat.shape[-1]:
+    valid = model.valid_loss or model.loss
+    per_series = 1 if model.MULTIVARIATE else len(offsets)
+    if valid.is_distribution_output:  # its likelihood, on the raw outputs
+        raw = model_outputs(model, state.params, batch, state.buffers, per_series)
+        return float(valid.value_raw(raw, target, np.ones_like(target), shift, scale))
+    if model.loss.is_distribution_output and valid.outputsize_multiplier == 1:
+        raw = model_outputs(model, state.params, batch, state.buffers, per_series)
+        y_hat = model.loss.mean(raw, shift, scale)[..., None]  # NF: the distribution's mean
+    else:
+        y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                                per_series)
+        if model.loss.is_distribution_output:  # a quantile loss on the sampled quantiles
+            y_hat = y_hat[..., 1:1 + len(model.loss.quantiles)]
+    if valid.outputsize_multiplier != y_hat.shape[-1]:
         y_hat = model.loss.to_point(y_hat)[..., None]
-    return float(loss.value(y_hat, target, np.ones_like(target)))
+    return float(valid.value(y_hat, target, np.ones_like(target)))
 
 
 def check_aligned(model: BaseModel, panel: Panel) -> None:

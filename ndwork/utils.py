@@ -1,0 +1,88 @@
+"""Prediction intervals for any model: conformal calibration (NeuralForecast 3.3's
+`PredictionIntervals`) and the level/quantile requests predict takes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CONFORMAL_METHODS = ("conformal_distribution", "conformal_error")
+
+
+class PredictionIntervals:
+    """Conformal prediction intervals, calibrated inside fit.
+
+    fit(df, prediction_intervals=PredictionIntervals(n_windows=2)) cross-validates the
+    models on the last n_windows horizons of df (step_size apart), keeps each series'
+    absolute errors per horizon step, then fits on all of df; predict(level=[80, 90])
+    turns them into intervals around the point forecast. method: "conformal_distribution"
+    (quantiles of forecast +- the errors) or "conformal_error" (forecast +- the errors'
+    quantile), as NeuralForecast names them.
+    """
+
+    def __init__(self, n_windows: int = 2, method: str = "conformal_distribution",
+                 step_size: int = 1):
+        if isinstance(n_windows, bool) or not isinstance(n_windows, int) or n_windows < 2:
+            raise ValueError(f"PredictionIntervals(n_windows={n_windows!r}): conformal intervals "
+                             f"need at least two calibration windows; use n_windows >= 2.")
+        if method not in CONFORMAL_METHODS:
+            raise ValueError(f"PredictionIntervals(method={method!r}) is not known; use one of "
+                             f"{CONFORMAL_METHODS}.")
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"PredictionIntervals(step_size={step_size!r}) must be a positive "
+                             f"integer.")
+        self.n_windows, self.method, self.step_size = n_windows, method, step_size
+
+    def config(self) -> dict:
+        return {"n_windows": self.n_windows, "method": self.method, "step_size": self.step_size}
+
+    def __repr__(self) -> str:
+        return (f"PredictionIntervals(n_windows={self.n_windows}, method={self.method!r}, "
+                f"step_size={self.step_size})")
+
+
+class Request:
+    """What predict(level=..., quantiles=...) asks for: sorted quantiles and the column
+    suffix of each, named as NeuralForecast names them."""
+
+    def __init__(self, level=None, quantiles=None):
+        if level is not None and quantiles is not None:
+            raise ValueError("pass level or quantiles, not both.")
+        self.has_level = level is not None
+        if self.has_level:
+            level = sorted(set(level))
+            if not level or not all(0 < lv < 100 for lv in level):
+                raise ValueError(f"level {level} must lie strictly between 0 and 100, "
+                                 f"e.g. [80, 90].")
+            self.quantiles = sorted({q for lv in level for q in ((50 - lv / 2) / 100,
+                                                                  (50 + lv / 2) / 100)})
+        else:
+            self.quantiles = sorted(set(float(q) for q in quantiles))
+            if not self.quantiles or not all(0 < q < 1 for q in self.quantiles):
+                raise ValueError(f"quantiles {list(quantiles)} must lie strictly between 0 "
+                                 f"and 1, e.g. [0.1, 0.5, 0.9].")
+
+    def suffix(self, q: float, conformal: bool = False) -> str:
+        if not self.has_level:  # NeuralForecast: "_ql" for models, "-ql" for conformal
+            return f"{'-' if conformal else '_'}ql{q}"
+        if q < 0.5:
+            return f"-lo-{int(round(100 - 200 * q))}"
+        if q > 0.5:
+            return f"-hi-{int(round(100 - 200 * (1 - q)))}"
+        return "-median"
+
+
+def conformal_quantiles(point: np.ndarray, scores: np.ndarray, quantiles: list[float],
+                        method: str) -> np.ndarray:
+    """point (S, h) forecasts, scores (S, n_windows, h) absolute calibration errors ->
+    (S, h, Q) the requested quantiles of the forecast's distribution."""
+    if method == "conformal_distribution":
+        paths = np.concatenate([point[:, None] - scores, point[:, None] + scores], axis=1)
+        return np.moveaxis(np.quantile(paths, quantiles, axis=1), 0, -1)
+    out = []
+    for q in quantiles:
+        if q == 0.5:
+            out.append(point)
+        else:
+            width = np.quantile(scores, q if q > 0.5 else 1 - q, axis=1)
+            out.append(point + width if q > 0.5 else point - width)
+    return np.stack(out, axis=-1)

@@ -1,0 +1,289 @@
+"""Distribution losses, their kernels, sampling, predict(level/quantiles) and conformal
+intervals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from scipy.special import expit, softplus
+
+from ndwork import NeuralForecast
+from ndwork.datasets import air_passengers
+from ndwork.kernels import compiled, reference
+from ndwork.kernels.likelihoods import N_PARAMS
+from ndwork.losses import GMM, MAE, NBMM, PMM, DistributionLoss, MQLoss
+from ndwork.models import MLP, NHITS
+from ndwork.utils import PredictionIntervals
+
+PARAM = {"normal": 0.2, "studentt": 0.1, "poisson": 1e-10, "negbin": 0.0, "bernoulli": 0.0,
+         "tweedie": 1.5, "negbin_mixture": 0.0}
+
+
+def _targets(kind, rng, n):
+    if kind == "bernoulli":
+        return rng.integers(0, 2, n).astype(float)
+    if kind in ("poisson", "negbin", "negbin_mixture", "tweedie"):
+        return rng.poisson(4, n).astype(float)
+    return rng.normal(0, 3, n)
+
+
+@pytest.mark.parametrize("kind", list(N_PARAMS))
+def test_likelihood_kernel_matches_reference_float32(kind):
+    rng = np.random.default_rng(0)
+    n, p = 400, N_PARAMS[kind]
+    raw = (rng.normal(size=(n, p)) * 2).astype(np.float32)
+    y, loc, scale = _targets(kind, rng, n), rng.uniform(0.2, 3, n), rng.uniform(0.2, 3, n)
+    nll, grad = compiled("nll")(kind, raw, y, loc, scale, PARAM[kind])
+    nll_ref, grad_ref = reference("nll")(kind, raw, y, loc, scale, PARAM[kind])
+    assert nll.dtype == grad.dtype == np.float32
+    np.testing.assert_allclose(nll, nll_ref, rtol=0, atol=1e-5 * np.abs(nll_ref).max())
+    np.testing.assert_allclose(grad, grad_ref, rtol=0, atol=1e-5 * np.abs(grad_ref).max())
+
+
+@pytest.mark.parametrize("side", ["compiled", "reference"])
+@pytest.mark.parametrize("kind", list(N_PARAMS))
+def test_likelihood_gradient_matches_finite_differences(kind, side):
+    rng = np.random.default_rng(1)
+    n, p = 60, N_PARAMS[kind]
+    raw = rng.normal(size=(n, p)) * 1.5
+    y, loc, scale = _targets(kind, rng, n), rng.uniform(0.5, 2, n), rng.uniform(0.5, 2, n)
+    fn = compiled("nll") if side == "compiled" else reference("nll")
+    _, grad = fn(kind, raw, y, loc, scale, PARAM[kind])
+    eps = 1e-6
+    for k in range(p):
+        step = np.zeros_like(raw)
+        step[:, k] = eps
+        up = fn(kind, raw + step, y, loc, scale, PARAM[kind])[0]
+        down = fn(kind, raw - step, y, loc, scale, PARAM[kind])[0]
+        np.testing.assert_allclose(grad[:, k], (up - down) / (2 * eps), rtol=1e-6, atol=1e-7)
+
+
+def _scipy_logpdf(kind, raw, y, loc, scale):
+    """scipy's log density of the distribution NeuralForecast's decoupling describes."""
+    r = [raw[:, k] for k in range(raw.shape[1])]
+    if kind == "normal":
+        return stats.norm.logpdf(y, r[0] * scale + loc, (softplus(r[1]) + 0.2) * scale)
+    if kind == "studentt":
+        return stats.t.logpdf(y, 3 + softplus(r[0]), r[1] * scale + loc,
+                              (softplus(r[2]) + 0.1) * scale)
+    if kind == "poisson":
+        return stats.poisson.logpmf(y, softplus(r[0] * scale + loc) + 1e-10)
+    if kind == "negbin":
+        m = (softplus(r[0]) + 1e-8) * scale + loc
+        alpha = (softplus(r[1]) + 1e-8) / (scale + 1)
+        probs = m * alpha / (1 + m * alpha) + 1e-8
+        return stats.nbinom.logpmf(y, 1 / alpha, 1 - probs)  # scipy's p: torch's 1 - probs
+    return stats.bernoulli.logpmf(y, expit(r[0]))
+
+
+@pytest.mark.parametrize("kind", ["normal", "studentt", "poisson", "negbin", "bernoulli"])
+def test_log_likelihood_equals_scipy_including_tails(kind):
+    """A grid of outputs from -12 to 12 and targets far into the tails."""
+    grid = np.linspace(-12, 12, 13)
+    p = N_PARAMS[kind]
+    raw = np.stack(np.meshgrid(*[grid] * p), -1).reshape(-1, p)
+    if kind == "bernoulli":
+        ys = [0.0, 1.0]
+    elif kind in ("poisson", "negbin"):
+        ys = [0.0, 1.0, 7.0, 60.0, 400.0]
+    else:
+        ys = [-300.0, -20.0, 0.0, 3.0, 40.0, 1000.0]
+    for y_value in ys:
+        y = np.full(len(raw), y_value)
+        loc, scale = np.full(len(raw), 1.5), np.full(len(raw), 2.0)
+        expected = -_scipy_logpdf(kind, raw, y, loc, scale)
+        for fn in (compiled("nll"), reference("nll")):
+            got = fn(kind, raw, y, loc, scale, PARAM[kind])[0]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
+
+
+def _batch(raw, y, shift, scale, mask=None):
+    return {"outsample_y_data": y, "outsample_mask": np.ones_like(y) if mask is None else mask,
+            "y_shift": shift, "y_scale": scale}
+
+
+@pytest.mark.parametrize("loss", [
+    PMM(n_components=3), PMM(n_components=3, weighted=True, horizon_correlation=True),
+    GMM(n_components=2, weighted=True), GMM(n_components=2, batch_correlation=True),
+    NBMM(n_components=2, weighted=True)], ids=repr)
+def test_mixture_gradient_matches_finite_differences(loss):
+    from ndwork.autodiff.tensor import Tensor, backward
+
+    rng = np.random.default_rng(2)
+    w, h = 4, 5
+    raw = rng.normal(size=(w, h, loss.outputsize_multiplier))
+    y = rng.poisson(3, (w, h)).astype(float)
+    shift, scale = rng.uniform(0.5, 2, w), rng.uniform(0.5, 2, w)
+    mask = (rng.random((w, h)) > 0.2).astype(float)
+    x = Tensor(raw, requires_grad=True)
+    value = loss(x, _batch(raw, y, shift, scale, mask))
+    backward(value)
+    eps = 1e-6
+    fd = np.zeros_like(raw)
+    for i in np.ndindex(raw.shape):
+        step = np.zeros_like(raw)
+        step[i] = eps
+        fd[i] = (loss.nll(raw + step, y, mask, shift, scale)[0]
+                 - loss.nll(raw - step, y, mask, shift, scale)[0]) / (2 * eps)
+    np.testing.assert_allclose(x.grad, fd, rtol=1e-5, atol=1e-8)
+
+
+def test_one_component_mixture_is_the_distribution():
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(3, 4, 2))
+    y, shift, scale = rng.normal(size=(3, 4)), rng.normal(size=3), rng.uniform(1, 2, 3)
+    mask = np.ones_like(y)
+    mixture = GMM(n_components=1).nll(raw, y, mask, shift, scale)[0]
+    single = DistributionLoss("Normal").nll(raw, y, mask, shift, scale)[0]
+    assert mixture == pytest.approx(single, rel=1e-12)
+
+
+@pytest.mark.parametrize("name,dist", [("Normal", stats.norm(1.5, (softplus(0.3) + 0.2) * 2)),
+                                       ("Poisson", stats.poisson(softplus(0.3 * 2 + 1.5)))])
+def test_sampled_quantiles_follow_the_distribution_and_repeat_for_a_seed(name, dist):
+    loss = DistributionLoss(name, quantiles=[0.1, 0.5, 0.9], num_samples=20000)
+    raw = np.full((1, 3, loss.outputsize_multiplier), 0.3)
+    if name == "Normal":
+        raw[..., 0] = 0.0
+    first = loss.forecast(raw, np.array([1.5]), np.array([2.0]), np.random.default_rng(7))
+    again = loss.forecast(raw, np.array([1.5]), np.array([2.0]), np.random.default_rng(7))
+    np.testing.assert_array_equal(first, again)
+    spread = dist.ppf(0.9) - dist.ppf(0.1)
+    np.testing.assert_allclose(first[0, :, 1:], np.broadcast_to(dist.ppf([0.1, 0.5, 0.9]), (3, 3)),
+                               atol=0.05 * spread + 1.0 * (name == "Poisson"))
+    np.testing.assert_allclose(first[0, :, 0], dist.mean(), atol=0.03 * spread)
+
+
+def _noisy_panel(n_series=12, length=160, seed=0):
+    """Seasonal series plus N(0, 1) noise: the 80% interval is the mean +- 1.28."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    frames = []
+    for i in range(n_series):
+        level = 10 + 2 * i
+        y = level + 3 * np.sin(2 * np.pi * (t + i) / 12) + rng.normal(size=length)
+        frames.append(pd.DataFrame({"unique_id": f"s{i:02d}", "ds": t, "y": y}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _coverage(frame, model, level):
+    inside = (frame["y"] >= frame[f"{model}-lo-{level}"]) & (frame["y"] <= frame[f"{model}-hi-{level}"])
+    return 100 * inside.mean()
+
+
+def test_calibrated_intervals_on_gaussian_noise():
+    """DistributionLoss('Normal') and conformal intervals cover about their level (within
+    5 points) on windows after the training data. Conformal quantiles follow
+    NeuralForecast's formula, without a finite-sample correction: with n calibration
+    windows per series they cover about (0.8 (n - 1) + 1) / (n + 1) of the 80% level."""
+    df = _noisy_panel(16, 400)
+    common = dict(h=12, input_size=24, max_steps=300, scaler_type="standard",
+                  windows_batch_size=256, enable_progress_bar=False)
+    models = [NHITS(mlp_units=[[64, 64]] * 3, loss=DistributionLoss("Normal", level=[80, 90]),
+                    alias="nhits", **common),
+              MLP(hidden_size=64, alias="mlp", **common)]
+    nf = NeuralForecast(models, freq=1)
+    cv = nf.cross_validation(df, n_windows=4, step_size=12, level=[80, 90], verbose=False,
+                             prediction_intervals=PredictionIntervals(n_windows=50, step_size=2))
+    for model in ("nhits", "mlp"):
+        for level in (80, 90):
+            assert abs(_coverage(cv, model, level) - level) <= 5, (model, level)
+
+
+def test_predict_columns_as_neuralforecast_names_them():
+    df = air_passengers()
+    models = [MLP(h=6, input_size=12, max_steps=5, loss=DistributionLoss("StudentT", level=[80]),
+                  alias="dist"),
+              MLP(h=6, input_size=12, max_steps=5, loss=MQLoss(level=[80]), alias="mq"),
+              MLP(h=6, input_size=12, max_steps=5, alias="point")]
+    nf = NeuralForecast(models, freq="MS").fit(df, verbose=False,
+                                                prediction_intervals=PredictionIntervals(3))
+    assert nf.predict().columns.tolist() == [
+        "unique_id", "ds", "dist", "dist-median", "dist-lo-80", "dist-hi-80", "mq-median",
+        "mq-lo-80", "mq-hi-80", "point"]
+    assert nf.predict(level=[80]).columns.tolist() == [
+        "unique_id", "ds", "dist", "dist-lo-80", "dist-hi-80", "mq-median", "mq-lo-80",
+        "mq-hi-80", "point", "point-lo-80", "point-hi-80"]
+    fc = nf.predict(quantiles=[0.1, 0.9])
+    assert [c for c in fc.columns if c.startswith(("dist", "point"))] == [
+        "dist", "dist_ql0.1", "dist_ql0.9", "point", "point-ql0.1", "point-ql0.9"]
+    assert (fc["dist_ql0.1"] <= fc["dist_ql0.9"]).all()
+    assert (fc["point-ql0.1"] <= fc["point"]).all() and (fc["point"] <= fc["point-ql0.9"]).all()
+    np.testing.assert_array_equal(nf.predict()["dist-lo-80"], nf.predict()["dist-lo-80"])
+
+
+def test_return_params_and_parameter_counts():
+    loss = DistributionLoss("Normal", level=[80, 90], return_params=True)
+    assert loss.output_names == ["", "-median", "-lo-90", "-lo-80", "-hi-80", "-hi-90",
+                                 "-loc", "-scale"]
+    model = MLP(h=4, input_size=8, max_steps=3, loss=loss)
+    base = MLP(h=4, input_size=8, max_steps=3, loss=MAE())
+    # two outputs per step instead of one, plus the loss's 5 quantiles NF counts
+    assert model.num_parameters() == base.num_parameters() + (1024 + 1) * 4 + 5
+    nf = NeuralForecast([model], freq="MS").fit(air_passengers(), verbose=False)
+    fc = nf.predict()
+    assert (fc["MLP-scale"] > 0).all()
+
+
+def test_conformal_calibration_survives_save_and_load(tmp_path):
+    df = air_passengers()
+    nf = NeuralForecast([MLP(h=6, input_size=12, max_steps=5)], freq="MS")
+    nf.fit(df, verbose=False, prediction_intervals=PredictionIntervals(3, method="conformal_error"))
+    nf.save(tmp_path / "ck")
+    loaded = NeuralForecast.load(tmp_path / "ck")
+    pd.testing.assert_frame_equal(nf.predict(level=[90]), loaded.predict(level=[90]))
+    fc = loaded.predict(level=[90])
+    # conformal_error intervals are symmetric around the point forecast
+    np.testing.assert_allclose(fc["MLP"] - fc["MLP-lo-90"], fc["MLP-hi-90"] - fc["MLP"], rtol=1e-5)
+
+
+def test_horizon_weight_drops_steps_from_the_loss():
+    from ndwork.autodiff.tensor import Tensor, backward
+
+    rng = np.random.default_rng(4)
+    raw = rng.normal(size=(2, 4, 2))
+    y = rng.normal(size=(2, 4))
+    loss = DistributionLoss("Normal", horizon_weight=[1, 1, 0, 0])
+    x = Tensor(raw, requires_grad=True)
+    backward(loss(x, _batch(raw, y, np.zeros(2), np.ones(2))))
+    assert (x.grad[:, 2:] == 0).all() and (x.grad[:, :2] != 0).all()
+    with pytest.raises(ValueError, match="horizon_weight has 4 entries for a horizon of 3"):
+        loss(Tensor(raw[:, :3]), _batch(raw[:, :3], y[:, :3], np.zeros(2), np.ones(2)))
+
+
+def test_bad_probabilistic_input_names_the_problem():
+    df = air_passengers()
+    with pytest.raises(ValueError, match="level .* between 0 and 100"):
+        DistributionLoss("Normal", level=[120])
+    with pytest.raises(ValueError, match="quantiles .* between 0 and 1"):
+        DistributionLoss("Normal", quantiles=[0.5, 1.2])
+    with pytest.raises(ValueError, match="distribution 'Gamma' is not known"):
+        DistributionLoss("Gamma")
+    with pytest.raises(ValueError, match="rho in"):
+        DistributionLoss("Tweedie")
+    negative = df.assign(y=df["y"] - 300)
+    with pytest.raises(ValueError, match="non-negative integer counts"):
+        NeuralForecast([MLP(h=6, input_size=12, max_steps=2, loss=DistributionLoss("Poisson"))],
+                       freq="MS").fit(negative, verbose=False)
+    with pytest.raises(ValueError, match="non-negative integer counts"):
+        NeuralForecast([MLP(h=6, input_size=12, max_steps=2, loss=PMM())],
+                       freq="MS").fit(df.assign(y=df["y"] + 0.5), verbose=False)
+    with pytest.raises(ValueError, match="0/1 targets"):
+        NeuralForecast([MLP(h=6, input_size=12, max_steps=2, loss=DistributionLoss("Bernoulli"))],
+                       freq="MS").fit(df, verbose=False)
+    nf = NeuralForecast([MLP(h=6, input_size=12, max_steps=2),
+                         MLP(h=6, input_size=12, max_steps=2, loss=MQLoss(level=[80]), alias="mq")],
+                        freq="MS").fit(df, verbose=False)
+    with pytest.raises(ValueError, match="prediction_intervals=PredictionIntervals"):
+        nf.predict(level=[80])
+    with pytest.raises(ValueError, match="level or quantiles, not both"):
+        nf.predict(level=[80], quantiles=[0.1])
+    with pytest.raises(ValueError, match="n_windows >= 2"):
+        PredictionIntervals(n_windows=1)
+    with pytest.raises(ValueError, match="needs at least"):
+        nf.fit(df.groupby("unique_id").tail(20), verbose=False,
+               prediction_intervals=PredictionIntervals(n_windows=5))
+    with pytest.raises(ValueError, match="trained for the quantiles"):
+        NeuralForecast([nf.models[1]], freq="MS").fit(df, verbose=False).predict(level=[90])
+    with pytest.raises(ValueError, match="valid_loss"):
+        MLP(h=6, input_size=12, valid_loss=DistributionLoss("Normal"))
