@@ -287,3 +287,80 @@ def test_bad_probabilistic_input_names_the_problem():
         NeuralForecast([nf.models[1]], freq="MS").fit(df, verbose=False).predict(level=[90])
     with pytest.raises(ValueError, match="valid_loss"):
         MLP(h=6, input_size=12, valid_loss=DistributionLoss("Normal"))
+
+
+# --- DeepAR ------------------------------------------------------------------------
+
+def test_deepar_parameter_count_matches_neuralforecast():
+    """199,555 weights plus the 5 quantiles NeuralForecast's loss holds as a parameter."""
+    from ndwork.models import DeepAR
+
+    assert DeepAR(h=12, input_size=24).num_parameters() == 199_560
+
+
+@pytest.mark.parametrize("loss", [DistributionLoss("Normal"), DistributionLoss("StudentT"),
+                                  GMM(n_components=2, weighted=True)], ids=repr)
+def test_deepar_gradient_matches_finite_differences(loss):
+    from test_models import EXOG, assert_model_gradient
+
+    from ndwork.autodiff.noise import TrainingNoise
+    from ndwork.models import DeepAR
+
+    model = DeepAR(h=4, input_size=8, h_train=2, lstm_hidden_size=6, lstm_dropout=0.0,
+                   decoder_hidden_layers=1, decoder_hidden_size=5, loss=loss,
+                   scaler_type="standard", **EXOG)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    assert_model_gradient(model, params, training=TrainingNoise(0, 0, np.arange(6)))
+
+
+def test_deepar_paths_feed_back_their_own_draws():
+    """Paths repeat for a seed; their first step is the one-step distribution's, and the
+    spread grows over the horizon on a random walk (draws compound)."""
+    from ndwork.models import DeepAR
+
+    rng = np.random.default_rng(0)
+    walk = pd.DataFrame({"unique_id": np.repeat(["a", "b"], 300), "ds": np.tile(np.arange(300), 2),
+                         "y": np.cumsum(rng.normal(size=600)).astype(np.float32)})
+    model = DeepAR(h=10, input_size=20, max_steps=150, lstm_hidden_size=32, windows_batch_size=128,
+                   loss=DistributionLoss("Normal", level=[80]), trajectory_samples=400,
+                   scaler_type="standard", learning_rate=5e-3, enable_progress_bar=False)
+    nf = NeuralForecast([model], freq=1).fit(walk, verbose=False)
+    fc = nf.predict()
+    pd.testing.assert_frame_equal(fc, nf.predict())
+    width = (fc["DeepAR-hi-80"] - fc["DeepAR-lo-80"]).to_numpy().reshape(2, 10)
+    assert (width[:, -1] > 1.5 * width[:, 0]).all()
+
+
+def test_deepar_fits_cross_validates_saves_and_loads(tmp_path):
+    from ndwork.models import DeepAR
+
+    df = air_passengers()
+    model = DeepAR(h=6, input_size=12, max_steps=10, lstm_hidden_size=16, windows_batch_size=64,
+                   loss=DistributionLoss("StudentT", level=[90], return_params=True),
+                   scaler_type="robust", val_check_steps=5)
+    nf = NeuralForecast([model], freq="MS").fit(df, val_size=6, verbose=False)
+    fc = nf.predict()
+    assert fc.columns.tolist() == ["unique_id", "ds", "DeepAR", "DeepAR-median", "DeepAR-lo-90",
+                                   "DeepAR-hi-90", "DeepAR-df", "DeepAR-loc", "DeepAR-scale"]
+    assert (fc["DeepAR-df"] > 3).all() and (fc["DeepAR-scale"] > 0).all()
+    assert len(nf.states[0].valid_losses) == 2  # MAE on the mean, NF's default valid_loss
+    nf.save(tmp_path / "deepar")
+    pd.testing.assert_frame_equal(fc, NeuralForecast.load(tmp_path / "deepar").predict())
+    cv = nf.cross_validation(df, n_windows=2, step_size=6, level=[80], verbose=False)
+    assert cv[["DeepAR-lo-80", "DeepAR-hi-80"]].notna().all().all()
+    with pytest.raises(ValueError, match="exclude_insample_y"):
+        DeepAR(h=6, input_size=12, exclude_insample_y=True)
+
+
+def test_deepar_normal_intervals_are_calibrated_on_gaussian_noise():
+    from ndwork.models import DeepAR
+
+    df = _noisy_panel(16, 400)
+    model = DeepAR(h=12, input_size=24, max_steps=150, lstm_hidden_size=32,
+                   windows_batch_size=256, learning_rate=5e-3, scaler_type="standard",
+                   loss=DistributionLoss("Normal", level=[80, 90]), trajectory_samples=200,
+                   enable_progress_bar=False)
+    cv = NeuralForecast([model], freq=1).cross_validation(df, n_windows=4, step_size=12,
+                                                          verbose=False)
+    for level in (80, 90):
+        assert abs(_coverage(cv, "DeepAR", level) - level) <= 5, level

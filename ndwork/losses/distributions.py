@@ -146,13 +146,19 @@ class _SampledLoss(Loss):
         return self.nll(raw, y, self.weights(mask), shift, scale)[0]
 
     def forecast(self, raw, shift, scale, rng=None, quantiles=None):
-        """[sample mean, quantiles (the loss's, or `quantiles`), parameters if asked]."""
+        """[sample mean, quantiles (the loss's, or `quantiles`), parameters if asked]
+        (W, h, columns) from num_samples independent draws per point."""
         rng = rng if rng is not None else np.random.default_rng(0)
         draws, args = self.sample(raw, shift, scale, self.num_samples, rng)
+        return self.summarize(draws, quantiles, args=args)
+
+    def summarize(self, draws, quantiles=None, raw=None, shift=None, scale=None, args=None):
+        """Draws (W, h, n) -> [mean, quantiles, parameters (of `raw`) if asked]."""
         qs = self.quantiles if quantiles is None else quantiles
         columns = [draws.mean(axis=-1), *np.quantile(draws, qs, axis=-1)]
         if self.return_params:
-            columns += list(args)
+            columns += list(args if args is not None else
+                            self.sample(raw, shift, scale, 1, np.random.default_rng(0))[1])
         return np.stack(columns, axis=-1)
 
     def mean(self, raw, shift, scale) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from ndwork.models.base import BaseModel
 from ndwork.models.bitcn import BiTCN
+from ndwork.models.deepar import DeepAR
 from ndwork.models.dilated_rnn import DilatedRNN
 from ndwork.models.dlinear import DLinear
 from ndwork.models.gru import GRU
@@ -23,8 +24,8 @@ from ndwork.models.xlstm import xLSTM
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
                                          VanillaTransformer, PatchTST, Informer,
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
-                                         xLSTM)}
+                                         xLSTM, DeepAR)}
 
 __all__ = ["GRU", "LSTM", "MLP", "MODELS", "NBEATS", "NHITS", "RNN", "TCN", "BaseModel", "BiTCN",
-           "DLinear", "DilatedRNN", "Informer", "NBEATSx", "NLinear", "PatchTST", "TiDE",
+           "DLinear", "DeepAR", "DilatedRNN", "Informer", "NBEATSx", "NLinear", "PatchTST", "TiDE",
            "VanillaTransformer", "iTransformer", "xLSTM"]

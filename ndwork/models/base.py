@@ -129,6 +129,9 @@ class BaseModel:
     # NeuralForecast's recurrent and convolutional models default to input_size=-1,
     # meaning 3 * h
     INPUT_SIZE_FROM_HORIZON = False
+    # A model whose distribution forecasts are sample paths (DeepAR): it has
+    # sample_paths(p, batch, n, rng) and trajectory_samples
+    TRAJECTORIES = False
     DEFAULTS: dict = {}
 
     def __init__(self, h: int, input_size: int, **kwargs):

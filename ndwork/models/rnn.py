@@ -35,21 +35,131 @@ def check_positive(model, *names: str) -> None:
                              f"integer.")
 
 
-class RecurrentModel(BaseModel):
-    """The architecture NeuralForecast's RNN, LSTM and GRU share.
-
-    recurrent=False (direct): the recurrent stack reads the input window with its
-    exogenous channels; its last h hidden states (linearly upsampled over time when
-    h > input_size), with the future exogenous values of the horizon, go through the MLP
-    decoder to h forecasts.
-    recurrent=True (recursive): every step's hidden state goes through a linear map (for
-    LSTM, PyTorch's proj_size inside the cell) to a forecast of the next value. Training
+class Recursive:
+    """Recursive forecasting (NeuralForecast's recurrent=True) for a model with a
+    RecurrentStack `encoder` and a map `proj` of each hidden state to the outputs (None:
+    the encoder's own projection). Every step's output forecasts the next value. Training
     windows hold input_size + 1 inputs and h_train targets, the targets before the last
     fed in as inputs (teacher forcing); forecasts read inference_input_size + 1 values
     (input_size + 1 by default) and then feed each forecast back as the next input, from
     the carried states, h times (validation likewise). Each step's input is the previous
     value beside the exogenous values of the step it forecasts (NeuralForecast's shift;
     historic exogenous values beyond the input are zeros)."""
+
+    recurrent = True
+
+    def windows(self, stage: str) -> tuple[int, int]:
+        if not self.recurrent:
+            return super().windows(stage)
+        if stage == "train":  # one more input: each step's input is the previous value
+            return self.input_size + 1, self.h_train
+        if stage == "predict":
+            return (self.inference_input_size or self.input_size) + 1, self.h
+        return self.input_size + 1, self.h
+
+    def _shifted_inputs(self, y: ops.Tensor, batch: dict, steps: int) -> ops.Tensor:
+        """(B, steps, channels): y (B, steps) beside each step's next exogenous values."""
+        b = y.shape[0]
+        parts = [ops.reshape(y, (b, steps, 1))]
+        if batch["hist_exog"] is not None:  # known over the input only: zeros after it
+            hist = batch["hist_exog"][:, 1:]
+            pad = np.zeros((b, steps - hist.shape[1], hist.shape[2]), hist.dtype)
+            parts.append(ops.constant(np.concatenate([hist, pad], axis=1)))
+        if batch["stat_exog"] is not None:
+            parts.append(ops.constant(batch["stat_exog"][:, None, :].repeat(steps, axis=1)))
+        if batch["futr_exog"] is not None:
+            parts.append(ops.constant(batch["futr_exog"][:, 1:steps + 1]))
+        return ops.concat(parts, axis=2)
+
+    def _teacher_forced(self, p, batch, rng):
+        """Training: the window's inputs and all targets but the last, in one sequence;
+        the forecasts of the last h_train steps (B, h_train, n_outputs)."""
+        targets = batch["outsample_y"].shape[1]
+        y = ops.concat([batch["insample_y"], ops.constant(batch["outsample_y"][:, :-1])], axis=1)
+        out = self.encoder(p, self._shifted_inputs(y, batch, y.shape[1]), rng)
+        if self.proj is not None:
+            out = self.proj(p, out)
+        return ops.index(out, (slice(None), slice(-targets, None)))
+
+    def _decode(self, p, batch):
+        """Inference: read the input window, then feed each forecast back (B, h, n_out)."""
+        x, steps, h = self._decoder_inputs(batch)
+
+        def next_input(step, hidden):
+            return self._step_input(batch, steps + step + 1,
+                                    self._feedback(self._outputs(p, hidden), batch))
+
+        hidden = self.encoder.decode(p, x, h - 1, next_input)  # (h, B, H)
+        return ops.constant(np.ascontiguousarray(self._outputs(p, hidden).transpose(1, 0, 2)))
+
+    def sample_paths(self, p, batch: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n sample paths per window (B, h, n) in the data's scale: read the input window
+        once, then at every step draw each path's next value from the distribution its
+        own state gives and feed that draw back (DeepAR's ancestral sampling)."""
+        x, steps, h = self._decoder_inputs(batch)
+        shift = np.repeat(batch["y_shift"], n)
+        scale = np.repeat(batch["y_scale"], n)
+        draws = []
+
+        def draw(hidden):
+            values = self.loss.sample(self._outputs(p, hidden)[:, None, :], shift, scale, 1,
+                                      rng)[0][:, 0, 0]
+            draws.append(values)
+            return ((values - shift) / scale)[:, None].astype(hidden.dtype)
+
+        def next_input(step, hidden):
+            return self._step_input(batch, steps + step + 1, draw(hidden), n)
+
+        hidden = self.encoder.decode(p, x, h - 1, next_input, repeat=n)
+        draw(hidden[-1])
+        return np.stack(draws, axis=1).reshape(-1, n, h).transpose(0, 2, 1)
+
+    def _decoder_inputs(self, batch):
+        """The input window as the time-major sequence decode reads, its length, h."""
+        y = batch["insample_y"]
+        steps = y.shape[1]
+        x = self._shifted_inputs(y, batch, steps).data.transpose(1, 0, 2)
+        return x, steps, batch["outsample_y"].shape[1]
+
+    def _outputs(self, p, hidden: np.ndarray) -> np.ndarray:
+        """A step's hidden states (..., H) -> the raw outputs (..., n_outputs)."""
+        return hidden if self.proj is None else self.proj(p, ops.constant(hidden)).data
+
+    def _step_input(self, batch: dict, t: int, value: np.ndarray, repeat: int = 1) -> np.ndarray:
+        """A decoding step's input: the fed-back value (B * repeat, 1) beside the
+        exogenous values of window position t (each window's repeated `repeat` times)."""
+        b = batch["insample_y"].shape[0]
+        parts = []
+        if batch["hist_exog"] is not None:
+            parts.append(np.zeros((b, batch["hist_exog"].shape[2]), value.dtype))
+        if batch["stat_exog"] is not None:
+            parts.append(batch["stat_exog"])
+        if batch["futr_exog"] is not None:
+            parts.append(batch["futr_exog"][:, t])
+        exog = [np.repeat(part, repeat, axis=0) for part in parts]
+        return np.concatenate([value, *exog], axis=1).astype(value.dtype, copy=False)
+
+    def _feedback(self, raw: np.ndarray, batch: dict) -> np.ndarray:
+        """The next input (B, 1), scaled as the windows are, from a step's raw outputs
+        (B, n_outputs): the forecast, MQLoss's mean quantile, or a distribution's mean
+        (as NeuralForecast feeds back)."""
+        if not self.loss.is_distribution_output:
+            return raw.mean(axis=1, keepdims=True)
+        shift, scale = batch["y_shift"], batch["y_scale"]
+        mean = self.loss.mean(raw[:, None, :], shift, scale)[:, 0]
+        return ((mean - shift) / scale)[:, None].astype(raw.dtype)
+
+
+class RecurrentModel(Recursive, BaseModel):
+    """The architecture NeuralForecast's RNN, LSTM and GRU share.
+
+    recurrent=False (direct): the recurrent stack reads the input window with its
+    exogenous channels; its last h hidden states (linearly upsampled over time when
+    h > input_size), with the future exogenous values of the horizon, go through the MLP
+    decoder to h forecasts.
+    recurrent=True (recursive, see `Recursive`): every step's hidden state goes through a
+    linear map (for LSTM, PyTorch's proj_size inside the cell) to a forecast of the next
+    value."""
 
     EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
     INPUT_SIZE_FROM_HORIZON = True
@@ -104,15 +214,6 @@ class RecurrentModel(BaseModel):
         """The recurrent cell: "rnn_tanh", "rnn_relu", "lstm" or "gru"."""
         raise NotImplementedError
 
-    def windows(self, stage: str) -> tuple[int, int]:
-        if not self.recurrent:
-            return super().windows(stage)
-        if stage == "train":  # one more input: each step's input is the previous value
-            return self.input_size + 1, self.h_train
-        if stage == "predict":
-            return (self.inference_input_size or self.input_size) + 1, self.h
-        return self.input_size + 1, self.h
-
     def forward(self, p, batch, rng=None):
         if self.recurrent:
             return self._teacher_forced(p, batch, rng) if rng is not None else \
@@ -125,56 +226,6 @@ class RecurrentModel(BaseModel):
         if batch["futr_exog"] is not None:
             hidden = ops.concat([hidden, ops.constant(batch["futr_exog"][:, -self.h:])], axis=2)
         return self.decoder(p, hidden)  # (B, h, n_outputs)
-
-
-    # --- recurrent=True ------------------------------------------------------------
-    def _shifted_inputs(self, y: ops.Tensor, batch: dict, steps: int) -> ops.Tensor:
-        """(B, steps, channels): y (B, steps) beside each step's next exogenous values."""
-        b = y.shape[0]
-        parts = [ops.reshape(y, (b, steps, 1))]
-        if batch["hist_exog"] is not None:  # known over the input only: zeros after it
-            hist = batch["hist_exog"][:, 1:]
-            pad = np.zeros((b, steps - hist.shape[1], hist.shape[2]), hist.dtype)
-            parts.append(ops.constant(np.concatenate([hist, pad], axis=1)))
-        if batch["stat_exog"] is not None:
-            parts.append(ops.constant(batch["stat_exog"][:, None, :].repeat(steps, axis=1)))
-        if batch["futr_exog"] is not None:
-            parts.append(ops.constant(batch["futr_exog"][:, 1:steps + 1]))
-        return ops.concat(parts, axis=2)
-
-    def _teacher_forced(self, p, batch, rng):
-        """Training: the window's inputs and all targets but the last, in one sequence;
-        the forecasts of the last h_train steps (B, h_train, n_outputs)."""
-        targets = batch["outsample_y"].shape[1]
-        y = ops.concat([batch["insample_y"], ops.constant(batch["outsample_y"][:, :-1])], axis=1)
-        out = self.encoder(p, self._shifted_inputs(y, batch, y.shape[1]), rng)
-        if self.proj is not None:
-            out = self.proj(p, out)
-        return ops.index(out, (slice(None), slice(-targets, None)))
-
-    def _decode(self, p, batch):
-        """Inference: read the input window, then feed each forecast back (B, h, n_out)."""
-        y = batch["insample_y"]
-        b, steps = y.shape
-        h = batch["outsample_y"].shape[1]
-        x = self._shifted_inputs(y, batch, steps).data.transpose(1, 0, 2)
-
-        def forecast(hidden):
-            return hidden if self.proj is None else self.proj(p, ops.constant(hidden)).data
-
-        def next_input(step, hidden):
-            value = forecast(hidden).mean(axis=1, keepdims=True)  # MQLoss: the mean quantile
-            parts = [value]
-            if batch["hist_exog"] is not None:
-                parts.append(np.zeros((b, batch["hist_exog"].shape[2]), value.dtype))
-            if batch["stat_exog"] is not None:
-                parts.append(batch["stat_exog"])
-            if batch["futr_exog"] is not None:
-                parts.append(batch["futr_exog"][:, steps + step + 1])
-            return np.concatenate(parts, axis=1).astype(value.dtype, copy=False)
-
-        hidden = self.encoder.decode(p, x, h - 1, next_input)  # (h, B, H)
-        return ops.constant(np.ascontiguousarray(forecast(hidden).transpose(1, 0, 2)))
 
 
 class RNN(RecurrentModel):

@@ -201,19 +201,20 @@ class RecurrentStack:
             x = ops.recurrent(x, *weights[:4], self.cell, weights[4])
         return x
 
-    def decode(self, p, x: np.ndarray, steps: int, next_input) -> np.ndarray:
+    def decode(self, p, x: np.ndarray, steps: int, next_input, repeat: int = 1) -> np.ndarray:
         """Recursive decoding (inference, arrays): read x (T, B, input_size) from a zero
         state, then take `steps` single steps from the carried states, the input of each
         made by `next_input(step, last output (B, H))`; the sequence is never read again.
-        Returns the last layer's output after the sequence and after each step
-        (steps + 1, B, H)."""
+        repeat > 1 continues each window's states as `repeat` consecutive rows (sample
+        paths: B * repeat rows after the sequence). Returns the last layer's output after
+        the sequence and after each step (steps + 1, B * repeat, H)."""
         weights = [[p[n].data if n is not None else None for n in names]
                    for names in self.layers]
         states = []
         for w_ih, w_hh, b_ih, b_hh, w_hr in weights:
             x, state = ops.recurrent_final_state(x, w_ih, w_hh, b_ih, b_hh, self.cell, w_hr)
-            states.append(state)
-        outputs = [x[-1]]
+            states.append(tuple(np.repeat(s, repeat, axis=0) for s in state))
+        outputs = [np.repeat(x[-1], repeat, axis=0)]
         for step in range(steps):
             inp = next_input(step, outputs[-1])
             for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(weights):

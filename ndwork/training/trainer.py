@@ -118,14 +118,36 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     distribution the mean and `quantiles` when given. Sampling draws from a generator
     seeded by the model's random_seed, so a forecast repeats."""
     rng = np.random.default_rng(model.random_seed)
-    decode = getattr(model, "sample_forecast", None)
-    if decode is not None and model.loss.is_distribution_output:  # autoregressive sampling
-        out = decode(params, batch, shift, scale, buffers, rng, quantiles)
+    loss = model.loss
+    if not loss.is_distribution_output:
+        out = loss.forecast(model_outputs(model, params, batch, buffers, windows_per_series),
+                            shift, scale)
+    elif model.TRAJECTORIES:  # autoregressive sample paths
+        paths = trajectories(model, params, batch, rng)
+        raw = model_outputs(model, params, batch, buffers) if loss.return_params else None
+        out = loss.summarize(paths, quantiles, raw, shift, scale)
     else:
         raw = model_outputs(model, params, batch, buffers, windows_per_series)
-        kwargs = {"quantiles": quantiles} if model.loss.is_distribution_output else {}
-        out = model.loss.forecast(raw, shift, scale, rng, **kwargs)
+        out = loss.forecast(raw, shift, scale, rng, quantiles)
     return out.astype(active().dtypes.output, copy=False)
+
+
+def trajectories(model: BaseModel, params: np.ndarray, batch: dict,
+                 rng: np.random.Generator, n: int | None = None) -> np.ndarray:
+    """The model's sample paths (W, h, n) in the data's scale (n: its
+    trajectory_samples), at most inference_windows_batch_size windows at a time."""
+    n = n or model.trajectory_samples
+    p = layout(model).tensors(params)
+    w = batch["insample_y"].shape[0]
+    chunk = model.inference_windows_batch_size if model.inference_windows_batch_size > 0 else w
+    parts = []
+    with kernel_blas_single_threaded():
+        for a in range(0, w, chunk):
+            part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
+                    for k, v in batch.items()}
+            part["insample_y"] = Tensor(part["insample_y"])
+            parts.append(model.sample_paths(p, part, n, rng))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 @dataclasses.dataclass
