@@ -16,6 +16,7 @@ from ndwork.models import (
     RNN,
     TCN,
     BiTCN,
+    DeepNPTS,
     DilatedRNN,
     DLinear,
     NBEATSx,
@@ -30,6 +31,7 @@ NEURALFORECAST_PARAMETER_COUNTS = {
     MLP: 1_087_500, NHITS: 2_437_725, NBEATS: 2_447_322, TiDE: 951_376, DLinear: 600,
     NLinear: 300, RNN: 66_433, GRU: 388_857, LSTM: 215_809, TCN: 148_909, BiTCN: 6_013,
     DilatedRNN: 480_301, xLSTM: 239_037,  # xLSTM: NeuralForecast's with the xlstm package
+    DeepNPTS: 11_488,
 }
 FD_EPS, FD_RTOL = 1e-6, 1e-4
 
@@ -50,6 +52,7 @@ SMALL = {
     DilatedRNN: dict(encoder_hidden_size=8, decoder_hidden_size=8, dilations=[[1, 2], [3]],
                      num_lr_decays=-1),
     xLSTM: dict(encoder_hidden_size=8, decoder_hidden_size=8),
+    DeepNPTS: dict(hidden_size=8),
 }
 EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
 

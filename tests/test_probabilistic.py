@@ -364,3 +364,89 @@ def test_deepar_normal_intervals_are_calibrated_on_gaussian_noise():
                                                           verbose=False)
     for level in (80, 90):
         assert abs(_coverage(cv, "DeepAR", level) - level) <= 5, level
+
+
+# --- the other losses NeuralForecast ships ----------------------------------------------
+
+@pytest.mark.parametrize("loss", [
+    "RMSE()", "MASE(seasonality=2)", "TukeyLoss(c=2.0)", "TukeyLoss(normalize=False)",
+    "HuberQLoss(q=0.3, delta=0.5)", "HuberMQLoss(level=[80], delta=0.7)", "sCRPS(level=[80])",
+    "FreDF(alpha=0.4)", "RMSE(horizon_weight=[1, 2, 0, 1, 1])"])
+def test_array_loss_gradient_matches_finite_differences(loss):
+    from ndwork import losses
+    from ndwork.autodiff.tensor import Tensor, backward
+
+    loss = eval(loss, vars(losses))
+    rng = np.random.default_rng(5)
+    k = loss.outputsize_multiplier
+    y_hat = rng.normal(size=(3, 5, k))
+    batch = {"outsample_y": rng.normal(size=(3, 5)), "insample_y": rng.normal(size=(3, 8)),
+             "outsample_mask": (rng.random((3, 5)) > 0.2).astype(float)}
+    x = Tensor(y_hat, requires_grad=True)
+    backward(loss(x, batch))
+    fd = np.zeros_like(y_hat)
+    for i in np.ndindex(y_hat.shape):
+        step = np.zeros_like(y_hat)
+        step[i] = 1e-6
+        fd[i] = (loss(Tensor(y_hat + step), batch).data - loss(Tensor(y_hat - step), batch).data) / 2e-6
+    np.testing.assert_allclose(x.grad, fd, rtol=1e-5, atol=1e-8)
+
+
+def test_array_losses_match_their_formulas():
+    from ndwork.losses import MASE, RMSE, Accuracy, FreDF, TukeyLoss, relMSE
+
+    rng = np.random.default_rng(6)
+    y, y_hat = rng.normal(size=(2, 6)), rng.normal(size=(2, 6, 1))
+    ones, insample = np.ones_like(y), rng.normal(size=(2, 10))
+    e = y_hat[..., 0] - y
+    assert RMSE().value(y_hat, y, ones) == pytest.approx(np.sqrt((e ** 2).mean()))
+    naive = np.abs(insample[:, 3:] - insample[:, :-3]).mean(axis=1, keepdims=True)
+    assert MASE(3).value(y_hat, y, ones, insample) == pytest.approx((np.abs(e) / naive).mean())
+    spectrum = np.abs(np.fft.rfft(y_hat[..., 0], axis=1) - np.fft.rfft(y, axis=1)).mean()
+    assert FreDF(0.25).value(y_hat, y, ones) == pytest.approx(0.75 * (e ** 2).mean() + 0.25 * spectrum)
+    assert TukeyLoss(normalize=False).value(y_hat, y, ones) == pytest.approx(
+        (4.685 ** 2 / 6 * (1 - (1 - (e / 4.685) ** 2) ** 3)).mean())
+    far = y_hat + 100
+    assert TukeyLoss(normalize=False).value(far, y, ones) == pytest.approx(4.685 ** 2 / 6)
+    assert Accuracy().value(np.round(y)[..., None], np.round(y), ones) == 1.0
+    assert relMSE().metric(y, y_hat[..., 0], y) == pytest.approx((e ** 2).mean() / 1e-5)
+    with pytest.raises(ValueError, match="benchmark forecast"):
+        MLP(h=6, input_size=12, loss=relMSE())
+
+
+@pytest.mark.parametrize("loss", ["RMSE()", "MASE(seasonality=12)", "TukeyLoss()",
+                                  "HuberQLoss(q=0.5)", "HuberMQLoss(level=[80])", "sCRPS()",
+                                  "FreDF()"])
+def test_models_train_with_every_loss(loss):
+    from ndwork import losses
+
+    loss = eval(loss, vars(losses))
+    model = MLP(h=6, input_size=24, max_steps=20, loss=loss, valid_loss=loss, val_check_steps=10,
+                scaler_type="standard", hidden_size=32, enable_progress_bar=False)
+    nf = NeuralForecast([model], freq="MS").fit(air_passengers(), val_size=6, verbose=False)
+    fc = nf.predict()
+    assert fc.drop(columns=["unique_id", "ds"]).notna().all().all()
+    assert len(nf.states[0].valid_losses) == 2
+    assert NeuralForecast.load  # round trip of the loss's configuration:
+    assert type(model.loss).__name__ == losses.loss_from_config(model.loss.config()).__class__.__name__
+
+
+# --- DeepNPTS ----------------------------------------------------------------------
+
+def test_deepnpts_training_gradient_and_forecasts_inside_the_inputs_range():
+    from test_models import EXOG, assert_model_gradient, sample_batch
+
+    from ndwork.autodiff.noise import TrainingNoise
+    from ndwork.models import DeepNPTS
+    from ndwork.training.trainer import forward
+
+    model = DeepNPTS(h=4, input_size=8, hidden_size=6, dropout=0.0, scaler_type="standard", **EXOG)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    assert_model_gradient(model, params, training=TrainingNoise(0, 0, np.arange(6)))
+    batch = sample_batch(model)
+    out = forward(model, params, batch)[0].data[..., 0]
+    inputs = batch["insample_y"]
+    assert (out >= inputs.min(axis=1, keepdims=True) - 1e-9).all()
+    assert (out <= inputs.max(axis=1, keepdims=True) + 1e-9).all()
+    with pytest.raises(ValueError, match="DeepNPTS takes a point loss"):
+        DeepNPTS(h=4, input_size=8, loss=DistributionLoss("Normal"))

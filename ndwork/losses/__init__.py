@@ -10,16 +10,26 @@ from ndwork.losses.distributions import GMM, NBMM, PMM, DistributionLoss
 from ndwork.losses.point import (
     MAE,
     MAPE,
+    MASE,
     MSE,
+    RMSE,
     SMAPE,
+    Accuracy,
+    FreDF,
     HuberLoss,
+    HuberMQLoss,
+    HuberQLoss,
     Loss,
     MQLoss,
     QuantileLoss,
+    TukeyLoss,
+    relMSE,
+    sCRPS,
 )
 
-LOSSES = {cls.__name__: cls for cls in (MAE, MSE, MAPE, SMAPE, HuberLoss, QuantileLoss, MQLoss,
-                                        DistributionLoss, PMM, GMM, NBMM)}
+LOSSES = {cls.__name__: cls for cls in (MAE, MSE, RMSE, MAPE, SMAPE, MASE, relMSE, HuberLoss,
+                                        TukeyLoss, QuantileLoss, HuberQLoss, MQLoss, HuberMQLoss,
+                                        sCRPS, Accuracy, FreDF, DistributionLoss, PMM, GMM, NBMM)}
 
 
 def loss_from_config(config: dict) -> Loss:

@@ -44,8 +44,10 @@ class Loss:
         out = raw * scale[:, None, None] + shift[:, None, None]
         return np.sort(out, axis=-1) if out.shape[-1] > 1 else out
 
-    def value(self, y_hat: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
-        """The loss of forecasts (W, h, n) in the data's scale (validation), no graph."""
+    def value(self, y_hat: np.ndarray, y: np.ndarray, mask: np.ndarray,
+              insample: np.ndarray | None = None) -> float:
+        """The loss of forecasts (W, h, n) in the data's scale (validation), no graph;
+        insample (W, L): the windows' inputs, for losses scaled by them."""
         return kernel("point_loss")(self.kind, y_hat.reshape(y.shape), y, self.weights(mask),
                                     self.param)[0]
 
@@ -150,7 +152,7 @@ class MQLoss(Loss):
         return ops.multi_quantile_loss(y_hat, batch["outsample_y"],
                                        self.weights(batch["outsample_mask"]), self.quantiles)
 
-    def value(self, y_hat, y, mask):
+    def value(self, y_hat, y, mask, insample=None):
         return kernel("mqloss")(y_hat, y, self.weights(mask), self.quantiles)[0]
 
     def to_point(self, y_hat):
@@ -178,3 +180,233 @@ def quantile_outputs(level, quantiles) -> tuple[list[float], list[str]]:
     pairs = sorted((50 + side * lv / 2, f"-{'lo' if side < 0 else 'hi'}-{lv}")
                    for lv in level for side in (-1, 1))
     return [0.5] + [q / 100 for q, _ in pairs], ["-median"] + [n for _, n in pairs]
+
+
+class _ArrayLoss(Loss):
+    """A loss computed in numpy: `evaluate(y_hat (B, h, k), y (B, h), weights (B, h),
+    insample (B, L) or None)` returns the value and d value / d y_hat (B, h, k)."""
+
+    def __call__(self, y_hat, batch):
+        y = batch["outsample_y"]
+        value, grad = self.evaluate(y_hat.data.reshape(*y.shape, -1), y,
+                                    self.weights(batch["outsample_mask"]), batch["insample_y"])
+        grad = grad.reshape(y_hat.shape).astype(y_hat.data.dtype)
+        return Tensor(np.asarray(value, dtype=y_hat.data.dtype), (y_hat,), lambda g: (grad * g,))
+
+    def value(self, y_hat, y, mask, insample=None):
+        return float(self.evaluate(y_hat.reshape(*y.shape, -1), y, self.weights(mask), insample)[0])
+
+    def evaluate(self, y_hat, y, weights, insample):
+        raise NotImplementedError
+
+
+def _weighted(losses, grads, weights):
+    """NeuralForecast's weighted mean sum(w l) / sum(w) and its gradient (0 if no weight)."""
+    total = weights.sum()
+    if total == 0:
+        return 0.0, np.zeros_like(grads)
+    live = weights != 0
+    share = np.where(live, weights / total, 0.0)
+    return float(np.where(live, losses * weights, 0).sum() / total), grads * share[..., None]
+
+
+def _huber(x, delta):
+    """Huber's function of x and its derivative."""
+    small = np.abs(x) <= delta
+    return (np.where(small, 0.5 * x * x, delta * (np.abs(x) - 0.5 * delta)),
+            np.where(small, x, delta * np.sign(x)))
+
+
+class RMSE(_ArrayLoss):
+    """Root mean squared error: the square root of the (weighted) MSE."""
+
+    def evaluate(self, y_hat, y, weights, insample):
+        e = y_hat[..., 0] - y
+        mse, grad = _weighted(e * e, 2 * e[..., None], weights)
+        if mse == 0:
+            return 0.0, np.zeros_like(y_hat)
+        return float(np.sqrt(mse)), grad / (2 * np.sqrt(mse))
+
+
+class MASE(_ArrayLoss):
+    """Mean absolute error scaled by each window's in-sample seasonal naive error (lag
+    `seasonality`), as NeuralForecast's MASE."""
+
+    def __init__(self, seasonality: int, horizon_weight=None):
+        super().__init__(horizon_weight)
+        if isinstance(seasonality, bool) or not isinstance(seasonality, int) or seasonality < 1:
+            raise ValueError(f"MASE(seasonality={seasonality!r}) must be a positive integer.")
+        self.seasonality = seasonality
+
+    def evaluate(self, y_hat, y, weights, insample):
+        if insample is None or insample.shape[1] <= self.seasonality:
+            raise ValueError(f"MASE(seasonality={self.seasonality}) needs more than "
+                             f"{self.seasonality} input steps; use a longer input_size.")
+        s = self.seasonality
+        naive = np.abs(insample[:, s:] - insample[:, :-s]).mean(axis=1)[:, None]
+        inverse = np.divide(1.0, naive, out=np.zeros_like(naive, dtype=np.float64),
+                            where=naive != 0)
+        e = y_hat[..., 0] - y
+        return _weighted(np.abs(e) * inverse, (np.sign(e) * inverse)[..., None], weights)
+
+    def _arguments(self):
+        return {"seasonality": self.seasonality, **super()._arguments()}
+
+
+class TukeyLoss(_ArrayLoss):
+    """Tukey's biweight: c^2/6 (1 - (1 - (e/c)^2)^3) for |e| <= c, c^2/6 beyond, so
+    outliers stop pulling. normalize: errors in units of each window's horizon standard
+    deviation (+ 0.01). Two departures from NeuralForecast 3.3's formula, whose loss is
+    largest at zero error (it omits the "1 -") and whose normalization is over a
+    one-element axis (every error is divided by 0.01); the mean is over all points, as
+    there."""
+
+    def __init__(self, c: float = 4.685, normalize: bool = True):
+        super().__init__(None)
+        if not c > 0:
+            raise ValueError(f"TukeyLoss(c={c}) must be positive.")
+        self.c, self.normalize = float(c), bool(normalize)
+
+    def evaluate(self, y_hat, y, weights, insample):
+        mask = weights != 0
+        if self.normalize:
+            count = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+            mean = np.where(mask, y, 0).sum(axis=1, keepdims=True) / count
+            std = np.sqrt(np.where(mask, (y - mean) ** 2, 0).sum(axis=1, keepdims=True) / count)
+            std = std + 1e-2
+        else:
+            std = np.ones((y.shape[0], 1))
+        e = (y_hat[..., 0] - y) / std
+        inside = (np.abs(e) <= self.c) & mask
+        u = 1 - (e / self.c) ** 2
+        c2 = self.c ** 2 / 6
+        losses = np.where(inside, c2 * (1 - u ** 3), np.where(mask, c2, 0.0))
+        grads = np.where(inside, c2 * 6 * u * u * e / self.c ** 2 / std, 0.0)
+        return float(losses.mean()), (grads / losses.size)[..., None]
+
+    def _arguments(self):
+        return {"c": self.c, "normalize": self.normalize}
+
+
+class HuberQLoss(_ArrayLoss):
+    """Quantile loss with Huber's smoothing of each side (NeuralForecast's HuberQLoss):
+    q huber(max(y - y_hat, 0)) + (1 - q) huber(max(y_hat - y, 0))."""
+
+    def __init__(self, q: float, delta: float = 1.0, horizon_weight=None):
+        super().__init__(horizon_weight)
+        if not 0 < q < 1:
+            raise ValueError(f"HuberQLoss q={q} must lie strictly between 0 and 1.")
+        self.q, self.delta = float(q), float(delta)
+        self.output_names = [f"_q{q}_d{delta}"]
+
+    def evaluate(self, y_hat, y, weights, insample):
+        e = y_hat[..., 0] - y
+        under, d_under = _huber(np.maximum(-e, 0), self.delta)
+        over, d_over = _huber(np.maximum(e, 0), self.delta)
+        losses = self.q * under + (1 - self.q) * over
+        grads = np.where(e > 0, (1 - self.q) * d_over, -self.q * d_under)
+        return _weighted(losses, grads[..., None], weights)
+
+    def _arguments(self):
+        return {"q": self.q, "delta": self.delta, **super()._arguments()}
+
+
+class HuberMQLoss(MQLoss, _ArrayLoss):
+    """Multi-quantile loss with Huber's smoothing (NeuralForecast's HuberMQLoss):
+    mean over quantiles of huber(q max(y - y_hat, 0)) + huber((1 - q) max(y_hat - y, 0))."""
+
+    def __init__(self, level: list[int] | None = None, quantiles: list[float] | None = None,
+                 delta: float = 1.0, horizon_weight=None):
+        super().__init__(level, quantiles, horizon_weight)
+        self.delta = float(delta)
+
+    __call__ = _ArrayLoss.__call__
+    value = _ArrayLoss.value
+
+    def evaluate(self, y_hat, y, weights, insample):
+        e = y_hat - y[..., None]
+        q = self.quantiles
+        under, d_under = _huber(q * np.maximum(-e, 0), self.delta)
+        over, d_over = _huber((1 - q) * np.maximum(e, 0), self.delta)
+        n_q = len(q)
+        losses = (under + over).sum(axis=-1) / n_q
+        grads = np.where(e > 0, (1 - q) * d_over, -q * d_under) / n_q
+        return _weighted(losses, grads, weights)
+
+    def _arguments(self):
+        return {**super()._arguments(), "delta": self.delta}
+
+
+class sCRPS(MQLoss, _ArrayLoss):
+    """Scaled CRPS: 2 MQLoss sum(mask) / (sum |y| + 1e-5), the multi-quantile loss
+    relative to the targets' size (NeuralForecast's sCRPS)."""
+
+    __call__ = _ArrayLoss.__call__
+    value = _ArrayLoss.value
+
+    def __init__(self, level: list[int] | None = None, quantiles: list[float] | None = None):
+        super().__init__(level, quantiles)
+
+    def evaluate(self, y_hat, y, weights, insample):
+        mql, grad = kernel("mqloss")(np.ascontiguousarray(y_hat), y, weights, self.quantiles)
+        factor = 2 * weights.sum() / (np.abs(y).sum() + 1e-5)
+        return mql * factor, grad * factor
+
+
+class Accuracy(_ArrayLoss):
+    """The share of points forecast exactly (a metric for 0/1 series, e.g. as valid_loss
+    with DistributionLoss("Bernoulli"); higher is better, and it has no gradient)."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def evaluate(self, y_hat, y, weights, insample):
+        return float(((y_hat[..., 0] == y) * (weights != 0)).mean()), np.zeros_like(y_hat)
+
+
+class FreDF(_ArrayLoss):
+    """(1 - alpha) MSE in time + alpha mean |rfft(y) - rfft(y_hat)| over the frequency
+    bins of the horizon (NeuralForecast's FreDF)."""
+
+    def __init__(self, alpha: float = 0.5, horizon_weight=None):
+        super().__init__(horizon_weight)
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"FreDF(alpha={alpha}) must be in [0, 1].")
+        self.alpha = float(alpha)
+
+    def evaluate(self, y_hat, y, weights, insample):
+        e = y_hat[..., 0] - y
+        time_loss, time_grad = _weighted(e * e, 2 * e[..., None], weights)
+        spectrum = np.fft.rfft(e, axis=1)  # rfft is linear: rfft(y_hat) - rfft(y)
+        size = np.abs(spectrum)
+        bins = spectrum.shape[1]
+        unit = np.divide(spectrum, size, out=np.zeros_like(spectrum), where=size != 0)
+        # d mean|D_k| / d e_n = Re(sum_k unit_k exp(2 pi i k n / h)) / (B * bins)
+        full = np.zeros((e.shape[0], e.shape[1]), dtype=complex)
+        full[:, :bins] = unit
+        freq_grad = np.real(np.fft.ifft(full, axis=1)) * e.shape[1] / size.size
+        value = (1 - self.alpha) * time_loss + self.alpha * float(size.mean())
+        return value, (1 - self.alpha) * time_grad + self.alpha * freq_grad[..., None]
+
+    def _arguments(self):
+        return {"alpha": self.alpha, **super()._arguments()}
+
+
+class relMSE(Loss):
+    """MSE relative to a benchmark forecast's: relMSE().metric(y, y_hat, y_benchmark).
+    A metric only: training has no benchmark forecast (NeuralForecast 3.3's training
+    fails with it too)."""
+
+    metric_only = True
+
+    def __init__(self, y_train=None, horizon_weight=None):
+        super().__init__(horizon_weight)
+        if y_train is not None:
+            raise ValueError("relMSE(y_train=...) is deprecated in NeuralForecast and unused; "
+                             "leave it out.")
+
+    def metric(self, y: np.ndarray, y_hat: np.ndarray, y_benchmark: np.ndarray,
+               mask: np.ndarray | None = None) -> float:
+        mask = self.weights(np.ones_like(y) if mask is None else mask)
+        mse = MSE().value
+        return mse(y_hat, y, mask) / (mse(y_benchmark, y, mask) + 1e-5)

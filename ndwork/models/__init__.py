@@ -3,6 +3,7 @@
 from ndwork.models.base import BaseModel
 from ndwork.models.bitcn import BiTCN
 from ndwork.models.deepar import DeepAR
+from ndwork.models.deepnpts import DeepNPTS
 from ndwork.models.dilated_rnn import DilatedRNN
 from ndwork.models.dlinear import DLinear
 from ndwork.models.gru import GRU
@@ -24,8 +25,8 @@ from ndwork.models.xlstm import xLSTM
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
                                          VanillaTransformer, PatchTST, Informer,
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
-                                         xLSTM, DeepAR)}
+                                         xLSTM, DeepAR, DeepNPTS)}
 
 __all__ = ["GRU", "LSTM", "MLP", "MODELS", "NBEATS", "NHITS", "RNN", "TCN", "BaseModel", "BiTCN",
-           "DLinear", "DeepAR", "DilatedRNN", "Informer", "NBEATSx", "NLinear", "PatchTST", "TiDE",
-           "VanillaTransformer", "iTransformer", "xLSTM"]
+           "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "Informer", "NBEATSx", "NLinear",
+           "PatchTST", "TiDE", "VanillaTransformer", "iTransformer", "xLSTM"]

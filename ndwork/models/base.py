@@ -167,6 +167,10 @@ class BaseModel:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Loss):
                 raise ValueError(f"{name} must be an ndwork.losses loss such as MAE(), got {value!r}.")
+            if getattr(value, "metric_only", False):
+                raise ValueError(f"{name}={value!r} is a metric that needs a benchmark forecast; "
+                                 f"train and validate with MSE() and compare afterwards with "
+                                 f"{type(value).__name__}().metric(y, y_hat, y_benchmark).")
         if (self.valid_loss is not None and self.valid_loss.is_distribution_output
                 and _family(self.valid_loss) != _family(self.loss)):
             raise ValueError(f"valid_loss={self.valid_loss!r} scores a distribution the model "

@@ -210,7 +210,7 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
             y_hat = y_hat[..., 1:1 + len(model.loss.quantiles)]
     if valid.outputsize_multiplier != y_hat.shape[-1]:
         y_hat = model.loss.to_point(y_hat)[..., None]
-    return float(valid.value(y_hat, target, np.ones_like(target)))
+    return float(valid.value(y_hat, target, np.ones_like(target), w["y"][:, :input_size]))
 
 
 def check_aligned(model: BaseModel, panel: Panel) -> None:
