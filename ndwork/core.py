@@ -291,8 +291,9 @@ class NeuralForecast:
                 temporal[:, L:, futr[1]] = futr[0][:, :model_h]
             batch, shift, scale = build_batch(model, y, temporal, panel.temporal_cols,
                                               panel.static, panel.static_cols, L)
-            quantiles = request.quantiles if request and model.loss.is_distribution_output \
-                else None
+            sampled = model.loss.is_distribution_output or getattr(model.loss, "quantile_input",
+                                                                    False)
+            quantiles = request.quantiles if request and sampled else None
             with model.precision_scope():
                 y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
                                         quantiles=quantiles)
@@ -314,6 +315,8 @@ class NeuralForecast:
         if loss.is_distribution_output:
             names = ["", *(request.suffix(q) for q in request.quantiles)]
             return y_hat, names + (loss.param_names if loss.return_params else [])
+        if getattr(loss, "quantile_input", False):  # IQLoss: the quantiles alone, as NF
+            return y_hat, [request.suffix(q) for q in request.quantiles]
         if loss.outputsize_multiplier > 1 or hasattr(loss, "q"):  # MQLoss, QuantileLoss
             trained = np.round(getattr(loss, "quantiles", [getattr(loss, "q", 0.5)]), 6)
             missing = [q for q in request.quantiles if np.round(q, 6) not in trained]

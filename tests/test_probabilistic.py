@@ -416,7 +416,7 @@ def test_array_losses_match_their_formulas():
 
 @pytest.mark.parametrize("loss", ["RMSE()", "MASE(seasonality=12)", "TukeyLoss()",
                                   "HuberQLoss(q=0.5)", "HuberMQLoss(level=[80])", "sCRPS()",
-                                  "FreDF()"])
+                                  "FreDF()", "IQLoss()", "HuberIQLoss()"])
 def test_models_train_with_every_loss(loss):
     from ndwork import losses
 
@@ -450,3 +450,48 @@ def test_deepnpts_training_gradient_and_forecasts_inside_the_inputs_range():
     assert (out <= inputs.max(axis=1, keepdims=True) + 1e-9).all()
     with pytest.raises(ValueError, match="DeepNPTS takes a point loss"):
         DeepNPTS(h=4, input_size=8, loss=DistributionLoss("Normal"))
+
+
+# --- IQLoss ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["IQLoss(cos_embedding_dim=4)",
+                                  "HuberIQLoss(cos_embedding_dim=4, delta=0.3)"])
+def test_implicit_quantile_loss_gradient_through_its_own_layers(loss):
+    """The quantiles drawn for a step repeat for the same (seed, step, windows), so the
+    loss is a function of the parameters alone and its gradient checks."""
+    from test_models import sample_batch
+
+    from ndwork import losses
+    from ndwork.autodiff.noise import TrainingNoise
+    from ndwork.training.trainer import loss_and_grad
+
+    model = MLP(h=4, input_size=8, hidden_size=6, loss=eval(loss, vars(losses)))
+    assert any(name.startswith("loss.") for name in model.spec.shapes)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    batch = sample_batch(model)
+
+    def loss_at(x):
+        return loss_and_grad(model, x, dict(batch), TrainingNoise(0, 3, np.arange(6)))
+
+    _, grads = loss_at(params)
+    for i in np.random.default_rng(1).choice(params.size, 30, replace=False):
+        step = np.zeros_like(params)
+        step[i] = 1e-6
+        numeric = (loss_at(params + step)[0] - loss_at(params - step)[0]) / 2e-6
+        assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-7), i
+
+
+def test_implicit_quantile_forecasts_any_quantile():
+    from ndwork.losses import IQLoss
+
+    df = _noisy_panel(6, 300)
+    model = MLP(h=12, input_size=24, hidden_size=64, max_steps=1000, loss=IQLoss(),
+                learning_rate=3e-3, scaler_type="standard", windows_batch_size=256,
+                enable_progress_bar=False)
+    nf = NeuralForecast([model], freq=1)
+    cv = nf.cross_validation(df, n_windows=3, step_size=12, level=[80], verbose=False)
+    assert cv.columns.tolist()[-2:] == ["MLP-lo-80", "MLP-hi-80"]
+    assert abs(_coverage(cv, "MLP", 80) - 80) <= 5
+    assert nf.predict().columns.tolist() == ["unique_id", "ds", "MLP_ql0.5"]
+    fc = nf.predict(quantiles=[0.1, 0.5, 0.9])
+    assert (fc["MLP_ql0.1"] < fc["MLP_ql0.5"]).all() and (fc["MLP_ql0.5"] < fc["MLP_ql0.9"]).all()

@@ -46,6 +46,21 @@ class TrainingNoise:
         keys = mix64(row_ids ^ self._next_key())
         return kernel("dropout_keep")(keys, width, p, np.dtype(dtype)).reshape(shape)
 
+    def uniform(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniform [0, 1) draws (float64) of an array whose leading axis runs over the
+        windows, window-major, keyed on each window's position like dropout's masks."""
+        rows = shape[0]
+        if rows % len(self.windows):
+            raise ValueError(f"draws over an array of {rows} rows: not a multiple of the "
+                             f"batch's {len(self.windows)} windows (window-major).")
+        per_window = rows // len(self.windows)
+        row_ids = (self.windows[:, None] * np.uint64(per_window)
+                   + np.arange(per_window, dtype=np.uint64)).reshape(-1)
+        width = int(np.prod(shape[1:], dtype=np.int64))
+        keys = mix64(row_ids ^ self._next_key())
+        cells = mix64(keys[:, None] ^ mix64(np.arange(width, dtype=np.uint64))[None, :])
+        return ((cells >> np.uint64(11)).astype(np.float64) * 2.0 ** -53).reshape(shape)
+
     def integers(self, low: int, high: int, size) -> np.ndarray:
         """Integers shared by the whole batch (the same on every rank)."""
         return np.random.default_rng(int(self._next_key())).integers(low, high, size)

@@ -7,6 +7,7 @@ forecasts in the data's scale).
 """
 
 from ndwork.losses.distributions import GMM, NBMM, PMM, DistributionLoss
+from ndwork.losses.implicit import HuberIQLoss, IQLoss
 from ndwork.losses.point import (
     MAE,
     MAPE,
@@ -29,7 +30,8 @@ from ndwork.losses.point import (
 
 LOSSES = {cls.__name__: cls for cls in (MAE, MSE, RMSE, MAPE, SMAPE, MASE, relMSE, HuberLoss,
                                         TukeyLoss, QuantileLoss, HuberQLoss, MQLoss, HuberMQLoss,
-                                        sCRPS, Accuracy, FreDF, DistributionLoss, PMM, GMM, NBMM)}
+                                        sCRPS, Accuracy, FreDF, IQLoss, HuberIQLoss, DistributionLoss, PMM,
+                                        GMM, NBMM)}
 
 
 def loss_from_config(config: dict) -> Loss:

@@ -56,8 +56,16 @@ class Loss:
         return y_hat[..., 0]
 
     def num_parameters(self) -> int:
-        """Entries NeuralForecast counts among the model's parameters (its quantiles)."""
+        """Entries NeuralForecast counts among the model's parameters (its quantiles)
+        that are not trained (trained ones join the model's spec in `build`)."""
         return 0
+
+    def build(self, spec) -> None:
+        """Declare the loss's own trainable parameters in the model's spec (IQLoss)."""
+
+    def domain_map(self, p: dict, y_hat: Tensor, batch: dict, rng) -> Tensor:
+        """The model's output -> the loss's input (IQLoss embeds its quantile here)."""
+        return y_hat
 
     def config(self) -> dict:
         return {"name": type(self).__name__, **self._arguments()}

@@ -197,6 +197,7 @@ class BaseModel:
                                  f"use a model that does (MLP, NHITS, NBEATSx, TiDE).")
         self.spec = ParameterSpec()
         self.constants: dict[str, np.ndarray] = {}
+        self.loss.build(self.spec)  # a loss with its own layers (IQLoss) trains with the model
 
     # --- sizes the architecture needs --------------------------------------------
     @property

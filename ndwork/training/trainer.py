@@ -72,7 +72,7 @@ def forward(model: BaseModel, params: np.ndarray, batch: dict, rng: TrainingNois
     p = layout(model).tensors(params)
     p.update(buffers if buffers is not None else model.spec.initial_buffers())
     inputs = {**batch, "insample_y": Tensor(batch["insample_y"])}
-    return model.forward(p, inputs, rng), p
+    return model.loss.domain_map(p, model.forward(p, inputs, rng), batch, rng), p
 
 
 def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
@@ -119,7 +119,12 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     seeded by the model's random_seed, so a forecast repeats."""
     rng = np.random.default_rng(model.random_seed)
     loss = model.loss
-    if not loss.is_distribution_output:
+    if getattr(loss, "quantile_input", False):  # IQLoss: each quantile asked for, sorted
+        outs = [loss.forecast(model_outputs(model, params, {**batch, "quantile": q}, buffers,
+                                            windows_per_series), shift, scale)
+                for q in (quantiles or [0.5])]
+        out = np.sort(np.concatenate(outs, axis=-1), axis=-1)
+    elif not loss.is_distribution_output:
         out = loss.forecast(model_outputs(model, params, batch, buffers, windows_per_series),
                             shift, scale)
     elif model.TRAJECTORIES:  # autoregressive sample paths
