@@ -28,6 +28,7 @@ from ndwork.training.trainer import (
     initial_state,
     predict_windows,
     train,
+    trajectories,
 )
 from ndwork.utils import PredictionIntervals, Request, conformal_quantiles
 
@@ -144,7 +145,7 @@ class NeuralForecast:
         n_series = panel.n_series
         scores = {}
         for model in self.models:
-            if model.loss.outputsize_multiplier == 1 and not model.loss.is_distribution_output:
+            if _point_forecast(model.loss):
                 errors = np.abs(folds[repr(model)].to_numpy() - folds["y"].to_numpy())
                 scores[repr(model)] = errors.reshape(n_series, intervals.n_windows, h)
         return {"intervals": intervals, "uids": panel.uids, "scores": scores}
@@ -277,20 +278,7 @@ class NeuralForecast:
         futr = self._future_exog(panel, test_size, h, futr_df)
         out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):
-            if model.MULTIVARIATE:
-                check_aligned(model, panel)
-            L, model_h = model.windows("predict")
-            window = L + model_h
-            starts = last_rows + 1 - L
-            rows = starts[:, None] + np.arange(L)
-            y = np.zeros((len(starts), window), panel.y.dtype)
-            y[:, :L] = panel.y[rows]
-            temporal = np.zeros((len(starts), window, panel.temporal.shape[1]), panel.y.dtype)
-            temporal[:, :L] = panel.temporal[rows]
-            if futr is not None:
-                temporal[:, L:, futr[1]] = futr[0][:, :model_h]
-            batch, shift, scale = build_batch(model, y, temporal, panel.temporal_cols,
-                                              panel.static, panel.static_cols, L)
+            batch, shift, scale = self._forecast_batch(model, panel, last_rows, futr)
             sampled = model.loss.is_distribution_output or getattr(model.loss, "quantile_input",
                                                                     False)
             quantiles = request.quantiles if request and sampled else None
@@ -298,11 +286,95 @@ class NeuralForecast:
                 y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
                                         quantiles=quantiles)
             y_hat, names = self._columns(model, y_hat, request, panel)
-            full = np.full((len(starts), h, y_hat.shape[2]), np.nan, y_hat.dtype)
-            full[:, :model_h] = y_hat
+            full = np.full((len(last_rows), h, y_hat.shape[2]), np.nan, y_hat.dtype)
+            full[:, :y_hat.shape[1]] = y_hat
             for k, name in enumerate(names):
                 out[f"{model!r}{name}"] = full[:, :, k].reshape(-1)
         return pd.DataFrame(out)
+
+    def simulate(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
+                 futr_df: pd.DataFrame | None = None, n_paths: int = 100,
+                 quantiles: list[float] | None = None, seed: int | None = None,
+                 method: str = "gaussian_copula") -> pd.DataFrame:
+        """n_paths sample paths of the h steps after each series (NeuralForecast 3.3's
+        simulate): unique_id, ds, sample_id and one column per model, n_series * n_paths
+        * h rows (sample-major).
+
+        Each model's marginals are its quantiles on `quantiles` (default 0.01 ... 0.99):
+        a distribution's, IQLoss's, MQLoss's own, or a point model's conformal ones (fit
+        with prediction_intervals); `method` ("gaussian_copula" or "schaake_shuffle",
+        see ndwork.simulation) joins them into paths. DeepAR's paths are its own sample
+        paths. seed: the draws' seed (default: each model's random_seed, so a call
+        repeats)."""
+        from ndwork.simulation import DEFAULT_QUANTILE_GRID, METHODS, SAMPLERS
+
+        if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
+            raise ValueError(f"n_paths must be a positive integer, got {n_paths!r}.")
+        if method not in METHODS:
+            raise ValueError(f"simulate(method={method!r}) is not known; use one of {METHODS}.")
+        self._check_fitted()
+        grid = Request(quantiles=quantiles or DEFAULT_QUANTILE_GRID).quantiles
+        panel = self.panel if df is None else self._panel(df, static_df)
+        h = self._horizon()
+        last_rows = panel.indptr[1:] - 1
+        futr = self._future_exog(panel, 0, h, futr_df)
+        histories = [panel.y[a:b] for a, b in zip(panel.indptr[:-1], panel.indptr[1:],
+                                                  strict=True)]
+        n_rows = panel.n_series * h
+        out = {"unique_id": np.tile(np.repeat(panel.uids, h), n_paths),
+               "ds": np.tile(panel.future_dates(self.freq, h, 0), n_paths),
+               "sample_id": np.repeat(np.arange(n_paths), n_rows)}
+        for model, state in zip(self.models, self.states, strict=True):
+            rng = np.random.default_rng(model.random_seed if seed is None else seed)
+            batch, shift, scale = self._forecast_batch(model, panel, last_rows, futr)
+            with model.precision_scope():
+                if model.loss.is_distribution_output and model.TRAJECTORIES:
+                    paths = trajectories(model, state.params, batch, rng, n_paths)  # (S, h, n)
+                    paths = paths.transpose(0, 2, 1)
+                else:
+                    positions, values = self._marginals(model, state, batch, shift, scale, grid,
+                                                        panel)
+                    paths = SAMPLERS[method](positions, values, histories, n_paths, rng)
+            full = np.full((panel.n_series, n_paths, h), np.nan)
+            full[:, :, :paths.shape[2]] = paths
+            out[repr(model)] = full.transpose(1, 0, 2).reshape(-1).astype(panel.y.dtype)
+        return pd.DataFrame(out)
+
+    def _marginals(self, model, state, batch, shift, scale, grid, panel):
+        """(quantile positions (Q,), values (S, h, Q)) of the model's forecast."""
+        loss = model.loss
+        if loss.is_distribution_output or getattr(loss, "quantile_input", False):
+            y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                                    quantiles=grid)
+            start = 1 if loss.is_distribution_output else 0
+            return np.asarray(grid), y_hat[..., start:start + len(grid)].astype(np.float64)
+        if loss.outputsize_multiplier > 1:  # MQLoss, HuberMQLoss: their own quantiles
+            y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
+            return np.asarray(loss.quantiles, np.float64), y_hat.astype(np.float64)
+        y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
+        try:
+            bands, _ = self._columns(model, y_hat, Request(quantiles=grid), panel)
+        except ValueError as e:
+            raise ValueError(f"simulate: {e}") from None
+        return np.asarray(grid), bands[..., 1:].astype(np.float64)
+
+    def _forecast_batch(self, model: BaseModel, panel: Panel, last_rows: np.ndarray, futr):
+        """The scaled batch of the windows that end at `last_rows` (one per series), with
+        the future exogenous values `futr` of the horizon; and its (shift, scale)."""
+        if model.MULTIVARIATE:
+            check_aligned(model, panel)
+        L, model_h = model.windows("predict")
+        window = L + model_h
+        starts = last_rows + 1 - L
+        rows = starts[:, None] + np.arange(L)
+        y = np.zeros((len(starts), window), panel.y.dtype)
+        y[:, :L] = panel.y[rows]
+        temporal = np.zeros((len(starts), window, panel.temporal.shape[1]), panel.y.dtype)
+        temporal[:, :L] = panel.temporal[rows]
+        if futr is not None:
+            temporal[:, L:, futr[1]] = futr[0][:, :model_h]
+        return build_batch(model, y, temporal, panel.temporal_cols, panel.static,
+                           panel.static_cols, L)
 
     def _columns(self, model: BaseModel, y_hat: np.ndarray, request: Request | None,
                  panel: Panel) -> tuple[np.ndarray, list[str]]:
@@ -317,7 +389,7 @@ class NeuralForecast:
             return y_hat, names + (loss.param_names if loss.return_params else [])
         if getattr(loss, "quantile_input", False):  # IQLoss: the quantiles alone, as NF
             return y_hat, [request.suffix(q) for q in request.quantiles]
-        if loss.outputsize_multiplier > 1 or hasattr(loss, "q"):  # MQLoss, QuantileLoss
+        if not _point_forecast(loss):  # MQLoss, QuantileLoss
             trained = np.round(getattr(loss, "quantiles", [getattr(loss, "q", 0.5)]), 6)
             missing = [q for q in request.quantiles if np.round(q, 6) not in trained]
             if missing:
@@ -542,6 +614,13 @@ class NeuralForecast:
                          temporal=data["temporal"], temporal_cols=meta["temporal_cols"],
                          static=data["static"], static_cols=meta["static_cols"])
         return nf
+
+
+def _point_forecast(loss) -> bool:
+    """A loss whose model forecasts a point without intervals (conformal ones can be
+    calibrated for it); not a quantile, multi-quantile or distribution loss."""
+    return not (loss.outputsize_multiplier > 1 or loss.is_distribution_output
+                or hasattr(loss, "q") or getattr(loss, "quantile_input", False))
 
 
 def _output_order(model: BaseModel) -> list[int]:

@@ -495,3 +495,79 @@ def test_implicit_quantile_forecasts_any_quantile():
     assert nf.predict().columns.tolist() == ["unique_id", "ds", "MLP_ql0.5"]
     fc = nf.predict(quantiles=[0.1, 0.5, 0.9])
     assert (fc["MLP_ql0.1"] < fc["MLP_ql0.5"]).all() and (fc["MLP_ql0.5"] < fc["MLP_ql0.9"]).all()
+
+
+# --- simulate ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fitted_for_paths():
+    from ndwork.losses import IQLoss
+    from ndwork.models import DeepAR
+
+    kw = dict(h=6, input_size=12, max_steps=20, scaler_type="standard", enable_progress_bar=False)
+    models = [DeepAR(**kw, lstm_hidden_size=8, trajectory_samples=50),
+              MLP(**kw, hidden_size=16, alias="point"),
+              MLP(**kw, hidden_size=16, loss=MQLoss(level=[50, 80, 98]), alias="mq"),
+              NHITS(**kw, mlp_units=[[16, 16]], loss=DistributionLoss("Normal"), alias="normal"),
+              MLP(**kw, hidden_size=16, loss=IQLoss(cos_embedding_dim=8), alias="iq")]
+    nf = NeuralForecast(models, freq="MS")
+    return nf.fit(air_passengers(), verbose=False, prediction_intervals=PredictionIntervals(3))
+
+
+@pytest.mark.parametrize("method", ["gaussian_copula", "schaake_shuffle"])
+def test_simulate_paths_follow_each_models_marginals(fitted_for_paths, method):
+    nf = fitted_for_paths
+    n = 2000
+    sim = nf.simulate(n_paths=n, method=method)
+    assert sim.columns.tolist() == ["unique_id", "ds", "sample_id", "DeepAR", "point", "mq",
+                                    "normal", "iq"]
+    assert len(sim) == n * 6 and (sim.sample_id.to_numpy()[:6] == 0).all()
+    pd.testing.assert_frame_equal(sim, nf.simulate(n_paths=n, method=method))
+    assert not np.allclose(sim["normal"], nf.simulate(n_paths=n, method=method, seed=9)["normal"])
+    fc = nf.predict(level=[80])
+    assert sim["iq"].notna().all()  # (its 20-step quantiles still cross: not compared)
+    for model in ("point", "normal"):
+        paths = sim[model].to_numpy().reshape(n, 6)
+        lo, hi = np.quantile(paths, [0.1, 0.9], axis=0)
+        width = (fc[f"{model}-hi-80"] - fc[f"{model}-lo-80"]).to_numpy()
+        np.testing.assert_allclose(lo, fc[f"{model}-lo-80"], atol=0.1 * width.max(), err_msg=model)
+        np.testing.assert_allclose(hi, fc[f"{model}-hi-80"], atol=0.1 * width.max(), err_msg=model)
+    mq = sim["mq"].to_numpy().reshape(n, 6)
+    np.testing.assert_allclose(np.median(mq, axis=0), nf.predict()["mq-median"],
+                               atol=0.1 * np.ptp(mq))
+
+
+def test_simulate_copula_correlates_the_steps_as_the_series_history():
+    from ndwork.simulation import gaussian_copula, lag_one_rho
+
+    rng = np.random.default_rng(0)
+    shocks = np.zeros(3000)
+    for t in range(1, 3000):  # differences with lag-1 autocorrelation 0.8
+        shocks[t] = 0.8 * shocks[t - 1] + rng.normal()
+    history = np.cumsum(shocks)
+    assert lag_one_rho(history) == pytest.approx(0.8, abs=0.05)
+    positions = np.linspace(0.01, 0.99, 99)
+    values = np.broadcast_to(stats.norm.ppf(positions), (1, 4, 99))
+    paths = gaussian_copula(positions, values, [history], 5000, np.random.default_rng(1))[0]
+    correlation = np.corrcoef(paths.T)
+    assert correlation[0, 1] == pytest.approx(0.8, abs=0.05)
+    assert correlation[0, 3] == pytest.approx(0.8 ** 3, abs=0.06)
+
+
+def test_deepar_simulates_its_own_trajectories(fitted_for_paths):
+    nf = fitted_for_paths
+    sim = nf.simulate(n_paths=50)
+    paths = sim["DeepAR"].to_numpy().reshape(50, 6)
+    fc = nf.predict()
+    np.testing.assert_allclose(paths.mean(axis=0), fc["DeepAR"], rtol=1e-5)
+
+
+def test_simulate_bad_input():
+    nf = NeuralForecast([MLP(h=6, input_size=12, max_steps=2)], freq="MS")
+    nf.fit(air_passengers(), verbose=False)
+    with pytest.raises(ValueError, match="prediction_intervals=PredictionIntervals"):
+        nf.simulate()
+    with pytest.raises(ValueError, match="n_paths must be a positive integer"):
+        nf.simulate(n_paths=0)
+    with pytest.raises(ValueError, match=r"method='vine'\) is not known"):
+        nf.simulate(method="vine")
