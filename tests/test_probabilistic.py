@@ -571,3 +571,19 @@ def test_simulate_bad_input():
         nf.simulate(n_paths=0)
     with pytest.raises(ValueError, match=r"method='vine'\) is not known"):
         nf.simulate(method="vine")
+
+
+def test_multi_quantile_losses_sum_over_quantiles_as_neuralforecast():
+    """NeuralForecast 3.3's MQLoss divides by len() of a (1, 1, 1, Q) tensor, i.e. by 1:
+    the pinball losses are summed over the quantiles (checked against NF by the
+    fidelity suite)."""
+    from ndwork.losses import HuberMQLoss
+
+    rng = np.random.default_rng(8)
+    y, y_hat, ones = rng.normal(size=(3, 4)), rng.normal(size=(3, 4, 3)), np.ones((3, 4))
+    q = np.array([0.1, 0.5, 0.9])
+    e = y[..., None] - y_hat
+    pinball = np.maximum(q * e, (q - 1) * e).sum(axis=-1).mean()
+    assert MQLoss(level=[80]).value(y_hat, y, ones) == pytest.approx(pinball)
+    assert HuberMQLoss(level=[80], delta=1e9).value(y_hat, y, ones) == pytest.approx(
+        (0.5 * (np.maximum(q * e, 0) ** 2 + np.maximum((q - 1) * e, 0) ** 2)).sum(-1).mean())

@@ -28,7 +28,12 @@ MODELS = [("RNN", {}), ("LSTM", {}), ("GRU", {}), ("TCN", {}), ("BiTCN", {}), ("
           ("DilatedRNN", {"cell_type": "ResLSTM"}), ("DilatedRNN", {"cell_type": "AttentiveLSTM"}),
           ("xLSTM", {}), ("xLSTM", {"backbone": "sLSTM"}),
           ("RNN", {"recurrent": True}), ("LSTM", {"recurrent": True}),
-          ("GRU", {"recurrent": True}), ("LSTM", {"recurrent": True, "encoder_n_layers": 3})]
+          ("GRU", {"recurrent": True}), ("LSTM", {"recurrent": True, "encoder_n_layers": 3}),
+          # DeepAR's training forward compared without its default lstm_dropout=0.1
+          ("DeepAR", {"lstm_dropout": 0.0}),
+          ("DeepAR", {"lstm_dropout": 0.0, "decoder_hidden_layers": 1, "decoder_hidden_size": 16}),
+          ("DeepNPTS", {})]
+RECURSIVE = ("DeepAR",)  # trained teacher-forced, as recurrent=True
 TEACHER_FORCED = 4  # targets of the recurrent=True comparison
 H, INPUT, WINDOWS = 12, 24, 8
 # the xlstm package starts the gates' input weights and sLSTM's recurrent weights at zero,
@@ -105,10 +110,11 @@ def compare(name: str, options: dict, seed: int = 0) -> dict:
     with ndwork.optimizations(precision="fp64"):
         model = NDWORK[name](h=H, input_size=INPUT, **options)
     params = torch_to_ndwork([(n, p.detach().numpy().copy()) for n, p in
-                              peer.named_parameters()], model.spec.shapes)
+                              peer.named_parameters() if not n.startswith("loss.")],
+                             model.spec.shapes)  # the loss's quantiles are not weights
     rng = np.random.default_rng(seed)
     label = " ".join([name] + [f"{k}={v}" for k, v in options.items()])
-    recurrent = options.get("recurrent", False)
+    recurrent = options.get("recurrent", False) or name in RECURSIVE
     # recurrent=True: the training forward, teacher-forced over input_size + 1 values and
     # TEACHER_FORCED targets, against NeuralForecast's forward over the same sequence
     y = rng.normal(size=(WINDOWS, INPUT + (TEACHER_FORCED if recurrent else 0)))
@@ -135,11 +141,127 @@ def compare(name: str, options: dict, seed: int = 0) -> dict:
             "agree": error <= TOLERANCE}
 
 
+# --- losses -----------------------------------------------------------------------------
+LOSS_TOLERANCE = 1e-6  # max |ndwork - NeuralForecast| / max |NeuralForecast|, float64
+DISTRIBUTIONS = [("Normal", {}), ("StudentT", {}), ("Poisson", {}), ("NegativeBinomial", {}),
+                 ("Bernoulli", {}), ("Tweedie", {"rho": 1.5})]
+
+
+def _loss_inputs(rng, n_outputs: int, counts: bool, binary: bool):
+    """Raw outputs from -10 to 10 (the tails), targets, windows' positive loc and scale."""
+    raw = rng.uniform(-10, 10, size=(WINDOWS, H, n_outputs))
+    if binary:
+        y = rng.integers(0, 2, (WINDOWS, H)).astype(float)
+    elif counts:
+        y = rng.poisson(rng.uniform(0, 50, (WINDOWS, 1)), (WINDOWS, H)).astype(float)
+    else:
+        y = rng.normal(0, 30, (WINDOWS, H))
+    return raw, y, rng.uniform(0.5, 20, WINDOWS), rng.uniform(0.5, 5, WINDOWS)
+
+
+def compare_distribution(name: str, options: dict, seed: int = 0) -> dict:
+    """-log p(y) per point: NeuralForecast's domain map, scale decoupling and torch
+    distribution against ndwork's likelihood kernel."""
+    import torch
+    from neuralforecast.losses.pytorch import DistributionLoss as Theirs
+
+    from ndwork.kernels import compiled
+    from ndwork.losses import DistributionLoss
+
+    ours = DistributionLoss(name, **options)
+    theirs = Theirs(name, **options)
+    rng = np.random.default_rng(seed)
+    raw, y, loc, scale = _loss_inputs(rng, ours.outputsize_multiplier, ours.kind in (
+        "poisson", "negbin", "tweedie"), name == "Bernoulli")
+    args = theirs.scale_decouple(theirs.domain_map(torch.from_numpy(raw)),
+                                 loc=torch.from_numpy(loc)[:, None, None],
+                                 scale=torch.from_numpy(scale)[:, None, None])
+    distribution = theirs.get_distribution(args, **theirs.distribution_kwargs)
+    expected = -distribution.log_prob(torch.from_numpy(y)[..., None]).numpy().reshape(-1)
+    got = compiled("nll")(ours.kind, raw.reshape(-1, raw.shape[-1]), y.reshape(-1),
+                          np.repeat(loc, H), np.repeat(scale, H), ours.param)[0]
+    return _loss_row(f"DistributionLoss({name!r})", got, expected)
+
+
+def compare_mixture(name: str, options: dict, seed: int = 0) -> dict:
+    """The weighted mean negative log-likelihood of a mixture, NeuralForecast's against
+    ndwork's (value and gradient of the raw outputs)."""
+    import torch
+    from neuralforecast.losses import pytorch as theirs_module
+
+    from ndwork import losses
+
+    ours, theirs = getattr(losses, name)(**options), getattr(theirs_module, name)(**options)
+    rng = np.random.default_rng(seed)
+    raw, y, loc, scale = _loss_inputs(rng, ours.outputsize_multiplier, name != "GMM", False)
+    raw = raw / 3
+    mask = (rng.random((WINDOWS, H)) > 0.1).astype(float)
+    x = torch.from_numpy(raw).requires_grad_()
+    args = theirs.scale_decouple(theirs.domain_map(x), loc=torch.from_numpy(loc)[:, None, None],
+                                 scale=torch.from_numpy(scale)[:, None, None])
+    value = theirs(y=torch.from_numpy(y)[..., None], distr_args=args,
+                   mask=torch.from_numpy(mask)[..., None])
+    value.backward()
+    got, grad = ours.nll(raw, y, mask, loc, scale)
+    row = _loss_row(f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})",
+                    np.r_[got, grad.reshape(-1)], np.r_[value.item(), x.grad.numpy().reshape(-1)])
+    return row
+
+
+def compare_point_loss(name: str, options: dict, seed: int = 0) -> dict:
+    import torch
+    from neuralforecast.losses import pytorch as theirs_module
+
+    from ndwork import losses
+
+    ours, theirs = getattr(losses, name)(**options), getattr(theirs_module, name)(**options)
+    rng = np.random.default_rng(seed)
+    k = ours.outputsize_multiplier
+    y, y_hat = rng.normal(size=(WINDOWS, H)), rng.normal(size=(WINDOWS, H, k))
+    insample, mask = rng.normal(size=(WINDOWS, INPUT)), np.ones((WINDOWS, H))
+    t = torch.from_numpy
+    if k > 1:  # NeuralForecast keeps the quantiles in level order, ndwork sorted
+        order = getattr(theirs, "quantiles", None)
+        order = (order if order is not None else theirs.mql.quantiles).numpy()
+        theirs_hat = t(y_hat[..., [int(np.argmin(np.abs(ours.quantiles - q))) for q in order]])
+        theirs_hat = theirs_hat[:, :, None, :]
+    else:
+        theirs_hat = t(y_hat)
+    expected = theirs(y=t(y)[..., None], y_hat=theirs_hat, y_insample=t(insample),
+                      mask=t(mask)[..., None]).item()
+    got = ours.value(y_hat, y, mask, insample)
+    return _loss_row(f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})",
+                     np.array([got]), np.array([expected]))
+
+
+def _loss_row(label, got, expected) -> dict:
+    error = float(np.abs(got - expected).max() / np.abs(expected).max())
+    return {"loss": label, "points": int(np.size(expected)), "max relative error": error,
+            "agree": error <= LOSS_TOLERANCE}
+
+
+MIXTURES = [("PMM", {"n_components": 3}), ("PMM", {"n_components": 3, "weighted": True}),
+            ("PMM", {"n_components": 2, "horizon_correlation": True}),
+            ("GMM", {"n_components": 2, "weighted": True}), ("NBMM", {"n_components": 2})]
+POINT_LOSSES = [("RMSE", {}), ("MASE", {"seasonality": 4}), ("HuberQLoss", {"q": 0.3}),
+                ("HuberMQLoss", {"level": [80, 90]}), ("sCRPS", {"level": [80]}),
+                ("FreDF", {"alpha": 0.3})]
+
+
 def run(quick: bool = False) -> dict:
+    losses = ([compare_distribution(n, o) for n, o in DISTRIBUTIONS]
+              + [compare_mixture(n, o) for n, o in MIXTURES]
+              + [compare_point_loss(n, o) for n, o in POINT_LOSSES])
     return {"rows": [compare(name, options) for name, options in MODELS], "tolerance": TOLERANCE,
-            "setup": f"h={H}, input_size={INPUT}, defaults, {WINDOWS} random windows"}
+            "setup": f"h={H}, input_size={INPUT}, defaults, {WINDOWS} random windows",
+            "losses": losses, "loss_tolerance": LOSS_TOLERANCE}
 
 
 def render(results: dict) -> str:
-    return (f"{results['setup']}; tolerance {results['tolerance']:g} of the largest forecast\n"
+    text = (f"{results['setup']}; tolerance {results['tolerance']:g} of the largest forecast\n"
             + table(results["rows"], ["model", "parameters", "max relative error", "agree"]))
+    if "losses" in results:
+        text += (f"\n\nLosses against NeuralForecast's on raw outputs in [-10, 10] (tails), "
+                 f"float64; tolerance {results['loss_tolerance']:g} of the largest value\n"
+                 + table(results["losses"], ["loss", "points", "max relative error", "agree"]))
+    return text

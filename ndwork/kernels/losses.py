@@ -51,12 +51,13 @@ def point_loss_reference(kind, y_hat, y, mask, param=0.0):
 
 
 def mqloss_reference(y_hat, y, mask, quantiles):
-    """Multi-quantile loss: y_hat (B, h, Q), quantiles (Q,)."""
+    """Multi-quantile loss: y_hat (B, h, Q), quantiles (Q,); the pinball losses summed
+    over the quantiles, as NeuralForecast 3.3 computes it (its 1 / len(quantiles) takes
+    the length of a (1, 1, 1, Q) tensor, which is 1)."""
     e = y_hat - y[..., None]
     q = quantiles.astype(y_hat.dtype)
-    n_q = len(q)
-    losses = (q * np.maximum(-e, 0) + (1 - q) * np.maximum(e, 0)) / n_q
-    grads = np.where(e > 0, 1 - q, np.where(e < 0, -q, e * 0)) / n_q  # NaN stays NaN
+    losses = q * np.maximum(-e, 0) + (1 - q) * np.maximum(e, 0)
+    grads = np.where(e > 0, 1 - q, np.where(e < 0, -q, e * 0))  # NaN stays NaN
     total = mask.sum()
     if total == 0:
         return 0.0, np.zeros_like(y_hat)
@@ -127,11 +128,11 @@ def _mqloss(y_hat, y, mask, quantiles):
             e = y_hat[i, k] - y[i]
             q = quantiles[k]
             if e > 0:
-                lsum += w * (1 - q) * e / n_q
-                grad[i, k] = w * (1 - q) / n_q
+                lsum += w * (1 - q) * e
+                grad[i, k] = w * (1 - q)
             elif e < 0:
-                lsum -= w * q * e / n_q
-                grad[i, k] = -w * q / n_q
+                lsum -= w * q * e
+                grad[i, k] = -w * q
             else:  # 0, or NaN when e is NaN
                 lsum += w * e * 0.0
                 grad[i, k] = w * e * 0.0

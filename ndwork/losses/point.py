@@ -140,8 +140,10 @@ def quantile_name(q: float) -> str:
 
 
 class MQLoss(Loss):
-    """Multi-quantile loss. `level=[80, 90]` gives the median and the 80% and 90%
-    intervals (NeuralForecast's columns `-median`, `-lo-90`, ..., `-hi-90`)."""
+    """Multi-quantile loss: the pinball losses of the quantiles, summed (as NeuralForecast
+    3.3 computes it), averaged over the points. `level=[80, 90]` gives the median and
+    the 80% and 90% intervals (NeuralForecast's columns `-median`, `-lo-90`, ...,
+    `-hi-90`)."""
 
     def __init__(self, level: list[int] | None = None, quantiles: list[float] | None = None,
                  horizon_weight=None):
@@ -320,8 +322,8 @@ class HuberQLoss(_ArrayLoss):
 
 
 class HuberMQLoss(MQLoss, _ArrayLoss):
-    """Multi-quantile loss with Huber's smoothing (NeuralForecast's HuberMQLoss):
-    mean over quantiles of huber(q max(y - y_hat, 0)) + huber((1 - q) max(y_hat - y, 0))."""
+    """Multi-quantile loss with Huber's smoothing (NeuralForecast's HuberMQLoss): the
+    sum over quantiles of huber(q max(y - y_hat, 0)) + huber((1 - q) max(y_hat - y, 0))."""
 
     def __init__(self, level: list[int] | None = None, quantiles: list[float] | None = None,
                  delta: float = 1.0, horizon_weight=None):
@@ -336,9 +338,8 @@ class HuberMQLoss(MQLoss, _ArrayLoss):
         q = self.quantiles
         under, d_under = _huber(q * np.maximum(-e, 0), self.delta)
         over, d_over = _huber((1 - q) * np.maximum(e, 0), self.delta)
-        n_q = len(q)
-        losses = (under + over).sum(axis=-1) / n_q
-        grads = np.where(e > 0, (1 - q) * d_over, -q * d_under) / n_q
+        losses = (under + over).sum(axis=-1)  # summed over quantiles, as MQLoss
+        grads = np.where(e > 0, (1 - q) * d_over, -q * d_under)
         return _weighted(losses, grads, weights)
 
     def _arguments(self):

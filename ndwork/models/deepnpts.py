@@ -38,11 +38,12 @@ class DeepNPTS(BaseModel):
         self.n_layers = n_layers
         in_features = (input_size * (1 + self.futr_exog_size + self.hist_exog_size)
                        + self.stat_exog_size + h * self.futr_exog_size)
-        sizes = [in_features] + [hidden_size] * n_layers
-        self.layers = [Linear(self.spec, f"deepnptsnetwork.{i}", a, b)
-                       for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))]
-        self.norms = ([BatchNorm(self.spec, f"deepnptsnetwork.norm{i}", hidden_size)
-                       for i in range(n_layers)] if batch_norm else [])
+        self.layers, self.norms = [], []  # declared in NeuralForecast's order
+        for i in range(n_layers):
+            self.layers.append(Linear(self.spec, f"deepnptsnetwork.{i}",
+                                      in_features if i == 0 else hidden_size, hidden_size))
+            if batch_norm:
+                self.norms.append(BatchNorm(self.spec, f"deepnptsnetwork.norm{i}", hidden_size))
         self.out = Linear(self.spec, "deepnptsnetwork.out", hidden_size, input_size * h)
 
     def forward(self, p, batch, rng=None):
