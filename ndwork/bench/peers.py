@@ -50,6 +50,9 @@ CONFIGS = [
     ("GRU recurrent", "GRU", dict(recurrent=True), "air", 60),
     # NeuralForecast's xLSTM needs the xlstm package (make peers installs it)
     ("xLSTM default", "xLSTM", {}, "air", 30),
+    # the probabilistic models at NeuralForecast's defaults (DeepAR: StudentT, 100 paths)
+    ("DeepAR default", "DeepAR", {}, "air", 60),
+    ("DeepNPTS default", "DeepNPTS", {}, "air", 200),
 ]
 NF_TRAINER = dict(accelerator="cpu", logger=False, enable_progress_bar=False,
                   enable_checkpointing=False, enable_model_summary=False)
