@@ -160,3 +160,19 @@ def test_the_model_picker_trains_the_recurrent_and_convolutional_models(panels, 
     train.wait(120)
     assert train.error is None, train.status.value
     assert len(train.forecast) == 12 and np.isfinite(train.forecast[model]).all()
+
+
+@pytest.mark.parametrize("choice", ["quantiles (MQLoss)", "StudentT distribution",
+                                    "implicit quantiles (IQLoss)",
+                                    "conformal (MAE + PredictionIntervals)"])
+def test_the_forecast_plots_every_kind_of_interval(panels, choice):
+    train, forecast = panels["Train"], panels["Forecast"]
+    train.max_steps.value = 10
+    train.uncertainty.value = choice
+    train.start()
+    train.wait(120)
+    assert train.error is None, train.error
+    names = [trace.name for trace in forecast.figure.data]
+    assert names == ["history", "90% interval", "80% interval", "MLP"]
+    band = forecast.figure.data[1]
+    assert np.isfinite(band.y).all() and len(band.y) == 2 * 12

@@ -1,4 +1,5 @@
-"""The forecast panel: history, forecast and prediction intervals of one series."""
+"""The forecast panel: history, forecast and prediction intervals of one series (every
+`-lo-`/`-hi-` pair the forecast has: MQLoss's, a distribution's, IQLoss's or conformal)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class ForecastPanel:
                                      + list(fcst[f"{name}-lo-{level}"])[::-1],
                                      fill="toself", name=f"{level}% interval", mode="none",
                                      opacity=0.3))
-        point = name if name in fcst else f"{name}-median"
+        point = next(c for c in (name, f"{name}-median", f"{name}_ql0.5") if c in fcst)
         traces.append(go.Scatter(x=fcst["ds"], y=fcst[point], name=name, mode="lines+markers"))
         with self.figure.batch_update():
             self.figure.data = []

@@ -14,13 +14,26 @@ import plotly.graph_objects as go
 import ndwork
 from ndwork import NeuralForecast
 from ndwork.datasets import air_passengers, synthetic_panel
+from ndwork.losses import MAE, DistributionLoss, IQLoss, MQLoss
 from ndwork.models import MODELS
+from ndwork.utils import PredictionIntervals
 from widgets.updates import MainThreadUpdates
 
 DATASETS = {"AirPassengers (monthly)": ("MS", air_passengers),
             "synthetic panel (8 series, daily)": ("D", lambda: synthetic_panel(8, 400, seed=0)),
             "CSV file (unique_id, ds, y)": (None, None)}
 REDRAW_S = 0.25  # the loss figure redraws at most this often: no flicker, no backlog
+LEVELS = [80, 90]
+# how the model's forecast carries its uncertainty: (loss, fit with conformal
+# calibration, predict(level=LEVELS))
+UNCERTAINTY = {
+    "point (MAE)": (MAE, False, False),
+    "quantiles (MQLoss)": (lambda: MQLoss(level=LEVELS), False, False),
+    "Normal distribution": (lambda: DistributionLoss("Normal", level=LEVELS), False, False),
+    "StudentT distribution": (lambda: DistributionLoss("StudentT", level=LEVELS), False, False),
+    "implicit quantiles (IQLoss)": (IQLoss, False, True),
+    "conformal (MAE + PredictionIntervals)": (MAE, True, True),
+}
 
 
 def load_dataset(name: str, csv_path: str = "", freq: str = "D") -> tuple[pd.DataFrame, str]:
@@ -56,6 +69,7 @@ class TrainPanel:
         self.windows = w.BoundedIntText(value=256, min=1, max=100_000,
                                         description="windows/step")
         self.val_size = w.BoundedIntText(value=12, min=0, max=100_000, description="val_size")
+        self.uncertainty = w.Dropdown(options=list(UNCERTAINTY), description="intervals")
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="warning", icon="stop",
                                     disabled=True)
@@ -76,7 +90,7 @@ class TrainPanel:
         self.widget = w.VBox([
             w.HBox([self.model, self.dataset]), w.HBox([self.csv_path, self.freq]),
             w.HBox([self.h, self.input_size, self.max_steps]),
-            w.HBox([self.learning_rate, self.windows, self.val_size]),
+            w.HBox([self.learning_rate, self.windows, self.val_size]), self.uncertainty,
             w.HBox([self.train_button, self.stop_button, self.progress]), self.status,
             self.figure])
         self.nf: NeuralForecast | None = None
@@ -92,10 +106,11 @@ class TrainPanel:
 
     def build(self) -> tuple[NeuralForecast, pd.DataFrame]:
         df, freq = load_dataset(self.dataset.value, self.csv_path.value, self.freq.value)
+        loss, _, _ = UNCERTAINTY[self.uncertainty.value]
         kwargs = dict(h=self.h.value, input_size=self.input_size.value,
                       max_steps=self.max_steps.value, learning_rate=self.learning_rate.value,
                       windows_batch_size=self.windows.value, scaler_type="robust",
-                      val_check_steps=max(1, self.max_steps.value // 20))
+                      val_check_steps=max(1, self.max_steps.value // 20), loss=loss())
         cls = MODELS[self.model.value]
         if cls.MULTIVARIATE:
             kwargs["n_series"] = df["unique_id"].nunique()
@@ -122,9 +137,13 @@ class TrainPanel:
         self.train_button.disabled, self.stop_button.disabled = True, False
         self.status.value = "training..."
         switches = dataclasses.asdict(self.options.optimizations)
+        _, conformal, levels = UNCERTAINTY[self.uncertainty.value]
+        fit_kwargs = self.options.fit_kwargs()
+        if conformal:
+            fit_kwargs["prediction_intervals"] = PredictionIntervals(n_windows=2)
         self._thread = threading.Thread(
-            target=self._run, args=(nf, df, switches, self.options.fit_kwargs(),
-                                    self.val_size.value), daemon=True)
+            target=self._run, args=(nf, df, switches, fit_kwargs, self.val_size.value,
+                                    LEVELS if levels else None), daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -137,13 +156,16 @@ class TrainPanel:
             self._thread.join(timeout)
         self.updates.drain()
 
-    def _run(self, nf, df, switches, fit_kwargs, val_size) -> None:
+    def _run(self, nf, df, switches, fit_kwargs, val_size, level) -> None:
         forecast, error = None, None
         try:
             with ndwork.optimizations(**switches):
                 nf.fit(df, val_size=val_size, verbose=False, callback=self._on_step,
                        **fit_kwargs)
                 forecast = nf.predict()  # under the same Optimizations as the fit
+                if level:  # IQLoss's and conformal intervals are asked for
+                    bands = nf.predict(level=level)
+                    forecast = forecast.join(bands[bands.columns.difference(forecast.columns)])
         except Exception as e:  # shown in the panel; the notebook keeps running
             error = e
         self.updates.post(lambda: self._finish(nf, df, forecast, error))
