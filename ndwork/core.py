@@ -132,22 +132,23 @@ class NeuralForecast:
         if not isinstance(intervals, PredictionIntervals):
             raise ValueError(f"prediction_intervals must be a PredictionIntervals(...), got "
                              f"{intervals!r}.")
-        h = self._horizon()
+        point = [m for m in self.models if _point_forecast(m.loss)]  # the others have theirs
+        if not point:
+            return {"intervals": intervals, "uids": panel.uids, "scores": {}}
+        h = max(m.h for m in point)
         span = h + intervals.step_size * (intervals.n_windows - 1)
-        needed = span + val_size + max(m.windows("train")[0] + 1 for m in self.models)
+        needed = span + val_size + max(m.windows("train")[0] + 1 for m in point)
         if panel.lengths.min() < needed:
             raise ValueError(f"conformal calibration over {intervals.n_windows} windows of h={h} "
                              f"needs at least {needed} points per series, the shortest has "
                              f"{panel.lengths.min()}; lower n_windows or step_size, or drop the "
                              f"short series.")
-        folds = self._fresh_copy()._cross_validation_panel(
+        folds = NeuralForecast(copy.deepcopy(point), self.freq)._cross_validation_panel(
             panel, intervals.n_windows, intervals.step_size, val_size, False, verbose, parallel)
-        n_series = panel.n_series
         scores = {}
-        for model in self.models:
-            if _point_forecast(model.loss):
-                errors = np.abs(folds[repr(model)].to_numpy() - folds["y"].to_numpy())
-                scores[repr(model)] = errors.reshape(n_series, intervals.n_windows, h)
+        for model in point:
+            errors = np.abs(folds[repr(model)].to_numpy() - folds["y"].to_numpy())
+            scores[repr(model)] = errors.reshape(panel.n_series, intervals.n_windows, h)
         return {"intervals": intervals, "uids": panel.uids, "scores": scores}
 
     def _resume_states(self, path) -> None:

@@ -15,6 +15,7 @@ SMOKE = {
     "03_profiling": dict(steps=5),
     "04_flash_attention": dict(lengths=[64, 128]),
     "05_distributed": dict(workers=2, steps=6),
+    "07_probabilistic": dict(max_steps=10, n_paths=20),
 }
 
 
@@ -107,3 +108,12 @@ def test_benchmark_report(tmp_path):
     # (e) progress per suite
     assert any("[1/6] switches ..." in t for t in texts)
     assert "recurrent" in out["suites"]
+
+
+def test_probabilistic(tmp_path):
+    out = run("07_probabilistic", tmp_path, **SMOKE["07_probabilistic"])
+    approaches = {"conformal", "quantiles", "studentt", "deepar", "implicit"}
+    assert set(out["coverage"]) == approaches == set(out["crps"])
+    assert all(0 <= c <= 100 for levels in out["coverage"].values() for c in levels.values())
+    assert all(v > 0 for v in out["crps"].values())
+    assert out["rows"] == 22 * 12 and out["paths"] == 22 * 12 * 20

@@ -7,7 +7,7 @@ import importlib
 from ndwork.bench.common import write
 
 SUITES = ("kernels", "models", "attention", "recurrent", "parallel", "switches", "peers",
-          "fidelity", "accuracy", "startup", "report")
+          "fidelity", "accuracy", "probabilistic", "startup", "report")
 
 
 def main(argv=None) -> None:
