@@ -587,3 +587,30 @@ def test_multi_quantile_losses_sum_over_quantiles_as_neuralforecast():
     assert MQLoss(level=[80]).value(y_hat, y, ones) == pytest.approx(pinball)
     assert HuberMQLoss(level=[80], delta=1e9).value(y_hat, y, ones) == pytest.approx(
         (0.5 * (np.maximum(q * e, 0) ** 2 + np.maximum((q - 1) * e, 0) ** 2)).sum(-1).mean())
+
+
+def test_every_model_takes_a_distribution_loss():
+    """Every model fits with DistributionLoss and forecasts its intervals (DeepNPTS takes
+    point losses only, as in NeuralForecast)."""
+    from test_models import SMALL
+
+    from ndwork.models import MODELS
+
+    df = air_passengers()
+    for name, cls in MODELS.items():
+        if name == "DeepNPTS":
+            continue
+        options = dict(SMALL.get(cls, {}))
+        if name == "NBEATSx":
+            options.update(stack_types=["identity", "trend"], n_blocks=[1, 1])
+        if name == "DeepAR":
+            options = dict(lstm_hidden_size=8)
+        if cls.MULTIVARIATE:
+            options["n_series"] = 1
+        model = cls(h=6, input_size=12, max_steps=3, windows_batch_size=16, scaler_type="robust",
+                    loss=DistributionLoss("StudentT", level=[80]), enable_progress_bar=False,
+                    **options)
+        fc = NeuralForecast([model], freq="MS").fit(df, verbose=False).predict()
+        assert fc.columns.tolist()[2:] == [name, f"{name}-median", f"{name}-lo-80",
+                                           f"{name}-hi-80"], name
+        assert (fc[f"{name}-lo-80"] <= fc[f"{name}-hi-80"]).all(), name
