@@ -614,3 +614,54 @@ def test_every_model_takes_a_distribution_loss():
         assert fc.columns.tolist()[2:] == [name, f"{name}-median", f"{name}-lo-80",
                                            f"{name}-hi-80"], name
         assert (fc[f"{name}-lo-80"] <= fc[f"{name}-hi-80"]).all(), name
+
+
+# --- ISQF --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_isqf_gradient_matches_finite_differences(pieces):
+    loss = DistributionLoss("ISQF", level=[80, 90], num_pieces=pieces)
+    assert loss.outputsize_multiplier == 2 * 4 * pieces + 2 + 5
+    rng = np.random.default_rng(9)
+    raw = rng.normal(size=(3, 4, loss.outputsize_multiplier)) * 2
+    y = rng.normal(0, 6, (3, 4))
+    shift, scale, mask = rng.normal(size=3), rng.uniform(0.5, 2, 3), np.ones((3, 4))
+    mask[0, 0] = 0
+    _, grad = loss.nll(raw, y, mask, shift, scale)
+    fd = np.zeros_like(raw)
+    for i in np.ndindex(raw.shape):
+        step = np.zeros_like(raw)
+        step[i] = 1e-5  # the loss sums many terms: smaller steps lose digits to round-off
+        fd[i] = (loss.nll(raw + step, y, mask, shift, scale)[0]
+                 - loss.nll(raw - step, y, mask, shift, scale)[0]) / 2e-5
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
+    assert (grad[0, 0] == 0).all()
+
+
+def test_isqf_quantile_function_is_monotone_and_inverts_its_knots():
+    from ndwork.autodiff.tensor import Tensor
+    from ndwork.losses import isqf
+
+    loss = DistributionLoss("ISQF", quantiles=[0.1, 0.5, 0.9], num_pieces=3)
+    raw = np.random.default_rng(10).normal(size=(5, loss.outputsize_multiplier))
+    spline = isqf.Spline(Tensor(raw), loss.knots, 3)
+    alpha = np.broadcast_to(np.linspace(0.001, 0.999, 400), (5, 400))
+    q = spline.quantile(alpha)
+    assert (np.diff(q, axis=1) >= -1e-9).all()
+    at_knots = spline.quantile(np.broadcast_to(loss.knots, (5, 3)))
+    np.testing.assert_allclose(at_knots, spline.qk_y.data, atol=1e-9)  # q(qk_x) = qk_y
+
+
+def test_isqf_trains_and_forecasts_calibrated_quantiles():
+    df = _noisy_panel(16, 400)
+    model = MLP(h=12, input_size=24, hidden_size=64, max_steps=300, windows_batch_size=256,
+                scaler_type="standard", loss=DistributionLoss("ISQF", level=[80, 90]),
+                enable_progress_bar=False)
+    cv = NeuralForecast([model], freq=1).cross_validation(df, n_windows=4, step_size=12,
+                                                          verbose=False)
+    assert cv.columns.tolist()[4:] == ["MLP", "MLP-median", "MLP-lo-90", "MLP-lo-80",
+                                      "MLP-hi-80", "MLP-hi-90"]
+    for level in (80, 90):
+        assert abs(_coverage(cv, "MLP", level) - level) <= 5, level
+    with pytest.raises(ValueError, match="cannot return_params"):
+        DistributionLoss("ISQF", return_params=True)

@@ -146,6 +146,59 @@ def maximum(a: Tensor, b: Tensor) -> Tensor:
 
 
 @_profiled
+def minimum(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise min; the gradient goes to the smaller operand (to a on ties)."""
+    pick_a = a.data <= b.data
+    return Tensor(np.where(pick_a, a.data, b.data), (a, b),
+                  lambda g: (_unbroadcast(g * pick_a, a.shape), _unbroadcast(g * ~pick_a, b.shape)))
+
+
+@_profiled
+def divide(a: Tensor, b: Tensor) -> Tensor:
+    y = a.data / b.data
+    return Tensor(y, (a, b), lambda g: (_unbroadcast(g / b.data, a.shape),
+                                        _unbroadcast(-g * y / b.data, b.shape)))
+
+
+@_profiled
+def exp(x: Tensor) -> Tensor:
+    y = np.exp(x.data)
+    return Tensor(y, (x,), lambda g: (g * y,))
+
+
+@_profiled
+def log(x: Tensor) -> Tensor:
+    return Tensor(np.log(x.data), (x,), lambda g: (g / x.data,))
+
+
+@_profiled
+def softplus(x: Tensor) -> Tensor:
+    """log(1 + exp(x)), computed without overflow."""
+    return Tensor(np.logaddexp(0, x.data).astype(x.data.dtype), (x,),
+                  lambda g: (g / (1 + np.exp(-x.data)),))
+
+
+@_profiled
+def select(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
+    """np.where(mask, a, b) for a constant mask; each gradient flows where it was picked
+    (a NaN or inf in the branch not taken does not reach the gradient)."""
+    mask = np.asarray(mask, bool)
+    shape = np.broadcast_shapes(mask.shape, a.shape, b.shape)
+    mask = np.broadcast_to(mask, shape)
+    return Tensor(np.where(mask, a.data, b.data), (a, b),
+                  lambda g: (_unbroadcast(np.where(mask, g, 0), a.shape),
+                             _unbroadcast(np.where(mask, 0, g), b.shape)))
+
+
+@_profiled
+def total(x: Tensor, axis: int) -> Tensor:
+    """Sum over one axis (dropped)."""
+    return Tensor(x.data.sum(axis=axis), (x,),
+                  lambda g: (np.broadcast_to(np.expand_dims(g, axis), x.shape).astype(
+                      x.data.dtype),))
+
+
+@_profiled
 def cumsum(x: Tensor, axis: int) -> Tensor:
     return Tensor(np.cumsum(x.data, axis=axis), (x,),
                   lambda g: (np.flip(np.cumsum(np.flip(g, axis), axis=axis), axis),))

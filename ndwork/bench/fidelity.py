@@ -144,7 +144,8 @@ def compare(name: str, options: dict, seed: int = 0) -> dict:
 # --- losses -----------------------------------------------------------------------------
 LOSS_TOLERANCE = 1e-6  # max |ndwork - NeuralForecast| / max |NeuralForecast|, float64
 DISTRIBUTIONS = [("Normal", {}), ("StudentT", {}), ("Poisson", {}), ("NegativeBinomial", {}),
-                 ("Bernoulli", {}), ("Tweedie", {"rho": 1.5})]
+                 ("Bernoulli", {}), ("Tweedie", {"rho": 1.5}), ("ISQF", {}),
+                 ("ISQF", {"num_pieces": 2, "quantiles": [0.1, 0.5, 0.9]})]
 
 
 def _loss_inputs(rng, n_outputs: int, counts: bool, binary: bool):
@@ -170,6 +171,13 @@ def compare_distribution(name: str, options: dict, seed: int = 0) -> dict:
 
     ours = DistributionLoss(name, **options)
     theirs = Theirs(name, **options)
+    if name == "ISQF":  # NF keeps its quantile knots in float32: float64 here, as the rest
+        import functools
+
+        from neuralforecast.losses.pytorch import isqf_domain_map
+
+        theirs.domain_map = functools.partial(isqf_domain_map, num_pieces=ours.num_pieces,
+                                              quantiles=torch.from_numpy(ours.knots))
     rng = np.random.default_rng(seed)
     raw, y, loc, scale = _loss_inputs(rng, ours.outputsize_multiplier, ours.kind in (
         "poisson", "negbin", "tweedie"), name == "Bernoulli")
@@ -178,9 +186,17 @@ def compare_distribution(name: str, options: dict, seed: int = 0) -> dict:
                                  scale=torch.from_numpy(scale)[:, None, None])
     distribution = theirs.get_distribution(args, **theirs.distribution_kwargs)
     expected = -distribution.log_prob(torch.from_numpy(y)[..., None]).numpy().reshape(-1)
-    got = compiled("nll")(ours.kind, raw.reshape(-1, raw.shape[-1]), y.reshape(-1),
-                          np.repeat(loc, H), np.repeat(scale, H), ours.param)[0]
-    return _loss_row(f"DistributionLoss({name!r})", got, expected)
+    if ours.kind == "isqf":  # autodiff ops, not a kernel: its per-point loss
+        from ndwork.autodiff.tensor import Tensor
+        from ndwork.losses import isqf
+
+        got = isqf.nll(Tensor(raw.reshape(-1, raw.shape[-1])), y.reshape(-1), np.repeat(loc, H),
+                       np.repeat(scale, H), ours.knots, ours.num_pieces).data
+    else:
+        got = compiled("nll")(ours.kind, raw.reshape(-1, raw.shape[-1]), y.reshape(-1),
+                              np.repeat(loc, H), np.repeat(scale, H), ours.param)[0]
+    label = ", ".join([repr(name)] + [f"{k}={v}" for k, v in options.items()])
+    return _loss_row(f"DistributionLoss({label})", got, expected)
 
 
 def compare_mixture(name: str, options: dict, seed: int = 0) -> dict:

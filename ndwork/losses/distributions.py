@@ -16,9 +16,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from ndwork.autodiff.tensor import Tensor
+from ndwork.autodiff import ops
+from ndwork.autodiff.tensor import Tensor, backward
 from ndwork.kernels import kernel
 from ndwork.kernels.likelihoods import TWEEDIE_CLIP, negbin_coupling
+from ndwork.losses import isqf
 from ndwork.losses.point import Loss, quantile_outputs
 
 # name -> (likelihood kernel, NeuralForecast's parameter column names, decoupling epsilon)
@@ -29,6 +31,7 @@ DISTRIBUTIONS = {
     "NegativeBinomial": ("negbin", ["-total_count", "-logits"], 0.0),
     "Bernoulli": ("bernoulli", ["-logits"], 0.0),
     "Tweedie": ("tweedie", ["-log_mu"], None),  # the parameter is rho
+    "ISQF": ("isqf", None, None),  # parameter names depend on the quantiles and pieces
 }
 COUNTS = ("poisson", "negbin", "negbin_mixture", "tweedie")
 
@@ -180,9 +183,11 @@ class _SampledLoss(Loss):
 class DistributionLoss(_SampledLoss):
     """A parametric distribution per horizon step, trained by negative log-likelihood.
 
-    distribution: Normal, StudentT, Poisson, NegativeBinomial, Bernoulli or Tweedie
-    (with rho in (1, 2)). level / quantiles: the intervals or quantiles predict reports
-    (columns `-median`, `-lo-90`, ... after the mean's bare column). num_samples: draws
+    distribution: Normal, StudentT, Poisson, NegativeBinomial, Bernoulli, Tweedie (with
+    rho in (1, 2)) or ISQF (a spline quantile function through the loss's quantiles,
+    num_pieces per interval; see ndwork.losses.isqf). level / quantiles: the intervals or
+    quantiles predict reports (columns `-median`, `-lo-90`, ... after the mean's bare
+    column). num_samples: draws
     per point for them. return_params: also report the distribution's parameters.
     horizon_weight: (h,) weights of the horizon's steps in the loss.
 
@@ -196,9 +201,7 @@ class DistributionLoss(_SampledLoss):
                  **distribution_kwargs):
         super().__init__(horizon_weight)
         if distribution not in DISTRIBUTIONS:
-            hint = (" (NeuralForecast's ISQF is not built in ndwork yet; use StudentT or "
-                    "MQLoss for distribution-free quantiles)" if distribution == "ISQF" else "")
-            raise ValueError(f"distribution {distribution!r} is not known{hint}; use one of "
+            raise ValueError(f"distribution {distribution!r} is not known; use one of "
                              f"{list(DISTRIBUTIONS)}.")
         self.distribution = distribution
         self.kind, self.param_names, self.param = DISTRIBUTIONS[distribution]
@@ -212,14 +215,27 @@ class DistributionLoss(_SampledLoss):
             if return_params:
                 raise ValueError("DistributionLoss('Tweedie') cannot return_params (as in "
                                  "NeuralForecast); leave return_params=False.")
+        self.num_pieces = int(distribution_kwargs.pop("num_pieces", 5))
+        if distribution == "ISQF" and return_params:
+            raise ValueError("DistributionLoss('ISQF') cannot return_params (as in "
+                             "NeuralForecast); leave return_params=False.")
         if distribution_kwargs:
             raise ValueError(f"DistributionLoss({distribution!r}) got unknown option(s) "
-                             f"{sorted(distribution_kwargs)}; only Tweedie takes one (rho).")
-        self.outputsize_multiplier = len(self.param_names)
+                             f"{sorted(distribution_kwargs)}; Tweedie takes rho, ISQF "
+                             f"num_pieces.")
         self._outputs(level, quantiles, num_samples, return_params)
+        if self.kind == "isqf":
+            if len(self.quantiles) < 2 or self.num_pieces < 1:
+                raise ValueError("DistributionLoss('ISQF') needs at least two quantiles and "
+                                 "num_pieces >= 1.")
+            self.knots = np.sort(np.asarray(self.quantiles, np.float64))
+            self.param_names = isqf.param_names(len(self.knots), self.num_pieces)
+        self.outputsize_multiplier = len(self.param_names)
 
     def nll(self, raw, y, weights, shift, scale):
         w, h, p = raw.shape
+        if self.kind == "isqf":
+            return self._isqf_nll(raw, y, weights, shift, scale)
         values, grads = kernel("nll")(self.kind, raw.reshape(-1, p), y.reshape(-1),
                                       np.repeat(shift, h), np.repeat(scale, h), self.param)
         weights = weights.reshape(-1)
@@ -231,11 +247,34 @@ class DistributionLoss(_SampledLoss):
         grads = np.where(live[:, None], grads * (weights / total)[:, None], 0)
         return value, grads.astype(raw.dtype).reshape(raw.shape)
 
+    def _isqf_nll(self, raw, y, weights, shift, scale):
+        """The weighted mean of ISQF's loss and its gradient, through autodiff ops."""
+        w, h, p = raw.shape
+        total = weights.sum()
+        if total == 0:
+            return 0.0, np.zeros_like(raw)
+        x = Tensor(raw.reshape(-1, p).astype(np.float64), requires_grad=True)
+        per_point = isqf.nll(x, y.reshape(-1).astype(np.float64), np.repeat(shift, h),
+                             np.repeat(scale, h), self.knots, self.num_pieces)
+        share = (weights.reshape(-1) / total).astype(np.float64)
+        live = share != 0
+        value = ops.total(ops.select(live, ops.mul(per_point, ops.constant(share)),
+                                     ops.constant(np.zeros_like(share))), axis=0)
+        backward(value)
+        return float(value.data), x.grad.reshape(raw.shape).astype(raw.dtype)
+
     def sample(self, raw, shift, scale, n, rng):
+        if self.kind == "isqf":
+            w, h, p = raw.shape
+            draws = isqf.sample(raw.reshape(-1, p), np.repeat(shift, h), np.repeat(scale, h),
+                                self.knots, self.num_pieces, n, rng)
+            return draws.reshape(w, h, n), ()
         args = decouple(self.kind, raw, shift[:, None], scale[:, None], self.param)
         return sample(self.kind, args, n, rng, self.param), args
 
     def mean(self, raw, shift, scale):
+        if self.kind == "isqf":  # NeuralForecast's: the mean of 1,000 draws
+            return self.sample(raw, shift, scale, 1000, np.random.default_rng(0))[0].mean(-1)
         return mean(self.kind, decouple(self.kind, raw, shift[:, None], scale[:, None],
                                         self.param), self.param)
 
@@ -244,6 +283,8 @@ class DistributionLoss(_SampledLoss):
 
     def _arguments(self):
         extra = {"rho": self.param} if self.distribution == "Tweedie" else {}
+        if self.distribution == "ISQF":
+            extra = {"num_pieces": self.num_pieces}
         return {"distribution": self.distribution, **super()._arguments(), **extra}
 
 
