@@ -120,6 +120,20 @@ def test_multi_quantile_loss(kernels, rng):
     check_gradients(lambda y_hat: ops.multi_quantile_loss(y_hat, y, np.ones_like(y), q), y_hat)
 
 
+def test_elementwise_functions(kernels, rng):
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(1, 4))
+    positive = rng.uniform(0.5, 2.0, size=(3, 4))
+    check_gradients(ops.minimum, a, b)
+    check_gradients(ops.divide, a, positive)
+    check_gradients(ops.divide, b, positive)
+    check_gradients(ops.exp, a)
+    check_gradients(ops.log, positive)
+    check_gradients(ops.softplus, a * 10)
+    check_gradients(lambda x: ops.total(x, 1), a)
+    mask = rng.random((3, 4)) > 0.5
+    check_gradients(lambda x, y: ops.select(mask, x, y), a, b)
+
+
 def test_shared_input_accumulates(kernels, rng):
     """A tensor used twice gets the sum of both gradients."""
     check_gradients(lambda x: ops.mul(x, ops.activation(x, "tanh")), rng.normal(size=(3, 3)))
