@@ -52,11 +52,11 @@ def crps(paths: pd.DataFrame, column: str, test: pd.DataFrame, train: pd.DataFra
     return float((per_point / scale.loc[truth.index.get_level_values(0)].to_numpy()).mean())
 
 
-def models(library, steps: int) -> list:
+def models(library, steps: int, seed: int = 1) -> list:
     """The five approaches, built from `library`'s models and losses (ndwork's or
     NeuralForecast's: same names and options)."""
     m, losses = library
-    common = dict(h=H, input_size=INPUT, max_steps=steps, scaler_type="robust")
+    common = dict(h=H, input_size=INPUT, max_steps=steps, scaler_type="robust", random_seed=seed)
     return [m.MLP(**common, alias="conformal"),
             m.MLP(**common, loss=losses.MQLoss(level=list(LEVELS)), alias="quantiles"),
             m.NHITS(**common, loss=losses.DistributionLoss("StudentT", level=list(LEVELS)),
@@ -80,18 +80,21 @@ def evaluate(nf, intervals, train, test, quiet: dict) -> dict:
                       "crps": crps(paths, name, test, train)} for name in names}}
 
 
+SEEDS = (1, 2, 3)
+
+
 def run(quick: bool = False) -> dict:
     import ndwork.losses
     import ndwork.models
     from ndwork import NeuralForecast
     from ndwork.utils import PredictionIntervals
 
-    steps = 20 if quick else 200
+    steps, seeds = (20, SEEDS[:1]) if quick else (200, SEEDS)
     train, test = holdout()
-    results = {"ndwork": evaluate(NeuralForecast(models((ndwork.models, ndwork.losses), steps),
-                                                 freq="MS"),
-                                  PredictionIntervals(**CALIBRATION), train, test,
-                                  {"verbose": False})}
+    results = {"ndwork": [evaluate(NeuralForecast(models((ndwork.models, ndwork.losses), steps,
+                                                         seed), freq="MS"),
+                                   PredictionIntervals(**CALIBRATION), train, test,
+                                   {"verbose": False}) for seed in seeds]}
     try:
         import neuralforecast
         import neuralforecast.losses.pytorch as nf_losses
@@ -100,28 +103,32 @@ def run(quick: bool = False) -> dict:
 
         from ndwork.bench.peers import NF_TRAINER
     except ImportError:
-        results["neuralforecast"] = None  # the peers environment has it (make peers)
+        pass  # the peers environment has it (make peers)
     else:
-        peers = models((nf_models, nf_losses), steps)
-        for model in peers:
-            model.trainer_kwargs.update(NF_TRAINER)
-        nf = neuralforecast.NeuralForecast(peers, freq="MS")
-        results["neuralforecast"] = evaluate(nf, NFIntervals(**CALIBRATION), train, test, {})
+        results["neuralforecast"] = []
+        for seed in seeds:
+            peers = models((nf_models, nf_losses), steps, seed)
+            for model in peers:
+                model.trainer_kwargs.update(NF_TRAINER)
+            nf = neuralforecast.NeuralForecast(peers, freq="MS")
+            results["neuralforecast"].append(evaluate(nf, NFIntervals(**CALIBRATION), train,
+                                                      test, {}))
     rows = []
     for name in ("conformal", "quantiles", "studentt", "deepar", "implicit"):
         row = {"approach": name}
-        for library, result in results.items():
-            if result is None:
-                continue
+        for library, runs in results.items():
             tag = "ndwork" if library == "ndwork" else "NF"
             for lv in LEVELS:
-                row[f"{tag} {lv}% coverage"] = result[name]["coverage"][lv]
-            row[f"{tag} CRPS"] = result[name]["crps"]
+                row[f"{tag} {lv}% coverage"] = float(np.mean([r[name]["coverage"][lv]
+                                                              for r in runs]))
+            row[f"{tag} CRPS"] = float(np.mean([r[name]["crps"] for r in runs]))
         rows.append(row)
-    return {"rows": rows, "steps": steps, "paths": PATHS, "results": results,
+    return {"rows": rows, "steps": steps, "paths": PATHS, "seeds": list(seeds),
+            "results": results,
             "setup": f"us_employment (22 monthly series), last {H} months held out, input "
                      f"{INPUT}, {steps} steps, conformal {CALIBRATION}, CRPS from {PATHS} "
-                     f"paths per series (scaled by each series' mean |y|)"}
+                     f"paths per series (scaled by each series' mean |y|); means over seeds "
+                     f"{list(seeds)}"}
 
 
 def render(results: dict) -> str:
