@@ -75,17 +75,23 @@ class NeuralForecast:
 
     # --- fit / predict ---------------------------------------------------------------
     def fit(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
-            val_size: int = 0, warm_start: bool = False, verbose: bool = True,
+            val_size: int = 0, warm_start: bool | None = None, verbose: bool = True,
             callback: Callable | None = None, distributed=None, sync_every: int = 1,
             checkpoint_every: int | None = None, checkpoint_path: str | os.PathLike | None = None,
             resume_from: str | os.PathLike | None = None,
-            prediction_intervals: PredictionIntervals | None = None) -> NeuralForecast:
+            prediction_intervals: PredictionIntervals | None = None,
+            use_init_models: bool = False, id_col: str = "unique_id", time_col: str = "ds",
+            target_col: str = "y") -> NeuralForecast:
         """Train every model on df.
 
         val_size: points held out at the end of each series for validation and early
-        stopping. warm_start: continue from the current weights and optimizer state
-        instead of fresh initial weights. callback(step, train_loss, valid_loss) runs
-        after every step; returning True stops that model at the step boundary.
+        stopping. Re-fitting continues from the fitted weights, as NeuralForecast does,
+        unless use_init_models=True (fresh initial weights); warm_start=True / False says
+        the same explicitly (continue / start again) and wins over use_init_models;
+        continuing keeps the optimizer's moments and restarts the step budget and the
+        learning-rate schedule. callback(step, train_loss, valid_loss) runs after every
+        step; returning True stops that model at the step boundary. id_col, time_col,
+        target_col: df's column names (NeuralForecast's), kept for predict's output.
 
         distributed: train on dask: True (a LocalCluster, one worker per core), a number
         of workers, a dask.distributed.Client or a scheduler address. sync_every: steps
@@ -102,20 +108,21 @@ class NeuralForecast:
             raise ValueError(f"sync_every={sync_every!r} must be a positive integer.")
         if (checkpoint_every is None) != (checkpoint_path is None):
             raise ValueError("checkpoint_every and checkpoint_path go together.")
+        fitted = all(s is not None for s in self.states)
+        if warm_start is None:  # NeuralForecast: a fitted model trains on from its weights
+            warm_start = fitted and not use_init_models
         if resume_from is not None:
             self._resume_states(resume_from)
-        elif warm_start:
-            if any(s is None for s in self.states):
-                raise ValueError("warm_start=True needs a fitted model; call fit once without it.")
-            for state in self.states:
-                state.restart()
+        elif warm_start and not fitted:
+            raise ValueError("warm_start=True needs a fitted model; call fit once without it.")
         if df is None:
             if self.panel is None:
                 raise ValueError("fit needs df (long format: unique_id, ds, y).")
             panel = self.panel
         else:
-            panel = self._panel(df, static_df)
-        keep = resume_from is not None or warm_start
+            self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
+            panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
+        keep = "resume" if resume_from is not None else ("restart" if warm_start else False)
         calibration = None
         if prediction_intervals is not None:
             calibration = self._calibrate(panel, prediction_intervals, val_size, verbose,
@@ -165,13 +172,18 @@ class NeuralForecast:
                    distributed=None, sync_every=1, checkpoint_every=None, checkpoint_path=None):
         """Train each model on a copy of its state and keep the copy only if its training
         completed: a model whose fit failed keeps its previous state (unfitted if it had
-        none). A diverged model keeps its last finite state, marked `diverged`."""
+        none). A diverged model keeps its last finite state, marked `diverged`.
+        keep_states: False (fresh weights), "restart" (a new fit from the current
+        weights) or "resume" (continue the interrupted fit the states hold)."""
         for model in self.models:
             if model.loss.is_distribution_output:
                 model.loss.check_targets(panel.y)
         previous_panel, self.panel = self.panel, panel  # checkpoints taken during the fit
         states = ([copy.deepcopy(s) for s in self.states] if keep_states
                   else [initial_state(m) for m in self.models])
+        if keep_states == "restart":  # a new fit from the fitted weights (on the copies:
+            for state in states:      # a fit that fails leaves the previous one as it was)
+                state.restart()
         if checkpoint_every:
             callback = self._checkpointing(callback, checkpoint_every, checkpoint_path, states)
         trained = False
@@ -244,18 +256,71 @@ class NeuralForecast:
         self._check_fitted()
         self._warn_diverged()
         request = None if level is None and quantiles is None else Request(level, quantiles)
+        df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
+        futr_df = self._standard(futr_df, "futr_df")
         panel = self.panel if df is None else self._panel(df, static_df)
         if df is None and static_df is not None:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
         if parallel is None or any(m.MULTIVARIATE for m in self.models):
-            return self._forecast_frame(panel, test_size=0, futr_df=futr_df, request=request)
+            return self._named(self._forecast_frame(panel, test_size=0, futr_df=futr_df,
+                                                    request=request))
         from ndwork.distributed.pool import executor
 
         with executor(parallel) as pool:
             chunks = np.array_split(np.arange(panel.n_series), pool.n_workers)
             items = [(self._without_data(), panel.subset(c), futr_df, request)
                      for c in chunks if len(c)]
-            return pd.concat(pool.map(_forecast_chunk, items), ignore_index=True)
+            return self._named(pd.concat(pool.map(_forecast_chunk, items), ignore_index=True))
+
+    # --- the user's column names (NeuralForecast's id_col, time_col, target_col) -----
+    id_col, time_col, target_col = "unique_id", "ds", "y"
+
+    def _standard(self, frame, name: str = "static_df", target: bool = False):
+        """frame with the user's column names renamed to unique_id, ds, y."""
+        if frame is None:
+            return None
+        names = {self.id_col: "unique_id", self.time_col: "ds"}
+        if target:
+            names[self.target_col] = "y"
+        names = {k: v for k, v in names.items() if k != v}
+        if not names or not isinstance(frame, pd.DataFrame):
+            return frame
+        missing = [k for k in names if k not in frame.columns]
+        if missing:
+            raise ValueError(f"{name} is missing column(s) {missing} (id_col={self.id_col!r}, "
+                             f"time_col={self.time_col!r}, target_col={self.target_col!r} "
+                             f"from fit); it has {list(frame.columns)}.")
+        return frame.rename(columns=names)
+
+    def _named(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """An output frame with the user's column names."""
+        names = {"unique_id": self.id_col, "ds": self.time_col, "y": self.target_col}
+        return frame.rename(columns={k: v for k, v in names.items() if k != v})
+
+    def make_future_dataframe(self, df: pd.DataFrame | None = None,
+                              h: int | None = None) -> pd.DataFrame:
+        """The (id, time) rows futr_df must cover: the h steps (default: the models')
+        after each series of df (default: the fit data), as NeuralForecast's."""
+        panel = self._future_panel(df)
+        h = self._horizon() if h is None else h
+        return self._named(pd.DataFrame({"unique_id": np.repeat(panel.uids, h),
+                                         "ds": panel.future_dates(self.freq, h, 0)}))
+
+    def get_missing_future(self, futr_df: pd.DataFrame, df: pd.DataFrame | None = None,
+                           h: int | None = None) -> pd.DataFrame:
+        """The rows of make_future_dataframe(df, h) that futr_df lacks."""
+        expected = self.make_future_dataframe(df, h)
+        keys = [self.id_col, self.time_col]
+        merged = expected.merge(futr_df[keys], on=keys, how="left", indicator=True)
+        return merged.loc[merged["_merge"] == "left_only", keys].reset_index(drop=True)
+
+    def _future_panel(self, df):
+        if df is None:
+            if self.panel is None:
+                raise ValueError("make_future_dataframe needs df, or a fitted NeuralForecast.")
+            return self.panel
+        df = self._standard(df, "df")
+        return Panel.from_frame(df.assign(y=0.0) if "y" not in df else df, self.freq)
 
     def _panel_static(self, panel, static_df):
         from ndwork.data.panel import static_array
@@ -442,7 +507,9 @@ class NeuralForecast:
                          n_windows: int = 1, step_size: int = 1, val_size: int = 0,
                          refit: bool | int = False, verbose: bool = True, parallel=None,
                          level: list | None = None, quantiles: list[float] | None = None,
-                         prediction_intervals: PredictionIntervals | None = None) -> pd.DataFrame:
+                         prediction_intervals: PredictionIntervals | None = None,
+                         id_col: str = "unique_id", time_col: str = "ds",
+                         target_col: str = "y") -> pd.DataFrame:
         """Forecast n_windows horizons at the end of each series, step_size apart.
 
         refit=False trains once on the data before the first window; True retrains for
@@ -451,15 +518,17 @@ class NeuralForecast:
         the windows are forecast in parallel. level / quantiles: interval columns as
         predict's; prediction_intervals: calibrate conformal intervals for the point
         models on the data before each training's first window. Returns unique_id, ds,
-        cutoff (the last timestamp seen), y and the model columns; the models keep the
-        last training.
+        cutoff (the last timestamp seen), y and the model columns (id_col, time_col,
+        target_col: df's names for the first, second and fourth); the models keep the
+        last training. Each training starts from fresh weights.
         """
         request = None if level is None and quantiles is None else Request(level, quantiles)
-        panel = self._panel(df, static_df)
+        self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
+        panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
         frame = self._cross_validation_panel(panel, n_windows, step_size, val_size, refit, verbose,
                                              parallel, request, prediction_intervals)
         self.panel = panel
-        return frame
+        return self._named(frame)
 
     def _cross_validation_panel(self, panel, n_windows, step_size, val_size, refit, verbose,
                                 parallel, request=None, intervals=None) -> pd.DataFrame:
@@ -559,7 +628,8 @@ class NeuralForecast:
                              "temporal": p.temporal, "static": p.static}
         freq = self.freq if isinstance(self.freq, int) else to_offset(self.freq).freqstr
         meta = {"ndwork_version": __version__, "freq": freq, "models": meta_models,
-                "temporal_cols": p.temporal_cols, "static_cols": p.static_cols}
+                "temporal_cols": p.temporal_cols, "static_cols": p.static_cols,
+                "columns": [self.id_col, self.time_col, self.target_col]}
         if self.calibration is not None:
             c = self.calibration
             cal_uids = c["uids"].astype(str) if c["uids"].dtype == object else c["uids"]
@@ -604,6 +674,7 @@ class NeuralForecast:
             models.append(model)
         nf = cls(models, meta["freq"])
         nf.states = states
+        nf.id_col, nf.time_col, nf.target_col = meta.get("columns", ["unique_id", "ds", "y"])
         if "calibration" in meta:
             data = checkpoint.read_arrays(path, "calibration")
             nf.calibration = {"intervals": PredictionIntervals(**meta["calibration"]),

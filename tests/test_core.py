@@ -99,8 +99,30 @@ def test_warm_start_continues_instead_of_restarting():
     assert len(nf.states[0].train_losses) == 40
     assert not np.array_equal(nf.states[0].params, after_20)
     fresh = NeuralForecast([model()], "MS").fit(df, verbose=False)
-    nf.fit(df, verbose=False)  # without warm_start: fresh weights again
+    nf.fit(df, use_init_models=True, verbose=False)  # NeuralForecast's: fresh weights again
     np.testing.assert_array_equal(nf.states[0].params, fresh.states[0].params)
+    nf.fit(df, verbose=False)  # re-fitting continues, as NeuralForecast's does
+    assert nf.states[0].optimizer.step == 40
+    nf.fit(df, warm_start=False, verbose=False)  # explicit: starts again
+    np.testing.assert_array_equal(nf.states[0].params, fresh.states[0].params)
+
+
+def test_neuralforecast_column_names_and_future_frames():
+    df = air_passengers().rename(columns={"unique_id": "series", "ds": "month", "y": "value"})
+    nf = NeuralForecast([MLP(h=6, input_size=12, max_steps=3, **SMALL_MLP)], "MS")
+    nf.fit(df, id_col="series", time_col="month", target_col="value", verbose=False)
+    fc = nf.predict()
+    assert fc.columns.tolist() == ["series", "month", "MLP"]
+    assert nf.predict(df=df).equals(fc)
+    future = nf.make_future_dataframe()
+    pd.testing.assert_frame_equal(future, fc[["series", "month"]])
+    assert len(nf.get_missing_future(future.iloc[:4])) == 2
+    assert nf.get_missing_future(future).empty
+    cv = nf.cross_validation(df, n_windows=2, id_col="series", time_col="month",
+                             target_col="value", verbose=False)
+    assert cv.columns.tolist() == ["series", "month", "cutoff", "value", "MLP"]
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['series', 'month'"):
+        nf.predict(df=air_passengers())
 
 
 def test_fit_and_predict_are_quiet(tmp_path, capsys, monkeypatch):

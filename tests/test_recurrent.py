@@ -80,7 +80,7 @@ def test_intervals_cross_validation_and_warm_start(cls):
     assert list(cv.columns) == ["unique_id", "ds", "cutoff", "y", f"{name}-median",
                                 f"{name}-lo-80", f"{name}-hi-80"]
     assert (cv[f"{name}-lo-80"] <= cv[f"{name}-hi-80"]).all() and len(cv) == 3 * 2 * 6
-    nf.fit(df, verbose=False)
+    nf.fit(df, use_init_models=True, verbose=False)
     before = nf.states[0].params.copy()
     nf.fit(df, warm_start=True, verbose=False)
     assert nf.states[0].optimizer.step == 16 and not np.array_equal(nf.states[0].params, before)
