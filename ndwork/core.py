@@ -242,7 +242,7 @@ class NeuralForecast:
 
     def predict(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
                 futr_df: pd.DataFrame | None = None, parallel=None, level: list | None = None,
-                quantiles: list[float] | None = None) -> pd.DataFrame:
+                quantiles: list[float] | None = None, h: int | None = None) -> pd.DataFrame:
         """Forecast h steps after the end of each series of df (default: the fit data).
 
         futr_df holds the future exogenous values (unique_id, ds, futr_exog_list) for
@@ -252,18 +252,22 @@ class NeuralForecast:
         a distribution or, for a point model, from the conformal calibration fit(...,
         prediction_intervals=...) made. parallel: None, "threads" or dask (True, n,
         Client, address) forecasts chunks of the series in parallel (batch inference).
+        h: more steps than the models' horizon, as NeuralForecast: recursive models
+        decode them, direct ones forecast their h at a time from their own median (or
+        point) forecasts; not with conformal intervals or historic exogenous inputs.
         """
         self._check_fitted()
         self._warn_diverged()
+        horizon = self._predict_horizon(h, level is not None or quantiles is not None)
         request = None if level is None and quantiles is None else Request(level, quantiles)
         df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
         futr_df = self._standard(futr_df, "futr_df")
         panel = self.panel if df is None else self._panel(df, static_df)
         if df is None and static_df is not None:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
-        if parallel is None or any(m.MULTIVARIATE for m in self.models):
+        if parallel is None or any(m.MULTIVARIATE for m in self.models) or horizon:
             return self._named(self._forecast_frame(panel, test_size=0, futr_df=futr_df,
-                                                    request=request))
+                                                    request=request, horizon=horizon))
         from ndwork.distributed.pool import executor
 
         with executor(parallel) as pool:
@@ -271,6 +275,24 @@ class NeuralForecast:
             items = [(self._without_data(), panel.subset(c), futr_df, request)
                      for c in chunks if len(c)]
             return self._named(pd.concat(pool.map(_forecast_chunk, items), ignore_index=True))
+
+    def _predict_horizon(self, h, intervals: bool) -> int | None:
+        """predict(h=...) checked as NeuralForecast checks it; None: the models' own."""
+        if h is None or h == self._horizon():
+            return None
+        if isinstance(h, bool) or not isinstance(h, int | np.integer) or h < self._horizon():
+            raise ValueError(f"predict(h={h!r}): h must be an integer of at least the models' "
+                             f"horizon {self._horizon()} (as in NeuralForecast); leave it out "
+                             f"for {self._horizon()} steps.")
+        if intervals and self.calibration and self.calibration["scores"]:
+            raise ValueError(f"predict(h={h}) beyond the horizon {self._horizon()} cannot give "
+                             f"conformal intervals (calibrated for {self._horizon()} steps, as "
+                             f"in NeuralForecast); drop level/quantiles or h.")
+        hist = [repr(m) for m in self.models if m.hist_exog_list]
+        if hist:
+            raise ValueError(f"predict(h={h}) beyond the horizon needs historic exogenous "
+                             f"values that do not exist yet for {hist} (as in NeuralForecast).")
+        return int(h)
 
     # --- the user's column names (NeuralForecast's id_col, time_col, target_col) -----
     id_col, time_col, target_col = "unique_id", "ds", "y"
@@ -331,8 +353,8 @@ class NeuralForecast:
         return max(m.h for m in self.models)
 
     def _forecast_frame(self, panel: Panel, test_size: int, futr_df,
-                        request: Request | None = None) -> pd.DataFrame:
-        h = self._horizon()
+                        request: Request | None = None, horizon: int | None = None) -> pd.DataFrame:
+        h = horizon or self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
         needed = max(m.windows("predict")[0] for m in self.models)
         short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < needed)
@@ -344,19 +366,58 @@ class NeuralForecast:
         futr = self._future_exog(panel, test_size, h, futr_df)
         out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):
-            batch, shift, scale = self._forecast_batch(model, panel, last_rows, futr)
             sampled = model.loss.is_distribution_output or getattr(model.loss, "quantile_input",
                                                                     False)
             quantiles = request.quantiles if request and sampled else None
-            with model.precision_scope():
-                y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
-                                        quantiles=quantiles)
+            y_hat = self._rolled(model, state, panel, last_rows, futr, quantiles,
+                                 h if horizon else None)
             y_hat, names = self._columns(model, y_hat, request, panel)
             full = np.full((len(last_rows), h, y_hat.shape[2]), np.nan, y_hat.dtype)
             full[:, :y_hat.shape[1]] = y_hat
             for k, name in enumerate(names):
                 out[f"{model!r}{name}"] = full[:, :, k].reshape(-1)
         return pd.DataFrame(out)
+
+    def _rolled(self, model, state, panel, last_rows, futr, quantiles, horizon):
+        """The model's forecasts (S, steps, k): its own h steps, or `horizon` steps as
+        NeuralForecast's predict(h=...) makes them: a recursive model decodes them; a
+        direct one forecasts h at a time and feeds its median (or point) forecast back
+        as the next window's latest values."""
+        def predict(batch, shift, scale):
+            with model.precision_scope():
+                return predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                                       quantiles=quantiles)
+
+        recursive = getattr(model, "recurrent", False) and hasattr(model, "_decode")
+        if horizon is None or recursive:
+            return predict(*self._forecast_batch(model, panel, last_rows, futr, horizon))
+        L, model_h = model.windows("predict")
+        rows = last_rows[:, None] + 1 - L + np.arange(L)
+        history, temporal = panel.y[rows], panel.temporal[rows]
+        fed = _median_column(model, quantiles)
+        outs = []
+        for start in range(0, horizon, model_h):
+            step_futr = None if futr is None else (self._padded(futr[0], start, model_h), futr[1])
+            batch, shift, scale = self._window_batch(model, panel, history, temporal, step_futr,
+                                                     model_h)
+            y_hat = predict(batch, shift, scale)
+            outs.append(y_hat)
+            next_values = y_hat[..., fed]
+            future = np.zeros((len(rows), model_h, temporal.shape[2]), temporal.dtype)
+            if step_futr is not None:
+                future[:, :, step_futr[1]] = step_futr[0]
+            history = np.concatenate([history, next_values.astype(history.dtype)], axis=1)[:, -L:]
+            temporal = np.concatenate([temporal, future], axis=1)[:, -L:]
+        return np.concatenate(outs, axis=1)[:, :horizon]
+
+    @staticmethod
+    def _padded(values: np.ndarray, start: int, steps: int) -> np.ndarray:
+        """values[:, start:start + steps], zero-padded past the end."""
+        part = values[:, start:start + steps]
+        if part.shape[1] < steps:
+            pad = np.zeros((part.shape[0], steps - part.shape[1], part.shape[2]), part.dtype)
+            part = np.concatenate([part, pad], axis=1)
+        return part
 
     def simulate(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
                  futr_df: pd.DataFrame | None = None, n_paths: int = 100,
@@ -424,21 +485,28 @@ class NeuralForecast:
             raise ValueError(f"simulate: {e}") from None
         return np.asarray(grid), bands[..., 1:].astype(np.float64)
 
-    def _forecast_batch(self, model: BaseModel, panel: Panel, last_rows: np.ndarray, futr):
+    def _forecast_batch(self, model: BaseModel, panel: Panel, last_rows: np.ndarray, futr,
+                        horizon: int | None = None):
         """The scaled batch of the windows that end at `last_rows` (one per series), with
-        the future exogenous values `futr` of the horizon; and its (shift, scale)."""
+        the future exogenous values `futr` of the horizon (the model's, or `horizon`
+        steps); and its (shift, scale)."""
         if model.MULTIVARIATE:
             check_aligned(model, panel)
         L, model_h = model.windows("predict")
-        window = L + model_h
-        starts = last_rows + 1 - L
-        rows = starts[:, None] + np.arange(L)
-        y = np.zeros((len(starts), window), panel.y.dtype)
-        y[:, :L] = panel.y[rows]
-        temporal = np.zeros((len(starts), window, panel.temporal.shape[1]), panel.y.dtype)
-        temporal[:, :L] = panel.temporal[rows]
+        rows = last_rows[:, None] + 1 - L + np.arange(L)
+        return self._window_batch(model, panel, panel.y[rows], panel.temporal[rows], futr,
+                                  horizon or model_h)
+
+    @staticmethod
+    def _window_batch(model, panel, history, temporal_history, futr, steps):
+        """Windows of `history` (S, L) and its temporal values, then `steps` future steps."""
+        n, L = history.shape
+        y = np.zeros((n, L + steps), panel.y.dtype)
+        y[:, :L] = history
+        temporal = np.zeros((n, L + steps, panel.temporal.shape[1]), panel.y.dtype)
+        temporal[:, :L] = temporal_history
         if futr is not None:
-            temporal[:, L:, futr[1]] = futr[0][:, :model_h]
+            temporal[:, L:, futr[1]] = futr[0][:, :steps]
         return build_batch(model, y, temporal, panel.temporal_cols, panel.static,
                            panel.static_cols, L)
 
@@ -686,6 +754,17 @@ class NeuralForecast:
                          temporal=data["temporal"], temporal_cols=meta["temporal_cols"],
                          static=data["static"], static_cols=meta["static_cols"])
         return nf
+
+
+def _median_column(model: BaseModel, quantiles) -> int:
+    """The column of predict_windows' output a rolled forecast feeds back: the median
+    where there is one (as NeuralForecast), else the point or mean."""
+    loss = model.loss
+    if quantiles is not None:  # [mean] + quantiles for a distribution, quantiles for IQLoss
+        offset = 1 if loss.is_distribution_output else 0
+        return offset + list(quantiles).index(0.5) if 0.5 in quantiles else 0
+    names = loss.output_names
+    return names.index("-median") if "-median" in names else 0
 
 
 def _point_forecast(loss) -> bool:

@@ -220,3 +220,24 @@ def test_precision_maps_onto_the_optimizations(panel, monkeypatch):
     with pytest.raises(ValueError, match="precision='8' is not a precision ndwork knows"):
         MLP(h=2, input_size=4, precision="8")
     assert MLP(h=2, input_size=4, precision="64-true").precision == "fp64"
+
+
+def test_predict_a_longer_horizon_as_neuralforecast():
+    from ndwork.models import LSTM
+
+    df = air_passengers()
+    models = [MLP(h=6, input_size=12, max_steps=5, **SMALL_MLP),
+              MLP(h=6, input_size=12, max_steps=5, loss=MQLoss(level=[80]), alias="mq",
+                  **SMALL_MLP),
+              LSTM(h=6, input_size=12, max_steps=5, recurrent=True, encoder_hidden_size=8)]
+    nf = NeuralForecast(models, "MS").fit(df, verbose=False)
+    short, long = nf.predict(), nf.predict(h=15)
+    assert len(long) == 15 and long.ds.iloc[-1] == pd.Timestamp("1962-03-01")
+    pd.testing.assert_frame_equal(long.iloc[:6].reset_index(drop=True), short)
+    assert long.drop(columns=["unique_id", "ds"]).notna().all().all()
+    # a direct model's next 6 steps are its forecast from its own median fed back
+    fed = pd.concat([df, short[["unique_id", "ds"]].assign(y=short["MLP"])], ignore_index=True)
+    again = nf.predict(df=fed)
+    np.testing.assert_allclose(long["MLP"].iloc[6:12], again["MLP"], rtol=1e-5)
+    with pytest.raises(ValueError, match="at least the models' horizon 6"):
+        nf.predict(h=3)
