@@ -32,32 +32,26 @@ class TrainingNoise:
             key = mix64(key ^ np.uint64(word))
         return key[0]
 
-    def dropout_keep(self, shape: tuple[int, ...], p: float, dtype) -> np.ndarray:
-        """Inverted-dropout factors (0 or 1 / (1 - p)) of an array whose leading axis runs
-        over windows, window-major (each window's rows together)."""
+    def _row_keys(self, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        """A key per row of an array whose leading axis runs over the windows,
+        window-major (each window's rows together), and the row's width."""
         rows = shape[0]
         if rows % len(self.windows):
-            raise ValueError(f"dropout over an array of {rows} rows: not a multiple of the "
-                             f"batch's {len(self.windows)} windows (window-major).")
+            raise ValueError(f"random draws over an array of {rows} rows: not a multiple of "
+                             f"the batch's {len(self.windows)} windows (window-major).")
         per_window = rows // len(self.windows)
         row_ids = (self.windows[:, None] * np.uint64(per_window)
                    + np.arange(per_window, dtype=np.uint64)).reshape(-1)
-        width = int(np.prod(shape[1:], dtype=np.int64))
-        keys = mix64(row_ids ^ self._next_key())
+        return mix64(row_ids ^ self._next_key()), int(np.prod(shape[1:], dtype=np.int64))
+
+    def dropout_keep(self, shape: tuple[int, ...], p: float, dtype) -> np.ndarray:
+        """Inverted-dropout factors (0 or 1 / (1 - p)) of a window-major array."""
+        keys, width = self._row_keys(shape)
         return kernel("dropout_keep")(keys, width, p, np.dtype(dtype)).reshape(shape)
 
     def uniform(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Uniform [0, 1) draws (float64) of an array whose leading axis runs over the
-        windows, window-major, keyed on each window's position like dropout's masks."""
-        rows = shape[0]
-        if rows % len(self.windows):
-            raise ValueError(f"draws over an array of {rows} rows: not a multiple of the "
-                             f"batch's {len(self.windows)} windows (window-major).")
-        per_window = rows // len(self.windows)
-        row_ids = (self.windows[:, None] * np.uint64(per_window)
-                   + np.arange(per_window, dtype=np.uint64)).reshape(-1)
-        width = int(np.prod(shape[1:], dtype=np.int64))
-        keys = mix64(row_ids ^ self._next_key())
+        """Uniform [0, 1) draws (float64) of a window-major array, keyed like dropout's."""
+        keys, width = self._row_keys(shape)
         cells = mix64(keys[:, None] ^ mix64(np.arange(width, dtype=np.uint64))[None, :])
         return ((cells >> np.uint64(11)).astype(np.float64) * 2.0 ** -53).reshape(shape)
 

@@ -291,18 +291,23 @@ class DistributionLoss(_SampledLoss):
 class _Mixture(_SampledLoss):
     """A mixture of K components of one family per horizon step. The raw outputs are
     parameter-major ([first parameter of the K components | second ... | weights]), the
-    weights a softmax (weighted=True) or equal. batch_correlation / horizon_correlation:
+    weights a softmax (weighted=True) or equal. n_components: NeuralForecast's default
+    (PMM 10, GMM and NBMM 1) when None. batch_correlation / horizon_correlation:
     the components' log-likelihoods are summed over the batch / horizon before mixing,
     so a component explains a whole group (NeuralForecast's Poisson Mixture Mesh)."""
 
     kind = ""
     param = 0.0
     component_names: list[str] = []
+    default_components = 1  # NeuralForecast's default n_components
 
-    def __init__(self, n_components, level, quantiles, num_samples, return_params,
-                 batch_correlation, horizon_correlation, weighted):
+    def __init__(self, n_components: int | None = None, level: list | None = None,
+                 quantiles: list | None = None, num_samples: int = 1000,
+                 return_params: bool = False, batch_correlation: bool = False,
+                 horizon_correlation: bool = False, weighted: bool = False):
         super().__init__(None)
-        self.n_components = int(n_components)
+        self.n_components = int(self.default_components if n_components is None
+                                 else n_components)
         if self.n_components < 1:
             raise ValueError(f"n_components={n_components} must be a positive integer.")
         self.batch_correlation, self.horizon_correlation = batch_correlation, horizon_correlation
@@ -387,13 +392,7 @@ class PMM(_Mixture):
     """Poisson mixture: rates softplus(r s + a) + 1e-3 (NeuralForecast's PMM)."""
 
     kind, param, component_names = "poisson", 1e-3, ["-lambda"]
-
-    def __init__(self, n_components: int = 10, level: list | None = None,
-                 quantiles: list | None = None, num_samples: int = 1000,
-                 return_params: bool = False, batch_correlation: bool = False,
-                 horizon_correlation: bool = False, weighted: bool = False):
-        super().__init__(n_components, level, quantiles, num_samples, return_params,
-                         batch_correlation, horizon_correlation, weighted)
+    default_components = 10
 
 
 class GMM(_Mixture):
@@ -401,23 +400,9 @@ class GMM(_Mixture):
 
     kind, param, component_names = "normal", 0.2, ["-mu", "-std"]
 
-    def __init__(self, n_components: int = 1, level: list | None = None,
-                 quantiles: list | None = None, num_samples: int = 1000,
-                 return_params: bool = False, batch_correlation: bool = False,
-                 horizon_correlation: bool = False, weighted: bool = False):
-        super().__init__(n_components, level, quantiles, num_samples, return_params,
-                         batch_correlation, horizon_correlation, weighted)
-
 
 class NBMM(_Mixture):
     """Negative-binomial mixture: means (softplus(r) + 1e-8) a and dispersions
     (softplus(r) + 1e-8) / (a + 1), a the window's shift (unanchored where a <= 0)."""
 
     kind, param, component_names = "negbin_mixture", 0.0, ["-total_count", "-probs"]
-
-    def __init__(self, n_components: int = 1, level: list | None = None,
-                 quantiles: list | None = None, num_samples: int = 1000,
-                 return_params: bool = False, batch_correlation: bool = False,
-                 horizon_correlation: bool = False, weighted: bool = False):
-        super().__init__(n_components, level, quantiles, num_samples, return_params,
-                         batch_correlation, horizon_correlation, weighted)
