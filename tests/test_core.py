@@ -241,3 +241,45 @@ def test_predict_a_longer_horizon_as_neuralforecast():
     np.testing.assert_allclose(long["MLP"].iloc[6:12], again["MLP"], rtol=1e-5)
     with pytest.raises(ValueError, match="at least the models' horizon 6"):
         nf.predict(h=3)
+
+
+def test_learning_rate_schedulers_as_pytorch_computes_them():
+    import math
+
+    from ndwork.training.optimizers import learning_rate
+
+    def rates(scheduler, **kwargs):
+        return [learning_rate(1.0, s, 100, -1, scheduler, kwargs) for s in range(12)]
+
+    # PyTorch's closed forms at steps 0..11 (the rates torch's schedulers step through)
+    assert rates("StepLR", step_size=5, gamma=0.5)[4:6] == [1.0, 0.5]
+    assert rates("MultiStepLR", milestones=[3, 8], gamma=0.1)[::4] == pytest.approx([1, 0.1, 0.01])
+    assert rates("ExponentialLR", gamma=0.9)[2] == pytest.approx(0.81)
+    assert rates("CosineAnnealingLR", T_max=10)[5] == pytest.approx(0.5)
+    assert rates("LinearLR", start_factor=0.5, total_iters=4)[:5] == pytest.approx(
+        [0.5, 0.625, 0.75, 0.875, 1.0])
+    assert rates("ConstantLR", factor=0.5, total_iters=2)[1:3] == [0.5, 1.0]
+    assert rates(lambda step: math.exp(-step))[1] == pytest.approx(math.exp(-1))
+    assert learning_rate(1.0, 50, 100, 2) == 0.5  # NeuralForecast's default, num_lr_decays
+
+
+def test_lr_scheduler_trains_saves_and_explains_bad_options(tmp_path):
+    from ndwork.training.trainer import initial_state
+
+    df = air_passengers()
+    model = MLP(h=6, input_size=12, max_steps=6, lr_scheduler="StepLR",
+                lr_scheduler_kwargs={"step_size": 2, "gamma": 0.5}, **SMALL_MLP)
+    nf = NeuralForecast([model], "MS").fit(df, verbose=False)
+    nf.save(tmp_path / "run")
+    assert NeuralForecast.load(tmp_path / "run").models[0].lr_scheduler == "StepLR"
+    frozen = NeuralForecast([MLP(h=6, input_size=12, max_steps=6, lr_scheduler=lambda s: 0.0,
+                                 **SMALL_MLP)], "MS")
+    frozen.fit(df, verbose=False)
+    np.testing.assert_array_equal(frozen.states[0].params,  # a zero rate never moves
+                                  initial_state(frozen.models[0]).params)
+    with pytest.raises(ValueError, match="lr_scheduler='OneCycle' is not one ndwork computes"):
+        MLP(h=6, input_size=12, lr_scheduler="OneCycle")
+    with pytest.raises(ValueError, match="step_size"):
+        MLP(h=6, input_size=12, lr_scheduler="StepLR")
+    with pytest.warns(UserWarning, match="no data loader"):
+        MLP(h=6, input_size=12, dataloader_kwargs={"num_workers": 4})

@@ -42,6 +42,9 @@ TRAINING_DEFAULTS = dict(
     exclude_insample_y=False,
     optimizer="adam",
     optimizer_kwargs=None,
+    lr_scheduler=None,
+    lr_scheduler_kwargs=None,
+    dataloader_kwargs=None,
     enable_progress_bar=True,
 )
 # Lightning trainer options NeuralForecast scripts pass. `precision` maps onto
@@ -115,6 +118,12 @@ class BaseModel:
     alias: the model's column name. futr_exog_list, hist_exog_list, stat_exog_list:
     exogenous columns. exclude_insample_y: ignore the target's own lags.
     optimizer: "adam", "adamw" or "sgd"; optimizer_kwargs: its extra arguments.
+    lr_scheduler: None (NeuralForecast's StepLR from num_lr_decays), one of PyTorch's
+    schedulers by name or class (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR,
+    LinearLR, ConstantLR) with lr_scheduler_kwargs, or a function step -> factor of the
+    learning rate (LambdaLR's); stepped every training step, as NeuralForecast.
+    dataloader_kwargs: accepted; ndwork has no data loader (batches are gathered from
+    arrays in the training process), so its options do nothing and say so.
     enable_progress_bar: tqdm bar during fit (NeuralForecast's trainer option).
     precision: Lightning's precision ("32", "32-true"), trained under the matching
     Optimizations.precision; other Lightning trainer options warn once and are unused.
@@ -181,6 +190,12 @@ class BaseModel:
             _positive_int(name, getattr(self, name))
         if self.valid_batch_size is not None:
             _positive_int("valid_batch_size", self.valid_batch_size)
+        self._check_scheduler()
+        if self.dataloader_kwargs:
+            warnings.warn(f"{type(self).__name__}(dataloader_kwargs={self.dataloader_kwargs!r}): "
+                          f"ndwork has no data loader (windows are gathered from arrays in the "
+                          f"training process), so these options do nothing here.", UserWarning,
+                          stacklevel=3)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not known; use one of {OPTIMIZERS}.")
         from ndwork.kernels.scalers import SCALERS
@@ -226,6 +241,25 @@ class BaseModel:
         models train on shorter horizons and decode the full one."""
         return self.input_size, self.h
 
+    def _check_scheduler(self) -> None:
+        from ndwork.training.optimizers import SCHEDULERS, learning_rate, scheduler_name
+
+        scheduler = self.lr_scheduler
+        if isinstance(scheduler, dict) and "callable" in scheduler:
+            raise ValueError(f"this model was saved with the function lr_scheduler "
+                             f"{scheduler['callable']}, which a checkpoint cannot hold; pass "
+                             f"lr_scheduler= again, or use a named one ({sorted(SCHEDULERS)}).")
+        if scheduler is None or (callable(scheduler) and not isinstance(scheduler, type)):
+            return
+        scheduler_name(scheduler)
+        try:  # the keyword arguments, checked at the first step
+            learning_rate(self.learning_rate, 0, self.max_steps, -1, scheduler,
+                          self.lr_scheduler_kwargs)
+        except TypeError as e:
+            raise ValueError(f"lr_scheduler={scheduler!r} with lr_scheduler_kwargs="
+                             f"{self.lr_scheduler_kwargs!r}: {e}; pass PyTorch's arguments of "
+                             f"that scheduler (e.g. StepLR: step_size, gamma).") from None
+
     def num_parameters(self) -> int:
         """Trainable parameters plus fixed bases, as torch's `model.parameters()` counts."""
         trainable = sum(int(np.prod(s)) for s in self.spec.shapes.values())
@@ -251,6 +285,12 @@ class BaseModel:
         for name in TRAINING_DEFAULTS:
             value = getattr(self, name)
             config[name] = value.config() if isinstance(value, Loss) else value
+        scheduler = self.lr_scheduler
+        if isinstance(scheduler, type):
+            config["lr_scheduler"] = scheduler.__name__
+        elif callable(scheduler):  # a function: named, so checkpoints say what it was
+            config["lr_scheduler"] = {"callable": getattr(scheduler, "__qualname__",
+                                                          repr(scheduler))}
         if self.precision is not None:
             config["precision"] = self.precision
         return config

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import math
+
 import numpy as np
 
 from ndwork.config import active
@@ -41,9 +44,51 @@ class Optimizer:
                               self.kind == "adamw")
 
 
-def learning_rate(base: float, step: int, max_steps: int, num_lr_decays: int) -> float:
-    """StepLR(gamma=0.5) every max_steps // num_lr_decays steps, as NeuralForecast."""
+def learning_rate(base: float, step: int, max_steps: int, num_lr_decays: int,
+                  scheduler=None, scheduler_kwargs: dict | None = None) -> float:
+    """The learning rate of a fit's step (counted from 0), stepped every training step
+    as NeuralForecast steps its scheduler. Default: StepLR(gamma=0.5) every max_steps //
+    num_lr_decays steps, as NeuralForecast. scheduler: one of PyTorch's schedulers by
+    name (or its class) with its keyword arguments, in closed form (SCHEDULERS), or a
+    callable step -> factor of the base rate (LambdaLR's lr_lambda)."""
+    if scheduler is not None:
+        kwargs = dict(scheduler_kwargs or {})
+        if callable(scheduler) and not isinstance(scheduler, type):
+            return base * float(scheduler(step))
+        return SCHEDULERS[scheduler_name(scheduler)](base, step, **kwargs)
     if num_lr_decays is None or num_lr_decays <= 0:
         return base
     decay_steps = max(max_steps // num_lr_decays, 1)
     return base * 0.5 ** (step // decay_steps)
+
+
+def _cosine(base, step, T_max, eta_min=0.0):
+    return eta_min + (base - eta_min) * (1 + math.cos(math.pi * step / T_max)) / 2
+
+
+def _linear(base, step, start_factor=1 / 3, end_factor=1.0, total_iters=5):
+    return base * (start_factor + (end_factor - start_factor) * min(step, total_iters)
+                   / total_iters)
+
+
+# PyTorch's schedulers in closed form (their chainable updates give the same rates)
+SCHEDULERS = {
+    "StepLR": lambda base, step, step_size, gamma=0.1: base * gamma ** (step // step_size),
+    "MultiStepLR": lambda base, step, milestones, gamma=0.1: (
+        base * gamma ** bisect.bisect_right(sorted(milestones), step)),
+    "ExponentialLR": lambda base, step, gamma: base * gamma ** step,
+    "CosineAnnealingLR": _cosine,
+    "LinearLR": _linear,
+    "ConstantLR": lambda base, step, factor=1 / 3, total_iters=5: (
+        base * (factor if step < total_iters else 1.0)),
+}
+
+
+def scheduler_name(scheduler) -> str:
+    """A scheduler given by name or as PyTorch's class -> its name (checked)."""
+    name = scheduler if isinstance(scheduler, str) else getattr(scheduler, "__name__", "")
+    if name not in SCHEDULERS:
+        raise ValueError(f"lr_scheduler={scheduler!r} is not one ndwork computes; use one of "
+                         f"{sorted(SCHEDULERS)} (by name or PyTorch's class) with "
+                         f"lr_scheduler_kwargs, or a function step -> factor.")
+    return name

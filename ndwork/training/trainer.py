@@ -317,7 +317,8 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
             k = min(sync_every, end - step, checks - since_check)
             batches = [sampler.sample(state.rng) for _ in range(k)]
             lrs = [learning_rate(model.learning_rate, s - state.fit_start, model.max_steps,
-                                 model.num_lr_decays) for s in range(step, step + k)]
+                                 model.num_lr_decays, model.lr_scheduler,
+                                 model.lr_scheduler_kwargs) for s in range(step, step + k)]
             losses = backend.run(model, train_panel, state, batches, lrs)
             state.sampler_order = sampler.state()
             stop = False
