@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,3 +69,17 @@ def test_sampling_is_deterministic_under_the_seed():
         rng = np.random.default_rng(42)
         draws.append([sampler.sample(rng) for _ in range(5)])
     np.testing.assert_array_equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_an_epochs_last_smaller_batch_of_series_as_neuralforecasts_drop_last_loader(drop_last):
+    """5 series in batches of 2: NeuralForecast's loader gives 2, 2, 1 per epoch (or 2, 2
+    with drop_last_loader=True)."""
+    panel = make_panel([30] * 5)
+    sampler = WindowSampler(panel, panel.lengths, 4, 2, 1, 2, 8, drop_last=drop_last)
+    rng = np.random.default_rng(0)
+    sizes = []
+    for _ in range(6):
+        starts = sampler.sample(rng)
+        sizes.append(len(set(np.searchsorted(panel.indptr, starts, side="right") - 1)))
+    assert sizes[:3] == ([2, 2, 2] if drop_last else [2, 2, 1])

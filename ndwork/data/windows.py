@@ -10,8 +10,9 @@ from ndwork.kernels import kernel
 
 class WindowSampler:
     """NeuralForecast's sampling: each step takes `batch_size` series (an epoch-wise
-    shuffle of the series), then `windows_batch_size` windows among theirs (without
-    replacement when there are enough, with replacement otherwise).
+    shuffle of the series; the epoch's last, smaller batch is used unless drop_last,
+    NeuralForecast's drop_last_loader), then `windows_batch_size` windows among theirs
+    (without replacement when there are enough, with replacement otherwise).
 
     Windows start every `step_size` points; their input part lies inside the first
     `train_lengths[i]` points of series i and their horizon holds at least one of them,
@@ -25,7 +26,7 @@ class WindowSampler:
 
     def __init__(self, panel: Panel, train_lengths: np.ndarray, input_size: int, h: int,
                  step_size: int, batch_size: int, windows_batch_size: int,
-                 multivariate: bool = False):
+                 multivariate: bool = False, drop_last: bool = False):
         short = np.flatnonzero(train_lengths < input_size + 1)
         if len(short):
             ids = panel.uids[short[:5]].tolist()
@@ -38,7 +39,7 @@ class WindowSampler:
         self.step_size = step_size
         self.batch_size = min(batch_size, panel.n_series)
         self.windows_batch_size = windows_batch_size
-        self.multivariate = multivariate
+        self.multivariate, self.drop_last = multivariate, drop_last
         self._order = np.zeros(0, dtype=np.int64)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
@@ -48,7 +49,7 @@ class WindowSampler:
             replace = count < self.windows_batch_size
             offsets = rng.choice(count, self.windows_batch_size, replace=replace)
             return (self.starts[None, :] + offsets[:, None] * self.step_size).reshape(-1)
-        if len(self._order) < self.batch_size:
+        if len(self._order) == 0 or (self.drop_last and len(self._order) < self.batch_size):
             self._order = rng.permutation(len(self.counts))
         series, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
         counts = self.counts[series]

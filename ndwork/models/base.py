@@ -45,6 +45,7 @@ TRAINING_DEFAULTS = dict(
     lr_scheduler=None,
     lr_scheduler_kwargs=None,
     dataloader_kwargs=None,
+    drop_last_loader=False,
     enable_progress_bar=True,
 )
 # Lightning trainer options NeuralForecast scripts pass. `precision` maps onto
@@ -122,6 +123,8 @@ class BaseModel:
     schedulers by name or class (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR,
     LinearLR, ConstantLR) with lr_scheduler_kwargs, or a function step -> factor of the
     learning rate (LambdaLR's); stepped every training step, as NeuralForecast.
+    drop_last_loader: skip each epoch's last batch of series when it is smaller than
+    batch_size (NeuralForecast's; by default it trains on it).
     dataloader_kwargs: accepted; ndwork has no data loader (batches are gathered from
     arrays in the training process), so its options do nothing and say so.
     enable_progress_bar: tqdm bar during fit (NeuralForecast's trainer option).

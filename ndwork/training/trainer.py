@@ -303,7 +303,8 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     train_lengths = panel.lengths - val_size - test_size
     train_panel = panel.head(train_lengths) if val_size or test_size else panel
     sampler = WindowSampler(train_panel, train_lengths, *model.windows("train"), model.step_size,
-                            model.batch_size, model.windows_batch_size, model.MULTIVARIATE)
+                            model.batch_size, model.windows_batch_size, model.MULTIVARIATE,
+                            model.drop_last_loader)
     sampler.set_state(state.sampler_order)
     end = state.fit_start + model.max_steps
     step = state.optimizer.step
