@@ -69,7 +69,8 @@ def test_integer_ds_with_freq_1():
 
 
 def test_unknown_model_option():
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['hiden_size'\].*hidden_size"):
+    closest = r"unknown option\(s\) \['hiden_size'\]; 'hiden_size': did you mean 'hidden_size'\?"
+    with pytest.raises(ValueError, match=closest):
         MLP(h=12, input_size=24, hiden_size=8)
 
 

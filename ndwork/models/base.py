@@ -9,6 +9,7 @@ prediction live once, in ndwork.data and ndwork.training.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import inspect
 import warnings
 
@@ -162,9 +163,13 @@ class BaseModel:
                           UserWarning, stacklevel=3)
         unknown = set(kwargs) - set(TRAINING_DEFAULTS)
         if unknown:
+            options = self._architecture_names() + sorted(TRAINING_DEFAULTS)
+            close = {name: difflib.get_close_matches(name, options, n=1) for name in sorted(unknown)}
+            hints = "".join(f" {name!r}: did you mean {match[0]!r}?"
+                            for name, match in close.items() if match)
             raise ValueError(
-                f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
-                f"its options are {self._architecture_names() + sorted(TRAINING_DEFAULTS)}."
+                f"{type(self).__name__} got unknown option(s) {sorted(unknown)};{hints} "
+                f"its options are {options}."
             )
         settings = {**TRAINING_DEFAULTS, **self.DEFAULTS,
                     **{k: v for k, v in kwargs.items() if k in TRAINING_DEFAULTS}}
