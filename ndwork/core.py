@@ -17,7 +17,9 @@ from pandas.tseries.frequencies import to_offset
 from ndwork import __version__
 from ndwork.config import kernel_blas_single_threaded
 from ndwork.data import Panel, validate_frame
+from ndwork.losses import HuberQLoss, QuantileLoss
 from ndwork.models import MODELS, BaseModel
+from ndwork.models.rnn import Recursive
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
 from ndwork.training.trainer import (
@@ -366,8 +368,7 @@ class NeuralForecast:
         futr = self._future_exog(panel, test_size, h, futr_df)
         out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):
-            sampled = model.loss.is_distribution_output or getattr(model.loss, "quantile_input",
-                                                                    False)
+            sampled = model.loss.is_distribution_output or model.loss.quantile_input
             quantiles = request.quantiles if request and sampled else None
             y_hat = self._rolled(model, state, panel, last_rows, futr, quantiles,
                                  h if horizon else None)
@@ -388,7 +389,7 @@ class NeuralForecast:
                 return predict_windows(model, state.params, batch, shift, scale, state.buffers,
                                        quantiles=quantiles)
 
-        recursive = getattr(model, "recurrent", False) and hasattr(model, "_decode")
+        recursive = isinstance(model, Recursive) and model.recurrent
         if horizon is None or recursive:
             return predict(*self._forecast_batch(model, panel, last_rows, futr, horizon))
         L, model_h = model.windows("predict")
@@ -441,6 +442,8 @@ class NeuralForecast:
             raise ValueError(f"simulate(method={method!r}) is not known; use one of {METHODS}.")
         self._check_fitted()
         grid = Request(quantiles=quantiles or DEFAULT_QUANTILE_GRID).quantiles
+        df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
+        futr_df = self._standard(futr_df, "futr_df")
         panel = self.panel if df is None else self._panel(df, static_df)
         h = self._horizon()
         last_rows = panel.indptr[1:] - 1
@@ -465,12 +468,12 @@ class NeuralForecast:
             full = np.full((panel.n_series, n_paths, h), np.nan)
             full[:, :, :paths.shape[2]] = paths
             out[repr(model)] = full.transpose(1, 0, 2).reshape(-1).astype(panel.y.dtype)
-        return pd.DataFrame(out)
+        return self._named(pd.DataFrame(out))
 
     def _marginals(self, model, state, batch, shift, scale, grid, panel):
         """(quantile positions (Q,), values (S, h, Q)) of the model's forecast."""
         loss = model.loss
-        if loss.is_distribution_output or getattr(loss, "quantile_input", False):
+        if loss.is_distribution_output or loss.quantile_input:
             y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
                                     quantiles=grid)
             start = 1 if loss.is_distribution_output else 0
@@ -521,7 +524,7 @@ class NeuralForecast:
         if loss.is_distribution_output:
             names = ["", *(request.suffix(q) for q in request.quantiles)]
             return y_hat, names + (loss.param_names if loss.return_params else [])
-        if getattr(loss, "quantile_input", False):  # IQLoss: the quantiles alone, as NF
+        if loss.quantile_input:  # IQLoss: the quantiles alone, as NF
             return y_hat, [request.suffix(q) for q in request.quantiles]
         if not _point_forecast(loss):  # MQLoss, QuantileLoss
             trained = np.round(getattr(loss, "quantiles", [getattr(loss, "q", 0.5)]), 6)
@@ -771,7 +774,7 @@ def _point_forecast(loss) -> bool:
     """A loss whose model forecasts a point without intervals (conformal ones can be
     calibrated for it); not a quantile, multi-quantile or distribution loss."""
     return not (loss.outputsize_multiplier > 1 or loss.is_distribution_output
-                or hasattr(loss, "q") or getattr(loss, "quantile_input", False))
+                or isinstance(loss, QuantileLoss | HuberQLoss) or loss.quantile_input)
 
 
 def _output_order(model: BaseModel) -> list[int]:

@@ -67,7 +67,7 @@ def decouple(kind: str, raw: np.ndarray, loc: np.ndarray, scale: np.ndarray,
 
 
 def mean(kind: str, args: tuple, param: float) -> np.ndarray:
-    if kind in ("normal",):
+    if kind == "normal":
         return args[0]
     if kind == "studentt":
         return args[1]

@@ -16,6 +16,7 @@ class Loss:
     outputsize_multiplier = 1
     output_names = [""]
     is_distribution_output = False
+    quantile_input = False  # IQLoss: forecasts any quantile asked for
     kind = ""
     param = 0.0
 
@@ -321,7 +322,7 @@ class HuberQLoss(_ArrayLoss):
         return {"q": self.q, "delta": self.delta, **super()._arguments()}
 
 
-class HuberMQLoss(MQLoss, _ArrayLoss):
+class HuberMQLoss(_ArrayLoss, MQLoss):
     """Multi-quantile loss with Huber's smoothing (NeuralForecast's HuberMQLoss): the
     sum over quantiles of huber(q max(y - y_hat, 0)) + huber((1 - q) max(y_hat - y, 0))."""
 
@@ -329,9 +330,6 @@ class HuberMQLoss(MQLoss, _ArrayLoss):
                  delta: float = 1.0, horizon_weight=None):
         super().__init__(level, quantiles, horizon_weight)
         self.delta = float(delta)
-
-    __call__ = _ArrayLoss.__call__
-    value = _ArrayLoss.value
 
     def evaluate(self, y_hat, y, weights, insample):
         e = y_hat - y[..., None]
@@ -346,12 +344,9 @@ class HuberMQLoss(MQLoss, _ArrayLoss):
         return {**super()._arguments(), "delta": self.delta}
 
 
-class sCRPS(MQLoss, _ArrayLoss):
+class sCRPS(_ArrayLoss, MQLoss):
     """Scaled CRPS: 2 MQLoss sum(mask) / (sum |y| + 1e-5), the multi-quantile loss
     relative to the targets' size (NeuralForecast's sCRPS)."""
-
-    __call__ = _ArrayLoss.__call__
-    value = _ArrayLoss.value
 
     def __init__(self, level: list[int] | None = None, quantiles: list[float] | None = None):
         super().__init__(level, quantiles)

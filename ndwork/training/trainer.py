@@ -119,7 +119,7 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     seeded by the model's random_seed, so a forecast repeats."""
     rng = np.random.default_rng(model.random_seed)
     loss = model.loss
-    if getattr(loss, "quantile_input", False):  # IQLoss: each quantile asked for, sorted
+    if loss.quantile_input:  # IQLoss: each quantile asked for, sorted
         outs = [loss.forecast(model_outputs(model, params, {**batch, "quantile": q}, buffers,
                                             windows_per_series), shift, scale)
                 for q in (quantiles or [0.5])]
