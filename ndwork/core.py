@@ -16,7 +16,8 @@ from pandas.tseries.frequencies import to_offset
 
 from ndwork import __version__
 from ndwork.config import kernel_blas_single_threaded
-from ndwork.data import Panel, validate_frame
+from ndwork.data import Panel, gather_windows, validate_frame
+from ndwork.data.local_scalers import LocalScaling, check_scaler_type
 from ndwork.losses import HuberQLoss, QuantileLoss
 from ndwork.models import MODELS, BaseModel
 from ndwork.models.rnn import Recursive
@@ -39,17 +40,27 @@ class NeuralForecast:
     """Fit and forecast several models on a long-format panel (unique_id, ds, y).
 
     models: ndwork models. freq: pandas frequency string for datetime `ds`, or an
-    integer step for integer `ds`.
+    integer step for integer `ds`. local_scaler_type: scale each series' target and
+    exogenous columns before windowing, forecasts mapped back ("standard", "robust",
+    "robust-iqr", "minmax", "boxcox"; NeuralForecast's, fit on the data given to fit,
+    cross_validation or predict(df=...)). local_static_scaler_type: the same for the
+    static columns, across series.
     """
 
-    def __init__(self, models: Sequence[BaseModel], freq: str | int):
+    def __init__(self, models: Sequence[BaseModel], freq: str | int,
+                 local_scaler_type: str | None = None,
+                 local_static_scaler_type: str | None = None):
         models = list(models)
         if not models or not all(isinstance(m, BaseModel) for m in models):
             raise ValueError("models must be a non-empty list of ndwork models, e.g. [NHITS(...)].")
         names = [repr(m) for m in models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names {names} repeat; give each an alias=.")
+        check_scaler_type("local_scaler_type", local_scaler_type)
+        check_scaler_type("local_static_scaler_type", local_static_scaler_type)
         self.models, self.freq = models, freq
+        self.local_scaler_type = local_scaler_type
+        self.local_static_scaler_type = local_static_scaler_type
         self.panel: Panel | None = None
         self.dashboard_link: str | None = None  # set by a distributed fit
         self.bytes_per_sync = 0  # of the last distributed fit: bytes per round and worker
@@ -73,7 +84,13 @@ class NeuralForecast:
         return list(dict.fromkeys(c for m in self.models for c in m.stat_exog_list))
 
     def _panel(self, df, static_df) -> Panel:
-        return Panel.from_frame(df, self.freq, self._temporal_cols, static_df, self._static_cols)
+        panel = Panel.from_frame(df, self.freq, self._temporal_cols, static_df, self._static_cols)
+        return panel.locally_scaled(self.local_scaler_type, self.local_static_scaler_type)
+
+    def _like(self, models) -> NeuralForecast:
+        """A NeuralForecast of `models` with this one's settings."""
+        return NeuralForecast(models, self.freq, self.local_scaler_type,
+                              self.local_static_scaler_type)
 
     # --- fit / predict ---------------------------------------------------------------
     def fit(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
@@ -152,7 +169,7 @@ class NeuralForecast:
                              f"needs at least {needed} points per series, the shortest has "
                              f"{panel.lengths.min()}; lower n_windows or step_size, or drop the "
                              f"short series.")
-        folds = NeuralForecast(copy.deepcopy(point), self.freq)._cross_validation_panel(
+        folds = self._like(copy.deepcopy(point))._cross_validation_panel(
             panel, intervals.n_windows, intervals.step_size, val_size, False, verbose, parallel)
         scores = {}
         for model in point:
@@ -268,8 +285,8 @@ class NeuralForecast:
         if df is None and static_df is not None:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
         if parallel is None or any(m.MULTIVARIATE for m in self.models) or horizon:
-            return self._named(self._forecast_frame(panel, test_size=0, futr_df=futr_df,
-                                                    request=request, horizon=horizon))
+            futr = self._future_exog(panel, 0, horizon or self._horizon(), futr_df)
+            return self._named(self._forecast_frame(panel, 0, futr, request, horizon))
         from ndwork.distributed.pool import executor
 
         with executor(parallel) as pool:
@@ -277,6 +294,67 @@ class NeuralForecast:
             items = [(self._without_data(), panel.subset(c), futr_df, request)
                      for c in chunks if len(c)]
             return self._named(pd.concat(pool.map(_forecast_chunk, items), ignore_index=True))
+
+    def predict_insample(self, step_size: int = 1, level: list | None = None,
+                         quantiles: list[float] | None = None) -> pd.DataFrame:
+        """Forecasts of the fit data's own history, as NeuralForecast's predict_insample:
+        for each series, windows of h steps every step_size points ending at its last
+        point (the first ones read zero-padded inputs, masked out of the scalers).
+        Returns unique_id, ds, cutoff (the step before each window), the model columns
+        and y."""
+        self._check_fitted()
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"predict_insample(step_size={step_size!r}) must be a positive "
+                             f"integer.")
+        multivariate = [repr(m) for m in self.models if m.MULTIVARIATE]
+        if multivariate:
+            raise ValueError(f"predict_insample does not forecast multivariate models "
+                             f"{multivariate} (as in NeuralForecast); use cross_validation.")
+        request = None if level is None and quantiles is None else Request(level, quantiles)
+        if request and self.calibration and self.calibration["scores"]:
+            raise ValueError("predict_insample cannot give conformal intervals (as in "
+                             "NeuralForecast); leave level and quantiles out.")
+        panel, h = self.panel, self._horizon()
+        short = np.flatnonzero(panel.lengths < h)
+        if len(short):
+            raise ValueError(f"series {panel.uids[short[:5]].tolist()} are shorter than "
+                             f"h={h}: they hold no in-sample window.")
+        # window k of series i forecasts rows first[i] + offset[i] + k * step_size + [0, h)
+        offset = (panel.lengths - h) % step_size
+        counts = (panel.lengths - offset - h) // step_size + 1
+        series = np.repeat(np.arange(panel.n_series), counts)
+        k = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        firsts = panel.indptr[series] + offset[series] + k * step_size
+        rows = firsts[:, None] + np.arange(h)
+        out = {"unique_id": panel.uids[series].repeat(h), "ds": panel.ds[rows].reshape(-1),
+               "cutoff": self._step_before(panel.ds[firsts]).repeat(h)}
+        scaling = panel.scaling and panel.scaling.subset(series)
+        for model, state in zip(self.models, self.states, strict=True):
+            L = model.windows("predict")[0]
+            w = gather_windows(panel, firsts - L, L + h, series)
+            w["y"][:, L:] = 0  # the future is not an input
+            batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
+                                              panel.static[series], panel.static_cols, L,
+                                              w["available"])
+            sampled = model.loss.is_distribution_output or model.loss.quantile_input
+            with model.precision_scope():
+                y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                                        quantiles=request.quantiles if request and sampled
+                                        else None)
+            if scaling is not None:
+                y_hat = scaling.inverse_target(y_hat)
+            y_hat, names = self._columns(model, y_hat, request, panel)
+            for j, name in enumerate(names):
+                out[f"{model!r}{name}"] = y_hat[:, :, j].reshape(-1)
+        y = panel.y[rows]
+        out["y"] = (y if scaling is None else scaling.inverse_target(y)).reshape(-1)
+        return self._named(pd.DataFrame(out))
+
+    def _step_before(self, ds: np.ndarray) -> np.ndarray:
+        """The timestamps one step of freq before `ds`."""
+        if isinstance(self.freq, int):
+            return ds - self.freq
+        return (pd.DatetimeIndex(ds) - to_offset(self.freq)).to_numpy()
 
     def _predict_horizon(self, h, intervals: bool) -> int | None:
         """predict(h=...) checked as NeuralForecast checks it; None: the models' own."""
@@ -349,13 +427,18 @@ class NeuralForecast:
     def _panel_static(self, panel, static_df):
         from ndwork.data.panel import static_array
 
-        return static_array(static_df, panel.uids, self._static_cols, panel.y.dtype)
+        static = static_array(static_df, panel.uids, self._static_cols, panel.y.dtype)
+        if panel.scaling is not None:
+            static = panel.scaling.transform_static(static, self._static_cols)
+        return static
 
     def _horizon(self) -> int:
         return max(m.h for m in self.models)
 
-    def _forecast_frame(self, panel: Panel, test_size: int, futr_df,
+    def _forecast_frame(self, panel: Panel, test_size: int, futr,
                         request: Request | None = None, horizon: int | None = None) -> pd.DataFrame:
+        """Each model's forecast of the `horizon` (default: the models') steps after each
+        series' end minus test_size, in the data's units; futr: _future_exog's."""
         h = horizon or self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
         needed = max(m.windows("predict")[0] for m in self.models)
@@ -365,13 +448,12 @@ class NeuralForecast:
                              f"{needed} points a forecast reads (input_size; for recurrent=True "
                              f"models inference_input_size + 1); they cannot be forecast: drop "
                              f"them or use a smaller input size.")
-        futr = self._future_exog(panel, test_size, h, futr_df)
         out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):
             sampled = model.loss.is_distribution_output or model.loss.quantile_input
             quantiles = request.quantiles if request and sampled else None
-            y_hat = self._rolled(model, state, panel, last_rows, futr, quantiles,
-                                 h if horizon else None)
+            y_hat = panel.unscaled_target(self._rolled(model, state, panel, last_rows, futr,
+                                                       quantiles, h if horizon else None))
             y_hat, names = self._columns(model, y_hat, request, panel)
             full = np.full((len(last_rows), h, y_hat.shape[2]), np.nan, y_hat.dtype)
             full[:, :y_hat.shape[1]] = y_hat
@@ -460,7 +542,7 @@ class NeuralForecast:
             with model.precision_scope():
                 if model.loss.is_distribution_output and model.TRAJECTORIES:
                     paths = trajectories(model, state.params, batch, rng, n_paths)  # (S, h, n)
-                    paths = paths.transpose(0, 2, 1)
+                    paths = panel.unscaled_target(paths).transpose(0, 2, 1)
                 else:
                     positions, values = self._marginals(model, state, batch, shift, scale, grid,
                                                         panel)
@@ -474,14 +556,16 @@ class NeuralForecast:
         """(quantile positions (Q,), values (S, h, Q)) of the model's forecast."""
         loss = model.loss
         if loss.is_distribution_output or loss.quantile_input:
-            y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
-                                    quantiles=grid)
+            y_hat = panel.unscaled_target(predict_windows(model, state.params, batch, shift,
+                                                          scale, state.buffers, quantiles=grid))
             start = 1 if loss.is_distribution_output else 0
             return np.asarray(grid), y_hat[..., start:start + len(grid)].astype(np.float64)
         if loss.outputsize_multiplier > 1:  # MQLoss, HuberMQLoss: their own quantiles
-            y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
+            y_hat = panel.unscaled_target(predict_windows(model, state.params, batch, shift,
+                                                          scale, state.buffers))
             return np.asarray(loss.quantiles, np.float64), y_hat.astype(np.float64)
-        y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers)
+        y_hat = panel.unscaled_target(predict_windows(model, state.params, batch, shift, scale,
+                                                      state.buffers))
         try:
             bands, _ = self._columns(model, y_hat, Request(quantiles=grid), panel)
         except ValueError as e:
@@ -570,7 +654,11 @@ class NeuralForecast:
             row = merged.loc[missing, ["unique_id", "ds"]].iloc[0].tolist()
             raise ValueError(f"futr_df does not cover the horizon: {int(missing.sum())} of the "
                              f"{len(expected)} (unique_id, ds) rows needed are missing, e.g. {row}.")
-        values = merged[cols].to_numpy(panel.y.dtype).reshape(panel.n_series, h, len(cols))
+        values = merged[cols].to_numpy(panel.y.dtype, copy=True).reshape(panel.n_series, h,
+                                                                        len(cols))
+        if panel.scaling is not None:  # in the units the models were trained in
+            for j, col in enumerate(cols):
+                values[:, :, j] = panel.scaling.transform(col, values[:, :, j])
         return values, [panel.temporal_cols.index(c) for c in cols]
 
     # --- cross-validation ------------------------------------------------------------
@@ -639,34 +727,25 @@ class NeuralForecast:
 
     def _without_data(self) -> NeuralForecast:
         """The trained models without the training data (what a parallel task needs)."""
-        nf = NeuralForecast(self.models, self.freq)
+        nf = self._like(self.models)
         nf.states, nf.calibration = self.states, self.calibration
         return nf
 
     def _fresh_copy(self) -> NeuralForecast:
         """The same models, untrained and without data (what a parallel fold needs)."""
-        return NeuralForecast(copy.deepcopy(self.models), self.freq)
+        return self._like(copy.deepcopy(self.models))
 
     def _cv_frame(self, panel: Panel, test_size: int, request=None) -> pd.DataFrame:
         h = self._horizon()
-        frame = self._forecast_frame(panel, test_size, self._futr_from_panel(panel, test_size, h),
-                                     request)
         last_rows = panel.indptr[1:] - 1 - test_size
+        rows = last_rows[:, None] + np.arange(1, h + 1)  # (S, h): the test window
+        futr = None
+        if self._futr_cols:
+            idx = [panel.temporal_cols.index(c) for c in self._futr_cols]
+            futr = panel.temporal[rows][:, :, idx], idx
+        frame = self._forecast_frame(panel, test_size, futr, request)
         frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
-        rows = (last_rows[:, None] + np.arange(1, h + 1)).reshape(-1)
-        frame.insert(3, "y", panel.y[rows])
-        return frame
-
-    def _futr_from_panel(self, panel, test_size, h):
-        cols = self._futr_cols
-        if not cols:
-            return None
-        last_rows = panel.indptr[1:] - 1 - test_size
-        rows = (last_rows[:, None] + np.arange(1, h + 1)).reshape(-1)
-        idx = [panel.temporal_cols.index(c) for c in cols]
-        frame = pd.DataFrame(panel.temporal[rows][:, idx], columns=cols)
-        frame.insert(0, "unique_id", panel.uids.repeat(h))
-        frame.insert(1, "ds", panel.ds[rows])
+        frame.insert(3, "y", panel.unscaled_target(panel.y[rows]).reshape(-1))
         return frame
 
     # --- persistence -------------------------------------------------------------------
@@ -698,7 +777,10 @@ class NeuralForecast:
         arrays["dataset"] = {"uids": uids, "indptr": p.indptr, "y": p.y, "ds": p.ds,
                              "temporal": p.temporal, "static": p.static}
         freq = self.freq if isinstance(self.freq, int) else to_offset(self.freq).freqstr
+        if p.scaling is not None:
+            arrays["scaling"] = p.scaling.arrays()
         meta = {"ndwork_version": __version__, "freq": freq, "models": meta_models,
+                "local_scalers": [self.local_scaler_type, self.local_static_scaler_type],
                 "temporal_cols": p.temporal_cols, "static_cols": p.static_cols,
                 "columns": [self.id_col, self.time_col, self.target_col]}
         if self.calibration is not None:
@@ -743,7 +825,8 @@ class NeuralForecast:
                                      fit["start"], best, fit["bad_checks"], fit["done"],
                                      fit.get("diverged", "")))
             models.append(model)
-        nf = cls(models, meta["freq"])
+        scalers = meta.get("local_scalers", [None, None])
+        nf = cls(models, meta["freq"], *scalers)
         nf.states = states
         nf.id_col, nf.time_col, nf.target_col = meta.get("columns", ["unique_id", "ds", "y"])
         if "calibration" in meta:
@@ -756,6 +839,9 @@ class NeuralForecast:
         nf.panel = Panel(uids=data["uids"], indptr=data["indptr"], y=data["y"], ds=data["ds"],
                          temporal=data["temporal"], temporal_cols=meta["temporal_cols"],
                          static=data["static"], static_cols=meta["static_cols"])
+        if scalers != [None, None]:
+            nf.panel.scaling = LocalScaling.from_arrays(*scalers,
+                                                        checkpoint.read_arrays(path, "scaling"))
         return nf
 
 
@@ -801,4 +887,4 @@ def _cv_window(item):
 
 def _forecast_chunk(item):
     nf, panel, futr_df, request = item
-    return nf._forecast_frame(panel, 0, futr_df, request)
+    return nf._forecast_frame(panel, 0, nf._future_exog(panel, 0, nf._horizon(), futr_df), request)

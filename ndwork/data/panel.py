@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ndwork.config import active
+from ndwork.data.local_scalers import LocalScaling, fit_transform
 
 REQUIRED = ("unique_id", "ds", "y")
 
@@ -110,6 +111,7 @@ class Panel:
     temporal_cols: list[str]
     static: np.ndarray          # (n_series, n_static)
     static_cols: list[str]
+    scaling: LocalScaling | None = None  # NeuralForecast's local scalers, when applied
     _dates: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -144,7 +146,8 @@ class Panel:
         return dataclasses.replace(
             self, uids=self.uids[series], indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64),
             y=self.y[rows], ds=self.ds[rows], temporal=self.temporal[rows],
-            static=self.static[series], _dates={})
+            static=self.static[series], _dates={},
+            scaling=self.scaling and self.scaling.subset(series))
 
     def head(self, lengths: np.ndarray) -> Panel:
         """The panel of each series' first lengths[i] points (training without the
@@ -154,6 +157,21 @@ class Panel:
         return dataclasses.replace(
             self, indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64), y=self.y[rows],
             ds=self.ds[rows], temporal=self.temporal[rows], _dates={})
+
+    def locally_scaled(self, kind: str | None, static_kind: str | None, skip=()) -> Panel:
+        """The panel with NeuralForecast's local scalers fit and applied (columns in
+        `skip` left alone)."""
+        if kind is None and static_kind is None:
+            return self
+        y, temporal, static, scaling = fit_transform(
+            self.y, self.temporal, self.temporal_cols, self.static, self.static_cols,
+            self.indptr, kind, static_kind, skip)
+        return dataclasses.replace(self, y=y, temporal=temporal, static=static, scaling=scaling,
+                                   _dates={})
+
+    def unscaled_target(self, values: np.ndarray) -> np.ndarray:
+        """Values (n_series, steps, ...) of the scaled target in the data's units."""
+        return values if self.scaling is None else self.scaling.inverse_target(values)
 
     def future_dates(self, freq, h: int, test_size: int = 0) -> np.ndarray:
         """The h timestamps after each series' end minus test_size (cached: predict

@@ -70,34 +70,41 @@ class WindowSampler:
         self._order = np.asarray(order, dtype=np.int64)
 
 
-def gather_windows(panel: Panel, starts: np.ndarray, length: int) -> dict:
-    """Windows of `length` points starting at absolute rows `starts`.
+def gather_windows(panel: Panel, starts: np.ndarray, length: int,
+                   series: np.ndarray | None = None) -> dict:
+    """Windows of `length` points starting at absolute rows `starts` of `series` (by
+    default the series each start lies in; a start before its series' first row pads
+    the window on the left, NeuralForecast's start padding).
 
     Returns y (W, length), temporal (W, length, n_temporal), the series index (W,) and
-    `available` (W, length): 1 inside the series, 0 past its end, where y and temporal
-    are 0 (NeuralForecast's right padding).
+    `available` (W, length): 1 inside the series, 0 before its start and past its end,
+    where y and temporal are 0 (NeuralForecast's padding).
     """
     rows = starts[:, None] + np.arange(length)
-    series = np.searchsorted(panel.indptr, starts, side="right") - 1
-    ends = panel.indptr[series + 1][:, None]
-    inside = rows < ends
+    if series is None:
+        series = np.searchsorted(panel.indptr, starts, side="right") - 1
+    first, ends = panel.indptr[series][:, None], panel.indptr[series + 1][:, None]
+    inside = (rows >= first) & (rows < ends)
     if inside.all():
         return {"y": panel.y[rows], "temporal": panel.temporal[rows], "series": series,
                 "available": np.ones(rows.shape, panel.y.dtype)}
-    rows = np.minimum(rows, ends - 1)
+    rows = np.clip(rows, first, ends - 1)
     return {"y": np.where(inside, panel.y[rows], 0).astype(panel.y.dtype, copy=False),
             "temporal": np.where(inside[..., None], panel.temporal[rows], 0).astype(
                 panel.y.dtype, copy=False),
             "series": series, "available": inside.astype(panel.y.dtype)}
 
 
-def scale_windows(y: np.ndarray, temporal: np.ndarray, input_size: int, scaler_type: str):
-    """Scale each window by statistics of its input part (NeuralForecast's temporal norm).
+def scale_windows(y: np.ndarray, temporal: np.ndarray, input_size: int, scaler_type: str,
+                  mask: np.ndarray | None = None):
+    """Scale each window by statistics of its input part (NeuralForecast's temporal norm),
+    over the points `mask` (W, input_size) marks available (default: all).
 
     y (W, T), temporal (W, T, C). Returns the scaled arrays and y's (shift, scale),
     each (W,), which predict uses to map forecasts back.
     """
-    mask = np.ones((y.shape[0], input_size), dtype=y.dtype)
+    mask = (np.ones((y.shape[0], input_size), dtype=y.dtype) if mask is None
+            else np.ascontiguousarray(mask, dtype=y.dtype))
     stats = kernel("scaler_statistics")
     shift, scale = stats(scaler_type, np.ascontiguousarray(y[:, :input_size]), mask)
     if scaler_type == "identity":
@@ -106,6 +113,7 @@ def scale_windows(y: np.ndarray, temporal: np.ndarray, input_size: int, scaler_t
     if temporal.shape[2]:
         w, t, c = temporal.shape
         flat = np.ascontiguousarray(temporal[:, :input_size].transpose(0, 2, 1)).reshape(w * c, -1)
-        t_shift, t_scale = stats(scaler_type, flat, np.ones_like(flat))
+        t_mask = np.ascontiguousarray(np.repeat(mask, c, axis=0))  # (W * C, input_size)
+        t_shift, t_scale = stats(scaler_type, flat, t_mask)
         temporal = ((temporal - t_shift.reshape(w, 1, c)) / t_scale.reshape(w, 1, c))
     return y_scaled, temporal.astype(y.dtype, copy=False), shift, scale

@@ -38,20 +38,21 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
                 temporal_cols: list[str], static: np.ndarray, static_cols: list[str],
                 input_size: int, available: np.ndarray | None = None):
     """Scale windows y (W, L + h), temporal (W, L + h, C), L = input_size, and split them
-    into the model's inputs; `available` (W, L + h) masks the horizon's points past a
-    series' end out of the loss. Returns (batch, shift, scale)."""
+    into the model's inputs; `available` (W, L + h) masks the points outside a series
+    (padding) out of the scaler statistics and the loss. Returns (batch, shift, scale)."""
     L = input_size
-    y_s, temporal_s, shift, scale = scale_windows(y, temporal, L, model.scaler_type)
-    w = y.shape[0]
+    if available is None:
+        available = np.ones(y.shape, y.dtype)
+    y_s, temporal_s, shift, scale = scale_windows(y, temporal, L, model.scaler_type,
+                                                  available[:, :L])
     insample = np.ascontiguousarray(y_s[:, :L])
     batch = {
         "insample_y": insample * 0 if model.exclude_insample_y else insample,
-        "insample_mask": np.ones((w, L), dtype=y.dtype),
+        "insample_mask": np.ascontiguousarray(available[:, :L]),
         "outsample_y": np.ascontiguousarray(y_s[:, L:]),
         "outsample_y_data": np.ascontiguousarray(y[:, L:]),  # distributions' likelihood
         "y_shift": shift, "y_scale": scale,
-        "outsample_mask": (np.ascontiguousarray(available[:, L:]) if available is not None
-                           else np.ones((w, y.shape[1] - L), dtype=y.dtype)),
+        "outsample_mask": np.ascontiguousarray(available[:, L:]),
         "hist_exog": None, "futr_exog": None, "stat_exog": None,
     }
     if model.hist_exog_list:
