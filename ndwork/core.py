@@ -100,17 +100,20 @@ class NeuralForecast:
             resume_from: str | os.PathLike | None = None,
             prediction_intervals: PredictionIntervals | None = None,
             use_init_models: bool = False, id_col: str = "unique_id", time_col: str = "ds",
-            target_col: str = "y") -> NeuralForecast:
+            target_col: str = "y", val_df: pd.DataFrame | None = None) -> NeuralForecast:
         """Train every model on df.
 
         val_size: points held out at the end of each series for validation and early
-        stopping. Re-fitting continues from the fitted weights, as NeuralForecast does,
-        unless use_init_models=True (fresh initial weights); warm_start=True / False says
-        the same explicitly (continue / start again) and wins over use_init_models;
-        continuing keeps the optimizer's moments and restarts the step budget and the
-        learning-rate schedule. callback(step, train_loss, valid_loss) runs after every
-        step; returning True stops that model at the step boundary. id_col, time_col,
-        target_col: df's column names (NeuralForecast's), kept for predict's output.
+        stopping. val_df: validation data as its own frame instead (NeuralForecast's: the
+        same series as df, as many points each, appended to them, so predict forecasts
+        after val_df's end; its timestamps need not continue df's). Re-fitting continues
+        from the fitted weights, as NeuralForecast does, unless use_init_models=True
+        (fresh initial weights); warm_start=True / False says the same explicitly
+        (continue / start again) and wins over use_init_models; continuing keeps the
+        optimizer's moments and restarts the step budget and the learning-rate schedule.
+        callback(step, train_loss, valid_loss) runs after every step; returning True stops
+        that model at the step boundary. id_col, time_col, target_col: df's column names
+        (NeuralForecast's), kept for predict's output.
 
         distributed: train on dask: True (a LocalCluster, one worker per core), a number
         of workers, a dask.distributed.Client or a scheduler address. sync_every: steps
@@ -141,6 +144,8 @@ class NeuralForecast:
         else:
             self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
             panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
+        if val_df is not None:
+            panel, val_size = self._with_validation(panel, val_df, val_size)
         keep = "resume" if resume_from is not None else ("restart" if warm_start else False)
         calibration = None
         if prediction_intervals is not None:
@@ -150,6 +155,20 @@ class NeuralForecast:
                         checkpoint_every, checkpoint_path)
         self.calibration = calibration
         return self
+
+    def _with_validation(self, panel: Panel, val_df, val_size: int) -> tuple[Panel, int]:
+        """The panel with val_df appended to its series, and the validation size."""
+        if val_size:
+            raise ValueError(f"val_df and val_size={val_size} cannot be set together (as in "
+                             f"NeuralForecast); leave val_size at 0 with val_df.")
+        val = Panel.from_frame(self._standard(val_df, "val_df", target=True), self.freq,
+                               panel.temporal_cols, dtype=panel.y.dtype)
+        lengths = np.unique(val.lengths)
+        if len(lengths) > 1:
+            raise ValueError(f"every series of val_df must have the same length (as in "
+                             f"NeuralForecast); they range from {lengths[0]} to {lengths[-1]}.")
+        return panel.append(dataclasses.replace(val, static=panel.static,
+                                                static_cols=panel.static_cols)), int(lengths[0])
 
     def _calibrate(self, panel: Panel, intervals: PredictionIntervals, val_size: int,
                    verbose: bool, parallel=None) -> dict:
@@ -281,7 +300,7 @@ class NeuralForecast:
         request = None if level is None and quantiles is None else Request(level, quantiles)
         df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
         futr_df = self._standard(futr_df, "futr_df")
-        panel = self.panel if df is None else self._panel(df, static_df)
+        panel = self._stored_panel() if df is None else self._panel(df, static_df)
         if df is None and static_df is not None:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
         if parallel is None or any(m.MULTIVARIATE for m in self.models) or horizon:
@@ -314,7 +333,7 @@ class NeuralForecast:
         if request and self.calibration and self.calibration["scores"]:
             raise ValueError("predict_insample cannot give conformal intervals (as in "
                              "NeuralForecast); leave level and quantiles out.")
-        panel, h = self.panel, self._horizon()
+        panel, h = self._stored_panel(), self._horizon()
         short = np.flatnonzero(panel.lengths < h)
         if len(short):
             raise ValueError(f"series {panel.uids[short[:5]].tolist()} are shorter than "
@@ -349,6 +368,12 @@ class NeuralForecast:
         y = panel.y[rows]
         out["y"] = (y if scaling is None else scaling.inverse_target(y)).reshape(-1)
         return self._named(pd.DataFrame(out))
+
+    def _stored_panel(self) -> Panel:
+        if self.panel is None:
+            raise ValueError("this NeuralForecast holds no data (it was saved with "
+                             "save_dataset=False); pass df= with the series to forecast.")
+        return self.panel
 
     def _step_before(self, ds: np.ndarray) -> np.ndarray:
         """The timestamps one step of freq before `ds`."""
@@ -526,7 +551,7 @@ class NeuralForecast:
         grid = Request(quantiles=quantiles or DEFAULT_QUANTILE_GRID).quantiles
         df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
         futr_df = self._standard(futr_df, "futr_df")
-        panel = self.panel if df is None else self._panel(df, static_df)
+        panel = self._stored_panel() if df is None else self._panel(df, static_df)
         h = self._horizon()
         last_rows = panel.indptr[1:] - 1
         futr = self._future_exog(panel, 0, h, futr_df)
@@ -749,14 +774,25 @@ class NeuralForecast:
         return frame
 
     # --- persistence -------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write the models, their optimizer state and the training data to directory path."""
+    def save(self, path: str | os.PathLike, model_index: list[int] | None = None,
+             overwrite: bool = False, save_dataset: bool = True) -> None:
+        """Write the models, their optimizer state and the training data to directory
+        path (NeuralForecast's options: model_index, the positions of the models to save,
+        default all; save_dataset=False leaves the data out, so the loaded models need
+        predict(df=...))."""
         self._check_fitted()
-        self._save(path, self.states, overwrite)
+        chosen = range(len(self.models)) if model_index is None else model_index
+        if not chosen or any(isinstance(i, bool) or not isinstance(i, int | np.integer)
+                             or not 0 <= i < len(self.models) for i in chosen):
+            raise ValueError(f"model_index={model_index!r} must list positions among the "
+                             f"{len(self.models)} models (0 to {len(self.models) - 1}).")
+        self._save(path, self.states, overwrite, list(chosen), save_dataset)
 
-    def _save(self, path, states, overwrite):
+    def _save(self, path, states, overwrite, chosen=None, save_dataset=True):
         arrays, meta_models = {}, []
-        for i, (model, state) in enumerate(zip(self.models, states, strict=True)):
+        chosen = range(len(self.models)) if chosen is None else chosen
+        for i, k in enumerate(chosen):
+            model, state = self.models[k], states[k]
             name = f"model-{i}"
             arrays[name] = {"params": state.params, "sampler_order": state.sampler_order,
                             "train_losses": np.asarray(state.train_losses, np.float64).reshape(-1, 2),
@@ -773,21 +809,26 @@ class NeuralForecast:
                                         "best_valid": None if np.isinf(state.best_valid)
                                         else state.best_valid}})
         p = self.panel
-        uids = p.uids.astype(str) if p.uids.dtype == object else p.uids
-        arrays["dataset"] = {"uids": uids, "indptr": p.indptr, "y": p.y, "ds": p.ds,
-                             "temporal": p.temporal, "static": p.static}
+        save_dataset = save_dataset and p is not None
+        if save_dataset:
+            uids = p.uids.astype(str) if p.uids.dtype == object else p.uids
+            arrays["dataset"] = {"uids": uids, "indptr": p.indptr, "y": p.y, "ds": p.ds,
+                                 "temporal": p.temporal, "static": p.static}
+            if p.scaling is not None:
+                arrays["scaling"] = p.scaling.arrays()
         freq = self.freq if isinstance(self.freq, int) else to_offset(self.freq).freqstr
-        if p.scaling is not None:
-            arrays["scaling"] = p.scaling.arrays()
         meta = {"ndwork_version": __version__, "freq": freq, "models": meta_models,
                 "local_scalers": [self.local_scaler_type, self.local_static_scaler_type],
-                "temporal_cols": p.temporal_cols, "static_cols": p.static_cols,
+                "temporal_cols": self._temporal_cols, "static_cols": self._static_cols,
+                "dataset": save_dataset,
                 "columns": [self.id_col, self.time_col, self.target_col]}
         if self.calibration is not None:
             c = self.calibration
             cal_uids = c["uids"].astype(str) if c["uids"].dtype == object else c["uids"]
+            names = {repr(self.models[k]) for k in chosen}
             arrays["calibration"] = {"uids": cal_uids, **{f"scores.{name}": v
-                                                          for name, v in c["scores"].items()}}
+                                                          for name, v in c["scores"].items()
+                                                          if name in names}}
             meta["calibration"] = c["intervals"].config()
         checkpoint.write_atomic(path, meta, arrays, overwrite)
 
@@ -835,6 +876,8 @@ class NeuralForecast:
                               "uids": data["uids"],
                               "scores": {k.removeprefix("scores."): v for k, v in data.items()
                                          if k.startswith("scores.")}}
+        if not meta.get("dataset", True):  # saved with save_dataset=False
+            return nf
         data = checkpoint.read_arrays(path, "dataset")
         nf.panel = Panel(uids=data["uids"], indptr=data["indptr"], y=data["y"], ds=data["ds"],
                          temporal=data["temporal"], temporal_cols=meta["temporal_cols"],

@@ -114,3 +114,56 @@ def test_predict_insample_equals_predict_at_each_cutoff(panel):
         pd.testing.assert_series_equal(got["ds"], expected["ds"])
     with pytest.raises(ValueError, match="step_size=0"):
         nf.predict_insample(step_size=0)
+
+
+def test_val_df_validates_like_the_tail_it_would_be(panel):
+    """val_df appended to df trains exactly as val_size on the joined frame, and
+    predict forecasts after val_df's end."""
+    cut = panel.ds.max() - pd.Timedelta(days=9)
+    train, val = panel[panel.ds <= cut], panel[panel.ds > cut]
+    options = dict(h=6, input_size=12, val_check_steps=5, futr_exog_list=["promo"], **MLP_SMALL)
+    a = NeuralForecast([MLP(**options)], freq="D", local_scaler_type="minmax")
+    a.fit(train, val_df=val, verbose=False)
+    b = NeuralForecast([MLP(**options)], freq="D", local_scaler_type="minmax")
+    b.fit(panel, val_size=9, verbose=False)
+    assert len(a.states[0].valid_losses) == 4
+    assert a.states[0].valid_losses != b.states[0].valid_losses  # scalers fit on df only
+    c = NeuralForecast([MLP(**options)], freq="D")
+    c.fit(train, val_df=val, verbose=False)
+    d = NeuralForecast([MLP(**options)], freq="D")
+    d.fit(panel, val_size=9, verbose=False)
+    assert c.states[0].valid_losses == d.states[0].valid_losses
+    np.testing.assert_array_equal(c.states[0].params, d.states[0].params)
+    future = c.make_future_dataframe().assign(promo=0.0)
+    assert (future.ds > panel.ds.max()).all()
+    pd.testing.assert_frame_equal(c.predict(futr_df=future), d.predict(futr_df=future))
+
+
+def test_val_df_bad_input_names_the_fix(panel):
+    cut = panel.ds.max() - pd.Timedelta(days=9)
+    train, val = panel[panel.ds <= cut], panel[panel.ds > cut]
+    nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+    with pytest.raises(ValueError, match="same series as df.*only in df \\['s2'\\]"):
+        nf.fit(train, val_df=val[val.unique_id != "s2"], verbose=False)
+    with pytest.raises(ValueError, match="same length"):
+        nf.fit(train, val_df=val.iloc[1:], verbose=False)
+    with pytest.raises(ValueError, match="val_df and val_size=9 cannot be set together"):
+        nf.fit(train, val_df=val, val_size=9, verbose=False)
+
+
+def test_save_chosen_models_with_or_without_the_data(panel, tmp_path):
+    nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL), NHITS(h=6, input_size=12, **SMALL)],
+                        freq="D", local_scaler_type="robust")
+    nf.fit(panel.drop(columns="promo"), verbose=False)
+    nf.save(tmp_path / "nhits", model_index=[1], save_dataset=False)
+    loaded = NeuralForecast.load(tmp_path / "nhits")
+    assert [repr(m) for m in loaded.models] == ["NHITS"] and loaded.panel is None
+    with pytest.raises(ValueError, match="save_dataset=False.*pass df="):
+        loaded.predict()
+    data = panel.drop(columns="promo")
+    pd.testing.assert_frame_equal(loaded.predict(df=data), nf.predict(df=data)[["unique_id", "ds",
+                                                                                  "NHITS"]])
+    loaded.save(tmp_path / "again")  # a model without data saves again
+    assert NeuralForecast.load(tmp_path / "again").panel is None
+    with pytest.raises(ValueError, match=r"model_index=\[2\] must list positions"):
+        nf.save(tmp_path / "bad", model_index=[2])

@@ -71,6 +71,13 @@ class LocalScaling:
             return values
         return _apply(self.kind, self.stats[col], values, inverse=False)
 
+    def transform_flat(self, col: str, values: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+        """Temporal column `col`'s values of a panel laid out by `indptr`, scaled."""
+        if self.kind is None or col not in self.stats:
+            return values
+        scaler = _scaler(self.kind, self.stats[col].astype(values.dtype, copy=False))
+        return scaler.transform(GroupedArray(np.ascontiguousarray(values), indptr))
+
     def transform_static(self, static: np.ndarray, cols: list[str]) -> np.ndarray:
         out = static.copy()
         for j, col in enumerate(cols):

@@ -158,6 +158,30 @@ class Panel:
             self, indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64), y=self.y[rows],
             ds=self.ds[rows], temporal=self.temporal[rows], _dates={})
 
+    def append(self, other: Panel) -> Panel:
+        """Each series followed by the same series of `other` (NeuralForecast's val_df:
+        its timestamps need not continue the series'), scaled as this panel is."""
+        if other.n_series != self.n_series or (other.uids != self.uids).any():
+            ours, theirs = set(self.uids.tolist()), set(other.uids.tolist())
+            raise ValueError(f"val_df must hold the same series as df: series only in df "
+                             f"{sorted(ours - theirs)[:5]}, only in val_df "
+                             f"{sorted(theirs - ours)[:5]}; give val_df one part per series.")
+        if self.scaling is not None:
+            other = dataclasses.replace(other, y=self.scaling.transform_flat("y", other.y, other.indptr),
+                                        temporal=other.temporal.copy())
+            for j, col in enumerate(self.temporal_cols):
+                other.temporal[:, j] = self.scaling.transform_flat(col, other.temporal[:, j],
+                                                                   other.indptr)
+        rows = np.concatenate([np.r_[np.arange(a, b), len(self.y) + np.arange(c, d)]
+                               for a, b, c, d in zip(self.indptr[:-1], self.indptr[1:],
+                                                     other.indptr[:-1], other.indptr[1:],
+                                                     strict=True)])
+        indptr = np.r_[0, np.cumsum(self.lengths + other.lengths)].astype(np.int64)
+        return dataclasses.replace(
+            self, indptr=indptr, y=np.concatenate([self.y, other.y])[rows],
+            ds=np.concatenate([self.ds, other.ds])[rows],
+            temporal=np.concatenate([self.temporal, other.temporal])[rows], _dates={})
+
     def locally_scaled(self, kind: str | None, static_kind: str | None, skip=()) -> Panel:
         """The panel with NeuralForecast's local scalers fit and applied (columns in
         `skip` left alone)."""
