@@ -17,6 +17,8 @@ from pandas.tseries.frequencies import to_offset
 from ndwork import __version__
 from ndwork.config import kernel_blas_single_threaded
 from ndwork.data import Panel, gather_windows, validate_frame
+from ndwork.data.categorical import build_vocabulary, encode
+from ndwork.data.frames import is_polars, to_pandas, to_polars
 from ndwork.data.local_scalers import LocalScaling, check_scaler_type
 from ndwork.losses import HuberQLoss, QuantileLoss
 from ndwork.models import MODELS, BaseModel
@@ -61,6 +63,8 @@ class NeuralForecast:
         self.models, self.freq = models, freq
         self.local_scaler_type = local_scaler_type
         self.local_static_scaler_type = local_static_scaler_type
+        # the codes of the categorical exogenous values, set by the first fresh fit
+        self.categorical_vocabulary: dict | None = None
         self.panel: Panel | None = None
         self.dashboard_link: str | None = None  # set by a distributed fit
         self.bytes_per_sync = 0  # of the last distributed fit: bytes per round and worker
@@ -83,14 +87,34 @@ class NeuralForecast:
     def _static_cols(self) -> list[str]:
         return list(dict.fromkeys(c for m in self.models for c in m.stat_exog_list))
 
+    @property
+    def _cardinalities(self) -> dict[str, int]:
+        """The categorical columns and the fewest categories a model declares for each."""
+        cards: dict[str, int] = {}
+        for m in self.models:
+            for col in m.cat_exog_list:
+                cards[col] = min(cards.get(col, m.categorical_cardinalities[col]),
+                                 m.categorical_cardinalities[col])
+        return cards
+
     def _panel(self, df, static_df) -> Panel:
+        if self._cardinalities and self.categorical_vocabulary is None:
+            self.categorical_vocabulary = build_vocabulary(self._cardinalities, df, static_df)
+        df, static_df = self._encoded(df), self._encoded(static_df)
         panel = Panel.from_frame(df, self.freq, self._temporal_cols, static_df, self._static_cols)
-        return panel.locally_scaled(self.local_scaler_type, self.local_static_scaler_type)
+        return panel.locally_scaled(self.local_scaler_type, self.local_static_scaler_type,
+                                    skip=list(self._cardinalities))
+
+    def _encoded(self, frame):
+        """frame with its categorical columns coded (unseen values as 0)."""
+        return encode(frame, self.categorical_vocabulary or {})
 
     def _like(self, models) -> NeuralForecast:
         """A NeuralForecast of `models` with this one's settings."""
-        return NeuralForecast(models, self.freq, self.local_scaler_type,
-                              self.local_static_scaler_type)
+        nf = NeuralForecast(models, self.freq, self.local_scaler_type,
+                            self.local_static_scaler_type)
+        nf.categorical_vocabulary = self.categorical_vocabulary
+        return nf
 
     # --- fit / predict ---------------------------------------------------------------
     def fit(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
@@ -143,6 +167,9 @@ class NeuralForecast:
             panel = self.panel
         else:
             self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
+            self.polars_frames = is_polars(df)
+            if not warm_start and resume_from is None:  # fresh weights: categories afresh
+                self.categorical_vocabulary = None
             panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
         if val_df is not None:
             panel, val_size = self._with_validation(panel, val_df, val_size)
@@ -161,7 +188,8 @@ class NeuralForecast:
         if val_size:
             raise ValueError(f"val_df and val_size={val_size} cannot be set together (as in "
                              f"NeuralForecast); leave val_size at 0 with val_df.")
-        val = Panel.from_frame(self._standard(val_df, "val_df", target=True), self.freq,
+        val = Panel.from_frame(self._encoded(self._standard(val_df, "val_df", target=True)),
+                               self.freq,
                                panel.temporal_cols, dtype=panel.y.dtype)
         lengths = np.unique(val.lengths)
         if len(lengths) > 1:
@@ -204,6 +232,7 @@ class NeuralForecast:
             raise checkpoint.CheckpointError(f"checkpoint {path} holds other models or "
                                              f"hyper-parameters than this NeuralForecast.")
         self.states = saved.states
+        self.categorical_vocabulary = saved.categorical_vocabulary
         self.panel = self.panel or saved.panel  # fit(resume_from=path) alone uses its data
 
     def _fit_panel(self, panel, val_size, test_size, keep_states, verbose, callback=None,
@@ -298,6 +327,7 @@ class NeuralForecast:
         self._warn_diverged()
         horizon = self._predict_horizon(h, level is not None or quantiles is not None)
         request = None if level is None and quantiles is None else Request(level, quantiles)
+        polars = self._answers_in_polars(df)
         df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
         futr_df = self._standard(futr_df, "futr_df")
         panel = self._stored_panel() if df is None else self._panel(df, static_df)
@@ -305,14 +335,15 @@ class NeuralForecast:
             panel = dataclasses.replace(panel, static=self._panel_static(panel, static_df), _dates={})
         if parallel is None or any(m.MULTIVARIATE for m in self.models) or horizon:
             futr = self._future_exog(panel, 0, horizon or self._horizon(), futr_df)
-            return self._named(self._forecast_frame(panel, 0, futr, request, horizon))
+            return self._named(self._forecast_frame(panel, 0, futr, request, horizon), polars)
         from ndwork.distributed.pool import executor
 
         with executor(parallel) as pool:
             chunks = np.array_split(np.arange(panel.n_series), pool.n_workers)
             items = [(self._without_data(), panel.subset(c), futr_df, request)
                      for c in chunks if len(c)]
-            return self._named(pd.concat(pool.map(_forecast_chunk, items), ignore_index=True))
+            return self._named(pd.concat(pool.map(_forecast_chunk, items), ignore_index=True),
+                               polars)
 
     def predict_insample(self, step_size: int = 1, level: list | None = None,
                          quantiles: list[float] | None = None) -> pd.DataFrame:
@@ -367,7 +398,7 @@ class NeuralForecast:
                 out[f"{model!r}{name}"] = y_hat[:, :, j].reshape(-1)
         y = panel.y[rows]
         out["y"] = (y if scaling is None else scaling.inverse_target(y)).reshape(-1)
-        return self._named(pd.DataFrame(out))
+        return self._named(pd.DataFrame(out), self.polars_frames)
 
     def _stored_panel(self) -> Panel:
         if self.panel is None:
@@ -402,10 +433,17 @@ class NeuralForecast:
     # --- the user's column names (NeuralForecast's id_col, time_col, target_col) -----
     id_col, time_col, target_col = "unique_id", "ds", "y"
 
+    polars_frames = False  # the data of the last fit or cross_validation was a polars frame
+
+    def _answers_in_polars(self, df) -> bool:
+        """Outputs are polars frames when df is one, or with df=None when the fit's was."""
+        return is_polars(df) if df is not None else self.polars_frames
+
     def _standard(self, frame, name: str = "static_df", target: bool = False):
-        """frame with the user's column names renamed to unique_id, ds, y."""
+        """frame as pandas with the user's column names renamed to unique_id, ds, y."""
         if frame is None:
             return None
+        frame = to_pandas(frame)
         names = {self.id_col: "unique_id", self.time_col: "ds"}
         if target:
             names[self.target_col] = "y"
@@ -419,10 +457,11 @@ class NeuralForecast:
                              f"from fit); it has {list(frame.columns)}.")
         return frame.rename(columns=names)
 
-    def _named(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """An output frame with the user's column names."""
+    def _named(self, frame: pd.DataFrame, polars: bool = False):
+        """An output frame with the user's column names, as polars when `polars`."""
         names = {"unique_id": self.id_col, "ds": self.time_col, "y": self.target_col}
-        return frame.rename(columns={k: v for k, v in names.items() if k != v})
+        frame = frame.rename(columns={k: v for k, v in names.items() if k != v})
+        return to_polars(frame) if polars else frame
 
     def make_future_dataframe(self, df: pd.DataFrame | None = None,
                               h: int | None = None) -> pd.DataFrame:
@@ -431,15 +470,17 @@ class NeuralForecast:
         panel = self._future_panel(df)
         h = self._horizon() if h is None else h
         return self._named(pd.DataFrame({"unique_id": np.repeat(panel.uids, h),
-                                         "ds": panel.future_dates(self.freq, h, 0)}))
+                                         "ds": panel.future_dates(self.freq, h, 0)}),
+                           self._answers_in_polars(df))
 
     def get_missing_future(self, futr_df: pd.DataFrame, df: pd.DataFrame | None = None,
                            h: int | None = None) -> pd.DataFrame:
         """The rows of make_future_dataframe(df, h) that futr_df lacks."""
-        expected = self.make_future_dataframe(df, h)
+        expected = to_pandas(self.make_future_dataframe(df, h))
         keys = [self.id_col, self.time_col]
-        merged = expected.merge(futr_df[keys], on=keys, how="left", indicator=True)
-        return merged.loc[merged["_merge"] == "left_only", keys].reset_index(drop=True)
+        merged = expected.merge(to_pandas(futr_df)[keys], on=keys, how="left", indicator=True)
+        missing = merged.loc[merged["_merge"] == "left_only", keys].reset_index(drop=True)
+        return to_polars(missing) if is_polars(futr_df) else missing
 
     def _future_panel(self, df):
         if df is None:
@@ -452,7 +493,8 @@ class NeuralForecast:
     def _panel_static(self, panel, static_df):
         from ndwork.data.panel import static_array
 
-        static = static_array(static_df, panel.uids, self._static_cols, panel.y.dtype)
+        static = static_array(self._encoded(static_df), panel.uids, self._static_cols,
+                              panel.y.dtype)
         if panel.scaling is not None:
             static = panel.scaling.transform_static(static, self._static_cols)
         return static
@@ -466,13 +508,15 @@ class NeuralForecast:
         series' end minus test_size, in the data's units; futr: _future_exog's."""
         h = horizon or self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
-        needed = max(m.windows("predict")[0] for m in self.models)
+        unpadded = [m.windows("predict")[0] for m in self.models if not m.start_padding_enabled]
+        needed = max(unpadded, default=1)
         short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < needed)
         if len(short):
             raise ValueError(f"series {panel.uids[short[:5]].tolist()} have fewer than the "
                              f"{needed} points a forecast reads (input_size; for recurrent=True "
                              f"models inference_input_size + 1); they cannot be forecast: drop "
-                             f"them or use a smaller input size.")
+                             f"them, use a smaller input size, or train with "
+                             f"start_padding_enabled=True (inputs padded with zeros).")
         out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
         for model, state in zip(self.models, self.states, strict=True):
             sampled = model.loss.is_distribution_output or model.loss.quantile_input
@@ -500,22 +544,23 @@ class NeuralForecast:
         if horizon is None or recursive:
             return predict(*self._forecast_batch(model, panel, last_rows, futr, horizon))
         L, model_h = model.windows("predict")
-        rows = last_rows[:, None] + 1 - L + np.arange(L)
-        history, temporal = panel.y[rows], panel.temporal[rows]
+        history, temporal, available = self._history(panel, last_rows, L)
         fed = _median_column(model, quantiles)
         outs = []
         for start in range(0, horizon, model_h):
             step_futr = None if futr is None else (self._padded(futr[0], start, model_h), futr[1])
             batch, shift, scale = self._window_batch(model, panel, history, temporal, step_futr,
-                                                     model_h)
+                                                     model_h, available)
             y_hat = predict(batch, shift, scale)
             outs.append(y_hat)
             next_values = y_hat[..., fed]
-            future = np.zeros((len(rows), model_h, temporal.shape[2]), temporal.dtype)
+            future = np.zeros((len(last_rows), model_h, temporal.shape[2]), temporal.dtype)
             if step_futr is not None:
                 future[:, :, step_futr[1]] = step_futr[0]
             history = np.concatenate([history, next_values.astype(history.dtype)], axis=1)[:, -L:]
             temporal = np.concatenate([temporal, future], axis=1)[:, -L:]
+            available = np.concatenate([available, np.ones_like(next_values, available.dtype)],
+                                       axis=1)[:, -L:]
         return np.concatenate(outs, axis=1)[:, :horizon]
 
     @staticmethod
@@ -549,6 +594,7 @@ class NeuralForecast:
             raise ValueError(f"simulate(method={method!r}) is not known; use one of {METHODS}.")
         self._check_fitted()
         grid = Request(quantiles=quantiles or DEFAULT_QUANTILE_GRID).quantiles
+        polars = self._answers_in_polars(df)
         df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
         futr_df = self._standard(futr_df, "futr_df")
         panel = self._stored_panel() if df is None else self._panel(df, static_df)
@@ -575,7 +621,7 @@ class NeuralForecast:
             full = np.full((panel.n_series, n_paths, h), np.nan)
             full[:, :, :paths.shape[2]] = paths
             out[repr(model)] = full.transpose(1, 0, 2).reshape(-1).astype(panel.y.dtype)
-        return self._named(pd.DataFrame(out))
+        return self._named(pd.DataFrame(out), polars)
 
     def _marginals(self, model, state, batch, shift, scale, grid, panel):
         """(quantile positions (Q,), values (S, h, Q)) of the model's forecast."""
@@ -605,13 +651,21 @@ class NeuralForecast:
         if model.MULTIVARIATE:
             check_aligned(model, panel)
         L, model_h = model.windows("predict")
-        rows = last_rows[:, None] + 1 - L + np.arange(L)
-        return self._window_batch(model, panel, panel.y[rows], panel.temporal[rows], futr,
-                                  horizon or model_h)
+        history, temporal, available = self._history(panel, last_rows, L)
+        return self._window_batch(model, panel, history, temporal, futr, horizon or model_h,
+                                  available)
 
     @staticmethod
-    def _window_batch(model, panel, history, temporal_history, futr, steps):
-        """Windows of `history` (S, L) and its temporal values, then `steps` future steps."""
+    def _history(panel: Panel, last_rows: np.ndarray, L: int):
+        """The L points of each series up to last_rows (y (S, L), temporal, available),
+        zero-padded and marked unavailable before a series' start."""
+        w = gather_windows(panel, last_rows + 1 - L, L, np.arange(panel.n_series))
+        return w["y"], w["temporal"], w["available"]
+
+    @staticmethod
+    def _window_batch(model, panel, history, temporal_history, futr, steps, available=None):
+        """Windows of `history` (S, L) and its temporal values, then `steps` future steps;
+        `available` (S, L) marks the history's real points."""
         n, L = history.shape
         y = np.zeros((n, L + steps), panel.y.dtype)
         y[:, :L] = history
@@ -619,8 +673,11 @@ class NeuralForecast:
         temporal[:, :L] = temporal_history
         if futr is not None:
             temporal[:, L:, futr[1]] = futr[0][:, :steps]
+        mask = np.ones(y.shape, panel.y.dtype)
+        if available is not None:
+            mask[:, :L] = available
         return build_batch(model, y, temporal, panel.temporal_cols, panel.static,
-                           panel.static_cols, L)
+                           panel.static_cols, L, mask)
 
     def _columns(self, model: BaseModel, y_hat: np.ndarray, request: Request | None,
                  panel: Panel) -> tuple[np.ndarray, list[str]]:
@@ -670,7 +727,8 @@ class NeuralForecast:
         if futr_df is None:
             raise ValueError(f"the models use future exogenous columns {cols}; pass futr_df with "
                              f"unique_id, ds and those columns for the {h} steps after each series.")
-        futr_df = validate_frame(futr_df, self.freq, cols, name="futr_df", target=False)
+        futr_df = validate_frame(self._encoded(futr_df), self.freq, cols, name="futr_df",
+                                 target=False)
         expected = pd.DataFrame({"unique_id": np.repeat(panel.uids, h),
                                  "ds": panel.future_dates(self.freq, h, test_size)})
         merged = expected.merge(futr_df, on=["unique_id", "ds"], how="left")
@@ -708,11 +766,13 @@ class NeuralForecast:
         """
         request = None if level is None and quantiles is None else Request(level, quantiles)
         self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
+        self.polars_frames = is_polars(df)
+        self.categorical_vocabulary = None  # every training starts afresh
         panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
         frame = self._cross_validation_panel(panel, n_windows, step_size, val_size, refit, verbose,
                                              parallel, request, prediction_intervals)
         self.panel = panel
-        return self._named(frame)
+        return self._named(frame, self.polars_frames)
 
     def _cross_validation_panel(self, panel, n_windows, step_size, val_size, refit, verbose,
                                 parallel, request=None, intervals=None) -> pd.DataFrame:
@@ -821,7 +881,9 @@ class NeuralForecast:
                 "local_scalers": [self.local_scaler_type, self.local_static_scaler_type],
                 "temporal_cols": self._temporal_cols, "static_cols": self._static_cols,
                 "dataset": save_dataset,
-                "columns": [self.id_col, self.time_col, self.target_col]}
+                "columns": [self.id_col, self.time_col, self.target_col],
+                "polars_frames": self.polars_frames,
+                "categorical_vocabulary": self.categorical_vocabulary}
         if self.calibration is not None:
             c = self.calibration
             cal_uids = c["uids"].astype(str) if c["uids"].dtype == object else c["uids"]
@@ -870,6 +932,8 @@ class NeuralForecast:
         nf = cls(models, meta["freq"], *scalers)
         nf.states = states
         nf.id_col, nf.time_col, nf.target_col = meta.get("columns", ["unique_id", "ds", "y"])
+        nf.polars_frames = meta.get("polars_frames", False)
+        nf.categorical_vocabulary = meta.get("categorical_vocabulary")
         if "calibration" in meta:
             data = checkpoint.read_arrays(path, "calibration")
             nf.calibration = {"intervals": PredictionIntervals(**meta["calibration"]),

@@ -167,3 +167,194 @@ def test_save_chosen_models_with_or_without_the_data(panel, tmp_path):
     assert NeuralForecast.load(tmp_path / "again").panel is None
     with pytest.raises(ValueError, match=r"model_index=\[2\] must list positions"):
         nf.save(tmp_path / "bad", model_index=[2])
+
+
+def test_start_padding_trains_and_forecasts_series_shorter_than_the_input(panel):
+    short = pd.concat([panel.drop(columns="promo"),
+                       pd.DataFrame({"unique_id": "tiny", "ds": pd.date_range("2000-03-10",
+                                                                             periods=8),
+                                     "y": np.arange(8.0)})])
+    plain = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+    with pytest.raises(ValueError, match="tiny.*start_padding_enabled=True"):
+        plain.fit(short, verbose=False)
+    nf = NeuralForecast([MLP(h=6, input_size=12, start_padding_enabled=True,
+                             scaler_type="standard", **MLP_SMALL)], freq="D")
+    nf.fit(short, verbose=False)
+    fc = nf.predict()
+    assert np.isfinite(fc["MLP"]).all() and (fc.unique_id == "tiny").sum() == 6
+    insample = nf.predict_insample()
+    assert np.isfinite(insample["MLP"]).all()
+
+
+@pytest.mark.parametrize("value", [1, "0.5", [0.5], [0.2, 1.5]])
+def test_availability_threshold_bad_values_name_the_fix(value):
+    with pytest.raises(ValueError, match="training_data_availability_threshold=.*float in"):
+        MLP(h=6, input_size=12, training_data_availability_threshold=value)
+
+
+def test_availability_threshold_is_the_fraction_of_real_points(panel):
+    model = MLP(h=6, input_size=12, training_data_availability_threshold=[0.5, 1.0])
+    assert model.min_available("train") == (6, 6)
+    assert MLP(h=6, input_size=12).min_available("train") == (1, 1)
+
+
+def test_polars_frames_in_and_out(panel, tmp_path, monkeypatch):
+    """Given polars frames, NeuralForecast answers in polars frames with the same values
+    as for pandas."""
+    pl = pytest.importorskip("polars")
+    data = panel.drop(columns="promo")
+    frame = pl.DataFrame({c: data[c].to_numpy() for c in data.columns})
+    results = {}
+    for kind, df in (("pandas", data), ("polars", frame)):
+        nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+        nf.fit(df, verbose=False)
+        results[kind] = (nf.predict(), nf.predict_insample(step_size=6),
+                         nf.cross_validation(df, n_windows=2, verbose=False),
+                         nf.make_future_dataframe(), nf)
+    for ours, theirs in zip(results["pandas"][:4], results["polars"][:4], strict=True):
+        assert isinstance(theirs, pl.DataFrame) and theirs.columns == ours.columns.tolist()
+        for col in ours.columns:
+            np.testing.assert_array_equal(theirs.get_column(col).to_numpy(), ours[col].to_numpy())
+    nf = results["polars"][4]
+    assert isinstance(nf.predict(df=data), pd.DataFrame)  # a pandas df gets a pandas answer
+    missing = nf.get_missing_future(pl.DataFrame({"unique_id": ["s0"], "ds": [data.ds.max()]}))
+    assert isinstance(missing, pl.DataFrame) and len(missing) == 18
+    nf.save(tmp_path / "m")
+    monkeypatch.setitem(__import__("sys").modules, "polars", None)  # polars not installed
+    with pytest.raises(ValueError, match="polars is not installed.*ndwork\\[polars\\]"):
+        NeuralForecast.load(tmp_path / "m").predict()
+
+
+def test_window_scalers_minmax1_and_invariant_as_neuralforecast_defines_them():
+    from ndwork.data.windows import scale_windows
+
+    rng = np.random.default_rng(1)
+    y = rng.gamma(2.0, 5.0, (4, 15)).astype(np.float64)
+    temporal = rng.normal(3.0, 2.0, (4, 15, 2))
+    z, t, shift, scale = scale_windows(y, temporal, 10, "minmax1")
+    np.testing.assert_allclose(z[:, :10].min(axis=1), -1, atol=1e-6)
+    np.testing.assert_allclose(z[:, :10].max(axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(t[:, :10].min(axis=1), -1, atol=1e-6)
+    np.testing.assert_allclose(z * scale[:, None] + shift[:, None], y, rtol=1e-12)
+    z, t, shift, scale = scale_windows(y, temporal, 10, "invariant")
+    median = np.median(y[:, :10], axis=1)  # 10 points: torch's lower middle value
+    lower = np.sort(y[:, :10], axis=1)[:, 4]
+    assert not np.allclose(median, lower)
+    np.testing.assert_allclose(shift, lower)
+    np.testing.assert_allclose(np.arcsinh((y - shift[:, None]) / scale[:, None]), z)
+    np.testing.assert_allclose(np.sinh(z) * scale[:, None] + shift[:, None], y, rtol=1e-12)
+
+
+def test_revin_is_standard_scaling_with_a_learnable_shift_and_scale(panel):
+    """NeuralForecast's RevIN adds 2 parameters that a point loss, trained in the scaled
+    units, never moves: its forecasts are standard scaling's."""
+    from ndwork.losses import DistributionLoss
+
+    data = panel.drop(columns="promo")
+    forecasts = {}
+    for kind in ("standard", "revin"):
+        model = MLP(h=6, input_size=12, scaler_type=kind, **MLP_SMALL)
+        forecasts[kind] = NeuralForecast([model], freq="D").fit(data, verbose=False).predict()
+    assert model.num_parameters() == MLP(h=6, input_size=12, **MLP_SMALL).num_parameters() + 2
+    np.testing.assert_allclose(forecasts["revin"]["MLP"], forecasts["standard"]["MLP"],
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="revin.*scaler_type='standard'"):
+        MLP(h=6, input_size=12, scaler_type="revin", loss=DistributionLoss("Normal"))
+
+
+@pytest.mark.parametrize("kind", ["minmax1", "invariant"])
+def test_models_train_and_forecast_with_the_other_window_scalers(panel, kind):
+    data = panel.drop(columns="promo")
+    nf = NeuralForecast([NHITS(h=6, input_size=12, scaler_type=kind, **SMALL)], freq="D")
+    cv = nf.cross_validation(data, n_windows=2, step_size=6, verbose=False)
+    assert np.abs(cv["NHITS"] - cv["y"]).mean() < cv["y"].std()
+
+
+# NeuralForecast 3.3's parameter counts (model.parameters(), measured in the peers
+# environment) with futr_exog_list=["day", "promo"], "day" categorical (7 categories) and,
+# where the model takes static inputs, stat_exog_list=["region", "size"] with "region"
+# categorical (2): h=6, input_size=12 (TCN 24), defaults otherwise (NBEATSx with an
+# exogenous stack).
+CATEGORICAL_COUNTS = {"MLP": 1183799, "NHITS": 2518111, "NBEATSx": 2578579, "TiDE": 828127,
+                      "RNN": 68530, "LSTM": 221746, "GRU": 395674, "TCN": 152136,
+                      "BiTCN": 10360, "DilatedRNN": 486016, "DeepAR": 204729,
+                      "DeepNPTS": 7609, "Informer": 343561, "VanillaTransformer": 294025}
+
+
+def _categorical_model(name, **options):
+    from ndwork.models import MODELS
+
+    cls = MODELS[name]
+    kw = dict(h=6, input_size=24 if name == "TCN" else 12, futr_exog_list=["day", "promo"],
+              cat_exog_list=["day"], categorical_cardinalities={"day": 7, "region": 2})
+    if cls.EXOGENOUS_STAT:
+        kw.update(stat_exog_list=["region", "size"], cat_exog_list=["day", "region"])
+    if name == "NBEATSx":
+        kw.update(stack_types=["identity", "trend", "exogenous"])
+    return cls(**{**kw, **options})
+
+
+@pytest.fixture(scope="module")
+def categorical_data(panel):
+    df = panel.assign(day=np.array(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])[
+        panel.ds.dt.dayofweek])
+    static = pd.DataFrame({"unique_id": ["s0", "s1", "s2"], "region": ["north", "south", "north"],
+                           "size": [1.0, 2.0, 3.0]})
+    return df, static
+
+
+@pytest.mark.parametrize("name", sorted(CATEGORICAL_COUNTS))
+def test_categorical_embeddings_count_and_train_as_neuralforecasts(name, categorical_data):
+    from ndwork.training.trainer import layout
+
+    df, static = categorical_data
+    model = _categorical_model(name, max_steps=3, enable_progress_bar=False)
+    assert model.num_parameters() == CATEGORICAL_COUNTS[name]
+    nf = NeuralForecast([model], freq="D")
+    nf.fit(df, static_df=static, verbose=False)
+    assert nf.categorical_vocabulary["day"] == sorted(["mon", "tue", "wed", "thu", "fri", "sat",
+                                                       "sun"])
+    trained = layout(model).views(nf.states[0].params)
+    initial = layout(model).views(model.spec.initialize(np.random.default_rng(model.random_seed)))
+    tables = [k for k in model.spec.shapes if k.startswith("cat_embeddings.")]
+    assert len(tables) == (2 if model.EXOGENOUS_STAT else 1)
+    if name != "TiDE":  # NF's TiDE: a LayerNorm over its single output blocks every input
+        assert all(np.abs(trained[k] - initial[k]).max() > 0 for k in tables)
+    future = nf.make_future_dataframe().assign(day="holiday", promo=0.0)  # unseen category
+    fc = nf.predict(futr_df=future)
+    assert np.isfinite(fc[repr(model)]).all()
+
+
+def test_categorical_columns_bypass_the_scalers_and_survive_save_load(categorical_data,
+                                                                       tmp_path):
+    df, static = categorical_data
+    nf = NeuralForecast([_categorical_model("MLP", max_steps=5, scaler_type="robust",
+                                            **{k: v for k, v in MLP_SMALL.items()
+                                               if k != "max_steps"})],
+                        freq="D", local_scaler_type="standard", local_static_scaler_type="minmax")
+    nf.fit(df, static_df=static, verbose=False)
+    day = nf.panel.temporal[:, nf.panel.temporal_cols.index("day")]
+    assert set(np.unique(day)) == set(range(1, 8))  # codes, not scaled
+    assert set(nf.panel.static[:, nf.panel.static_cols.index("region")]) == {1.0, 2.0}
+    future = nf.make_future_dataframe().assign(day="mon", promo=0.0)
+    nf.save(tmp_path / "m")
+    loaded = NeuralForecast.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(loaded.predict(futr_df=future), nf.predict(futr_df=future))
+
+
+def test_categorical_bad_input_names_the_fix(categorical_data):
+    from ndwork.models import NBEATS
+
+    df, static = categorical_data
+    model = _categorical_model("MLP", max_steps=2, categorical_cardinalities={"day": 5,
+                                                                               "region": 2})
+    with pytest.raises(ValueError, match=r"'day' has 7 distinct values.*declare at least 7"):
+        NeuralForecast([model], freq="D").fit(df, static_df=static, verbose=False)
+    with pytest.raises(ValueError, match="categorical_cardinalities has no entry for \\['day'\\]"):
+        MLP(h=6, input_size=12, futr_exog_list=["day"], cat_exog_list=["day"])
+    with pytest.raises(ValueError, match="\\['day'\\] must also be listed"):
+        MLP(h=6, input_size=12, cat_exog_list=["day"], categorical_cardinalities={"day": 7})
+    with pytest.raises(ValueError, match="NBEATS does not embed categorical"):
+        NBEATS(h=6, input_size=12, cat_exog_list=["day"], categorical_cardinalities={"day": 7})
+    with pytest.raises(ValueError, match="cat_emb_dim='wide'"):
+        _categorical_model("MLP", cat_emb_dim="wide")

@@ -151,6 +151,16 @@ def test_selection_ops(kernels, rng):
                     rng.normal(size=(1, 2, 2, 3)))
 
 
+def test_embedding_with_unseen_categories(rng):
+    """Categorical embeddings: repeated codes accumulate, code 0 (unseen) reads the mean
+    of the learnt rows and passes its gradient back to them."""
+    index = np.array([[1, 3, 3], [0, 2, 0]])
+    check_gradients(lambda table: ops.embedding(table, index), rng.normal(size=(4, 5)))
+    table = rng.normal(size=(4, 5))
+    np.testing.assert_allclose(ops.embedding(Tensor(table), index).data[1, 0],
+                               table[1:].mean(axis=0))
+
+
 @pytest.mark.parametrize("cell,gates", [("rnn_tanh", 1), ("rnn_relu", 1), ("lstm", 4),
                                         ("gru", 3)])
 def test_recurrent(kernels, cell, gates, rng):

@@ -78,7 +78,8 @@ def sample_batch(model, dtype=np.float64, seed=0, stage="train"):
     panel = Panel.from_frame(df, "D", cols, static, model.stat_exog_list, dtype=dtype)
     input_size, h = model.windows(stage)
     sampler = WindowSampler(panel, panel.lengths, input_size, h, 1, 3, 6)
-    w = gather_windows(panel, sampler.sample(np.random.default_rng(seed)), input_size + h)
+    windows = sampler.sample(np.random.default_rng(seed))
+    w = gather_windows(panel, windows[:, 0], input_size + h, windows[:, 1])
     batch, _, _ = build_batch(model, w["y"], w["temporal"], cols, panel.static[w["series"]],
                               model.stat_exog_list, input_size)
     return batch

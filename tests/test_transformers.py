@@ -97,7 +97,8 @@ def test_gradient_against_finite_differences(cls, training):
                 **SMALL_ARCHITECTURES[cls])
     panel = Panel.from_frame(synthetic_panel(2, 60, seed=5), "D", dtype=np.float64)
     sampler = WindowSampler(panel, panel.lengths, 16, 4, 1, 2, 6)
-    w = gather_windows(panel, sampler.sample(np.random.default_rng(0)), 20)
+    windows = sampler.sample(np.random.default_rng(0))
+    w = gather_windows(panel, windows[:, 0], 20, windows[:, 1])
     batch, _, _ = build_batch(model, w["y"], w["temporal"], [], panel.static[w["series"]], [],
                               16)
     state = initial_state(model)

@@ -31,9 +31,9 @@ def test_windows_lie_inside_one_series_before_the_holdout(lengths, input_size, h
     rng = np.random.default_rng(seed)
     seen_padding = False
     for _ in range(3):
-        starts = sampler.sample(rng)
-        assert starts.shape == (windows,)
-        w = gather_windows(train, starts, input_size + h)
+        windows_ = sampler.sample(rng)
+        assert windows_.shape == (windows, 2)
+        w = gather_windows(train, windows_[:, 0], input_size + h, windows_[:, 1])
         inside = w["available"].astype(bool)
         assert inside[:, : input_size + 1].all()  # the inputs and the first target are real
         assert (np.diff(w["available"], axis=1) <= 0).all()  # padding only at the end
@@ -80,6 +80,28 @@ def test_an_epochs_last_smaller_batch_of_series_as_neuralforecasts_drop_last_loa
     rng = np.random.default_rng(0)
     sizes = []
     for _ in range(6):
-        starts = sampler.sample(rng)
-        sizes.append(len(set(np.searchsorted(panel.indptr, starts, side="right") - 1)))
+        sizes.append(len(set(sampler.sample(rng)[:, 1])))
     assert sizes[:3] == ([2, 2, 2] if drop_last else [2, 2, 1])
+
+
+def test_start_padding_adds_the_windows_that_begin_before_a_series():
+    """NeuralForecast's start_padding_enabled: windows from input_size - 1 points before
+    the series' start, padded with zeros that are marked unavailable."""
+    panel = make_panel([10])
+    plain = WindowSampler(panel, panel.lengths, 4, 3, 1, 1, 100)
+    padded = WindowSampler(panel, panel.lengths, 4, 3, 1, 1, 100, start_padding=True)
+    np.testing.assert_array_equal(plain.local, np.arange(0, 6))
+    np.testing.assert_array_equal(padded.local, np.arange(-3, 6))
+    w = gather_windows(panel, np.array([-3]), 7, np.array([0]))
+    np.testing.assert_array_equal(w["y"][0], [0, 0, 0, 0, 1, 2, 3])
+    np.testing.assert_array_equal(w["available"][0], [0, 0, 0, 1, 1, 1, 1])
+
+
+def test_availability_threshold_keeps_windows_with_enough_real_points():
+    panel = make_panel([10])
+    # inputs at least 3 of 4 real, horizon at least 2 of 3 real
+    sampler = WindowSampler(panel, panel.lengths, 4, 3, 1, 1, 100, start_padding=True,
+                            min_available=(3, 2))
+    np.testing.assert_array_equal(sampler.local, np.arange(-1, 5))
+    with pytest.raises(ValueError, match="no training window.*start_padding_enabled=True"):
+        WindowSampler(make_panel([10, 4]), np.array([10, 4]), 4, 3, 1, 1, 100)

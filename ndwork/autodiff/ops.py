@@ -64,6 +64,17 @@ def constant(array: np.ndarray) -> Tensor:
     return Tensor(array)
 
 
+def as_tensor(x: Tensor | np.ndarray) -> Tensor:
+    """x as a graph node: a batch's exogenous inputs are arrays, or tensors when they
+    hold learnt categorical embeddings."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def values(x: Tensor | np.ndarray) -> np.ndarray:
+    """x's values (for inference-only code that works on arrays)."""
+    return x.data if isinstance(x, Tensor) else x
+
+
 def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum a broadcast gradient back to the operand's shape."""
     while grad.ndim > len(shape):
@@ -223,6 +234,26 @@ def take_rows(x: Tensor, index: np.ndarray) -> Tensor:
         return (dx,)
 
     return Tensor(np.take_along_axis(x.data, idx, axis=-2), (x,), backward_fn)
+
+
+@_profiled
+def embedding(table: Tensor, index: np.ndarray) -> Tensor:
+    """Rows of table (K + 1, D) at the integer codes `index` (...) -> (..., D); code 0,
+    an unseen category, gets the mean of rows 1..K (NeuralForecast's lookup)."""
+    idx = np.asarray(index).astype(np.int64)
+    out = table.data[idx]
+    unseen = idx == 0
+    if unseen.any():
+        out[unseen] = table.data[1:].mean(axis=0)
+
+    def backward_fn(g):
+        d = np.zeros_like(table.data)
+        np.add.at(d, idx.reshape(-1), g.reshape(-1, table.shape[1]))
+        d[1:] += d[0] / (len(d) - 1)  # what the unseen codes received, through the mean
+        d[0] = 0
+        return (d,)
+
+    return Tensor(out, (table,), backward_fn)
 
 
 @_profiled

@@ -25,7 +25,7 @@ def validate_frame(df: pd.DataFrame, freq, columns: list[str] = (), name: str = 
     non-finite values, duplicated (unique_id, ds) rows, timestamps off the frequency.
     """
     if not isinstance(df, pd.DataFrame):
-        _fail(f"{name} must be a pandas DataFrame in long format ({', '.join(REQUIRED)}), "
+        _fail(f"{name} must be a pandas or polars DataFrame in long format ({', '.join(REQUIRED)}), "
               f"got {type(df).__name__}.")
     required = list(REQUIRED if target else REQUIRED[:2]) + list(columns)
     missing = [c for c in required if c not in df.columns]

@@ -14,41 +14,64 @@ class WindowSampler:
     NeuralForecast's drop_last_loader), then `windows_batch_size` windows among theirs
     (without replacement when there are enough, with replacement otherwise).
 
-    Windows start every `step_size` points; their input part lies inside the first
-    `train_lengths[i]` points of series i and their horizon holds at least one of them,
-    so the last h - 1 windows reach past the end, as NeuralForecast's right padding makes
-    them (gather_windows masks the points past the end). Deterministic under `rng`.
+    Windows start every `step_size` points, from the series' first point, or with
+    `start_padding` (NeuralForecast's start_padding_enabled) input_size - 1 points
+    before it; their input part ends inside the first `train_lengths[i]` points of
+    series i, and a window is kept when at least `min_available` = (inputs, targets)
+    of its points lie inside (NeuralForecast's training_data_availability_threshold;
+    at least one each), so the last h - 1 windows reach past the end, as
+    NeuralForecast's right padding makes them (gather_windows masks the points
+    outside). Deterministic under `rng`.
 
     `multivariate=True` (models that mix series, on aligned series) samples time
     offsets instead and returns, for each, the window of every series at that offset:
-    window-major, series-minor, windows_batch_size * n_series starts in all.
+    window-major, series-minor, windows_batch_size * n_series windows in all.
     """
 
     def __init__(self, panel: Panel, train_lengths: np.ndarray, input_size: int, h: int,
                  step_size: int, batch_size: int, windows_batch_size: int,
-                 multivariate: bool = False, drop_last: bool = False):
-        short = np.flatnonzero(train_lengths < input_size + 1)
-        if len(short):
-            ids = panel.uids[short[:5]].tolist()
+                 multivariate: bool = False, drop_last: bool = False,
+                 start_padding: bool = False, min_available: tuple[int, int] = (1, 1)):
+        first = -(input_size - 1) if start_padding else 0
+        local, counts = [], []
+        for n in train_lengths:  # each series' window starts, relative to its first point
+            starts = np.arange(first, n - input_size + 1, step_size)
+            inputs = np.minimum(starts + input_size, n) - np.maximum(starts, 0)
+            targets = np.clip(n - starts - input_size, 0, h)
+            keep = starts[(inputs >= min_available[0]) & (targets >= min_available[1])]
+            local.append(keep)
+            counts.append(len(keep))
+        self.counts = np.array(counts, dtype=np.int64)
+        empty = np.flatnonzero(self.counts == 0)
+        if len(empty):
+            ids = panel.uids[empty[:5]].tolist()
+            needs = (f"{min_available[0]} real inputs and {min_available[1]} real targets "
+                     f"(training_data_availability_threshold)" if start_padding
+                     else f"input_size + 1 = {input_size + 1} training points")
+            fix = ("lower training_data_availability_threshold" if start_padding
+                   else "use a smaller input_size, or set start_padding_enabled=True")
             raise ValueError(
-                f"series {ids} ({len(short)} in all) have fewer than input_size + 1 = "
-                f"{input_size + 1} training points (after any validation/test holdout); drop "
-                f"them, or use a smaller input_size.")
-        self.starts = panel.indptr[:-1]
-        self.counts = (train_lengths - 1 - input_size) // step_size + 1
-        self.step_size = step_size
+                f"series {ids} ({len(empty)} in all) have no training window: a window needs "
+                f"{needs}, the first has {train_lengths[empty[0]]} points (after any "
+                f"validation/test holdout); drop them, or {fix}.")
+        self.local = np.concatenate(local).astype(np.int64)
+        self.ptr = np.r_[0, np.cumsum(self.counts)]
+        self.series_starts = panel.indptr[:-1]
         self.batch_size = min(batch_size, panel.n_series)
         self.windows_batch_size = windows_batch_size
         self.multivariate, self.drop_last = multivariate, drop_last
         self._order = np.zeros(0, dtype=np.int64)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """Absolute start rows (windows_batch_size,) into the panel's flat arrays."""
+        """Windows (windows_batch_size, 2): each one's absolute start row into the
+        panel's flat arrays (before its series' first row when padded) and its series."""
         if self.multivariate:
             count = int(self.counts.min())
             replace = count < self.windows_batch_size
             offsets = rng.choice(count, self.windows_batch_size, replace=replace)
-            return (self.starts[None, :] + offsets[:, None] * self.step_size).reshape(-1)
+            series = np.broadcast_to(np.arange(len(self.counts)),
+                                     (len(offsets), len(self.counts))).reshape(-1)
+            return self._windows(np.repeat(offsets, len(self.counts)), series)
         if len(self._order) == 0 or (self.drop_last and len(self._order) < self.batch_size):
             self._order = rng.permutation(len(self.counts))
         series, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
@@ -61,7 +84,11 @@ class WindowSampler:
         ends = np.cumsum(counts)
         which = np.searchsorted(ends, flat, side="right")
         offset = flat - (ends[which] - counts[which])
-        return self.starts[series[which]] + offset * self.step_size
+        return self._windows(offset, series[which])
+
+    def _windows(self, offset: np.ndarray, series: np.ndarray) -> np.ndarray:
+        starts = self.series_starts[series] + self.local[self.ptr[series] + offset]
+        return np.stack([starts, series], axis=1)
 
     def state(self) -> np.ndarray:
         return self._order.copy()
@@ -95,25 +122,44 @@ def gather_windows(panel: Panel, starts: np.ndarray, length: int,
             "series": series, "available": inside.astype(panel.y.dtype)}
 
 
+# NeuralForecast's per-window scalers: the statistics each one takes
+WINDOW_SCALERS = {"identity": "identity", "standard": "standard", "robust": "robust",
+                  "minmax": "minmax", "minmax1": "minmax", "invariant": "robust",
+                  "revin": "standard"}
+
+
 def scale_windows(y: np.ndarray, temporal: np.ndarray, input_size: int, scaler_type: str,
                   mask: np.ndarray | None = None):
     """Scale each window by statistics of its input part (NeuralForecast's temporal norm),
     over the points `mask` (W, input_size) marks available (default: all).
 
     y (W, T), temporal (W, T, C). Returns the scaled arrays and y's (shift, scale),
-    each (W,), which predict uses to map forecasts back.
+    each (W,), which predict uses to map forecasts back: forecast = raw * scale + shift,
+    after sinh for "invariant" (which scales as arcsinh((x - median) / mad)); "minmax1"
+    maps the inputs' range onto [-1, 1]; "revin" scales as "standard" (its learnable
+    shift and scale act on the forecasts, in the trainer).
     """
     mask = (np.ones((y.shape[0], input_size), dtype=y.dtype) if mask is None
             else np.ascontiguousarray(mask, dtype=y.dtype))
-    stats = kernel("scaler_statistics")
-    shift, scale = stats(scaler_type, np.ascontiguousarray(y[:, :input_size]), mask)
     if scaler_type == "identity":
-        return y, temporal, shift, scale
-    y_scaled = (y - shift[:, None]) / scale[:, None]
+        return y, temporal, np.zeros(len(y), y.dtype), np.ones(len(y), y.dtype)
+
+    def statistics(x, m):
+        shift, scale = kernel("scaler_statistics")(WINDOW_SCALERS[scaler_type], x, m)
+        if scaler_type == "minmax1":  # 2 (x - min) / range - 1
+            shift, scale = shift + scale / 2, scale / 2
+        return shift, scale
+
+    def scaled(x, shift, scale):
+        z = (x - shift) / scale
+        return np.arcsinh(z) if scaler_type == "invariant" else z
+
+    shift, scale = statistics(np.ascontiguousarray(y[:, :input_size]), mask)
+    y_scaled = scaled(y, shift[:, None], scale[:, None])
     if temporal.shape[2]:
         w, t, c = temporal.shape
         flat = np.ascontiguousarray(temporal[:, :input_size].transpose(0, 2, 1)).reshape(w * c, -1)
         t_mask = np.ascontiguousarray(np.repeat(mask, c, axis=0))  # (W * C, input_size)
-        t_shift, t_scale = stats(scaler_type, flat, t_mask)
-        temporal = ((temporal - t_shift.reshape(w, 1, c)) / t_scale.reshape(w, 1, c))
-    return y_scaled, temporal.astype(y.dtype, copy=False), shift, scale
+        t_shift, t_scale = statistics(flat, t_mask)
+        temporal = scaled(temporal, t_shift.reshape(w, 1, c), t_scale.reshape(w, 1, c))
+    return y_scaled.astype(y.dtype, copy=False), temporal.astype(y.dtype, copy=False), shift, scale

@@ -17,7 +17,7 @@ import numpy as np
 
 from ndwork.autodiff.tensor import Tensor
 from ndwork.losses import MAE, Loss, loss_from_config
-from ndwork.nn import ParameterSpec
+from ndwork.nn import ExogEmbeddings, ParameterSpec, categorical_embedding_size
 
 # NeuralForecast's training hyper-parameters and their defaults; a model overrides
 # defaults in its class attribute DEFAULTS (NHITS decays its learning rate 3 times).
@@ -40,6 +40,9 @@ TRAINING_DEFAULTS = dict(
     futr_exog_list=None,
     hist_exog_list=None,
     stat_exog_list=None,
+    cat_exog_list=None,
+    categorical_cardinalities=None,
+    cat_emb_dim="fastai",
     exclude_insample_y=False,
     optimizer="adam",
     optimizer_kwargs=None,
@@ -47,6 +50,8 @@ TRAINING_DEFAULTS = dict(
     lr_scheduler_kwargs=None,
     dataloader_kwargs=None,
     drop_last_loader=False,
+    start_padding_enabled=False,
+    training_data_availability_threshold=0.0,
     enable_progress_bar=True,
 )
 # Lightning trainer options NeuralForecast scripts pass. `precision` maps onto
@@ -97,6 +102,18 @@ def _family(loss: Loss) -> dict:
     return {k: v for k, v in loss.config().items() if k not in outputs}
 
 
+def _fractions(value) -> list[float]:
+    """training_data_availability_threshold as NeuralForecast takes it: a fraction for
+    both the inputs and the horizon, or one for each."""
+    pair = list(value) if isinstance(value, list | tuple) else [value, value]
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, float | np.floating)
+                             or not 0.0 <= v <= 1.0 for v in pair):
+        raise ValueError(f"training_data_availability_threshold={value!r} must be a float in "
+                         f"[0, 1] or a pair of them (inputs, horizon), e.g. 0.5 or [0.5, 1.0]; "
+                         f"an integer such as 1 is refused as in NeuralForecast: write 1.0.")
+    return [float(v) for v in pair]
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -116,14 +133,25 @@ class BaseModel:
     valid_batch_size / inference_windows_batch_size: at most this many series / windows
     per forward in validation and predict (None / -1: all at once; bounds memory).
     step_size: distance between consecutive windows. scaler_type: identity, standard,
-    robust or minmax, applied per window. random_seed: seeds initialization and sampling.
+    robust, minmax, minmax1, invariant or revin, applied per window (NeuralForecast's).
+    random_seed: seeds initialization and sampling.
     alias: the model's column name. futr_exog_list, hist_exog_list, stat_exog_list:
-    exogenous columns. exclude_insample_y: ignore the target's own lags.
+    exogenous columns. cat_exog_list: those of them that are categorical (any values,
+    coded at fit; unseen ones at predict map to the mean embedding), each embedded in
+    cat_emb_dim dimensions ("fastai", "sqrt", "half" or an integer) from
+    categorical_cardinalities {column: number of categories} (NeuralForecast's, on the
+    models that have EXOGENOUS_CAT). exclude_insample_y: ignore the target's own lags.
     optimizer: "adam", "adamw" or "sgd"; optimizer_kwargs: its extra arguments.
     lr_scheduler: None (NeuralForecast's StepLR from num_lr_decays), one of PyTorch's
     schedulers by name or class (StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR,
     LinearLR, ConstantLR) with lr_scheduler_kwargs, or a function step -> factor of the
     learning rate (LambdaLR's); stepped every training step, as NeuralForecast.
+    start_padding_enabled: also train on the windows that start before a series (its
+    first input_size - 1 points padded with zeros, masked out of the scaler), so series
+    shorter than input_size + 1 train and forecast. training_data_availability_threshold:
+    the fraction of a training window's inputs and of its horizon that must be real
+    data (one float for both, or [inputs, horizon]; NeuralForecast's, default 0.0: at
+    least one point each).
     drop_last_loader: skip each epoch's last batch of series when it is smaller than
     batch_size (NeuralForecast's; by default it trains on it).
     dataloader_kwargs: accepted; ndwork has no data loader (batches are gathered from
@@ -136,6 +164,7 @@ class BaseModel:
     EXOGENOUS_FUTR = False
     EXOGENOUS_HIST = False
     EXOGENOUS_STAT = False
+    EXOGENOUS_CAT = False  # embeds categorical exogenous columns (cat_exog_list)
     # A multivariate model sees the windows of all n_series series at one time offset,
     # as consecutive rows of the batch (window-major), and mixes them.
     MULTIVARIATE = False
@@ -199,6 +228,8 @@ class BaseModel:
         if self.valid_batch_size is not None:
             _positive_int("valid_batch_size", self.valid_batch_size)
         self._check_scheduler()
+        self.training_data_availability_threshold = _fractions(
+            self.training_data_availability_threshold)
         if self.dataloader_kwargs:
             warnings.warn(f"{type(self).__name__}(dataloader_kwargs={self.dataloader_kwargs!r}): "
                           f"ndwork has no data loader (windows are gathered from arrays in the "
@@ -206,10 +237,15 @@ class BaseModel:
                           stacklevel=3)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not known; use one of {OPTIMIZERS}.")
-        from ndwork.kernels.scalers import SCALERS
+        from ndwork.data.windows import WINDOW_SCALERS
 
-        if self.scaler_type not in SCALERS:
-            raise ValueError(f"scaler_type {self.scaler_type!r} is not known; use one of {SCALERS}.")
+        if self.scaler_type not in WINDOW_SCALERS:
+            raise ValueError(f"scaler_type {self.scaler_type!r} is not known; use one of "
+                             f"{list(WINDOW_SCALERS)}.")
+        if self.scaler_type == "revin" and self.loss.is_distribution_output:
+            raise ValueError(f"scaler_type='revin' with {self.loss!r}: ndwork cannot train "
+                             f"RevIN's learnable shift and scale through a distribution's "
+                             f"likelihood; use scaler_type='standard' (RevIN's statistics).")
         self.futr_exog_list = list(self.futr_exog_list or [])
         self.hist_exog_list = list(self.hist_exog_list or [])
         self.stat_exog_list = list(self.stat_exog_list or [])
@@ -220,7 +256,11 @@ class BaseModel:
                                  f"use a model that does (MLP, NHITS, NBEATSx, TiDE).")
         self.spec = ParameterSpec()
         self.constants: dict[str, np.ndarray] = {}
+        self.embeddings = self._categorical_embeddings()
         self.loss.build(self.spec)  # a loss with its own layers (IQLoss) trains with the model
+        if self.scaler_type == "revin":  # NeuralForecast's RevIN: a learnable shift and scale
+            self.spec.add("scaler.revin_bias", (1,), "constant", 0.0)
+            self.spec.add("scaler.revin_weight", (1,), "constant", 1.0)
 
     # --- sizes the architecture needs --------------------------------------------
     @property
@@ -229,15 +269,58 @@ class BaseModel:
 
     @property
     def futr_exog_size(self) -> int:
-        return len(self.futr_exog_list)
+        return self._exog_size("futr")
 
     @property
     def hist_exog_size(self) -> int:
-        return len(self.hist_exog_list)
+        return self._exog_size("hist")
 
     @property
     def stat_exog_size(self) -> int:
-        return len(self.stat_exog_list)
+        return self._exog_size("stat")
+
+    def _exog_size(self, stream: str) -> int:
+        """A stream's width as the model reads it (categorical columns embedded)."""
+        if stream in self.embeddings:
+            return self.embeddings[stream].size
+        return len(getattr(self, f"{stream}_exog_list"))
+
+    def _categorical_embeddings(self) -> dict:
+        """The embedding tables of the categorical columns, checked as NeuralForecast
+        checks them, per stream that has some."""
+        self.cat_exog_list = list(self.cat_exog_list or [])
+        self.categorical_cardinalities = dict(self.categorical_cardinalities or {})
+        cats = self.cat_exog_list
+        if not cats:
+            return {}
+        name = type(self).__name__
+        if not self.EXOGENOUS_CAT:
+            raise ValueError(f"{name} does not embed categorical exogenous variables (as in "
+                             f"NeuralForecast); use MLP, NHITS, NBEATSx, TiDE or another model "
+                             f"with EXOGENOUS_CAT, or encode {cats} as numbers yourself.")
+        listed = self.hist_exog_list + self.futr_exog_list + self.stat_exog_list
+        unlisted = [c for c in cats if c not in listed]
+        if unlisted:
+            raise ValueError(f"categorical column(s) {unlisted} must also be listed in "
+                             f"hist_exog_list, futr_exog_list or stat_exog_list.")
+        missing = [c for c in cats if c not in self.categorical_cardinalities]
+        if missing:
+            raise ValueError(f"categorical_cardinalities has no entry for {missing}; give the "
+                             f"number of categories of each, e.g. {{{missing[0]!r}: 12}}.")
+        cards = {c: _positive_int(f"categorical_cardinalities[{c!r}]",
+                                  self.categorical_cardinalities[c]) for c in cats}
+        dims = {c: categorical_embedding_size(self.cat_emb_dim, cards[c]) for c in cats}
+        streams = {}
+        for stream in ("hist", "futr", "stat"):
+            columns = getattr(self, f"{stream}_exog_list")
+            if set(cats) & set(columns):
+                streams[stream] = ExogEmbeddings(self.spec, stream, columns, cats, cards, dims)
+        return streams
+
+    def embed_exog(self, p: dict[str, Tensor], batch: dict) -> dict:
+        """The batch's exogenous streams with their categorical columns embedded."""
+        return {f"{stream}_exog": layer(p, batch[f"{stream}_exog"])
+                for stream, layer in self.embeddings.items()}
 
     def forward(self, p: dict[str, Tensor], batch: dict, rng=None) -> Tensor:
         """(parameters, windows batch) -> forecast (B, h, n_outputs); rng only in training."""
@@ -248,6 +331,12 @@ class BaseModel:
         "valid" or "predict"): (input_size, h) throughout for a direct model; recurrent
         models train on shorter horizons and decode the full one."""
         return self.input_size, self.h
+
+    def min_available(self, stage: str) -> tuple[int, int]:
+        """The fewest real (input, horizon) points a training window may hold."""
+        input_size, h = self.windows(stage)
+        low_in, low_out = self.training_data_availability_threshold
+        return max(1, int(input_size * low_in)), max(1, int(h * low_out))
 
     def _check_scheduler(self) -> None:
         from ndwork.training.optimizers import SCHEDULERS, learning_rate, scheduler_name

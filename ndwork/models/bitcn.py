@@ -55,7 +55,7 @@ class BiTCN(BaseModel):
     window and the horizon. Training options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     DEFAULTS = dict(windows_batch_size=1024, inference_windows_batch_size=1024,
                     scaler_type="identity")
 
@@ -95,7 +95,7 @@ class BiTCN(BaseModel):
         x = ops.dropout(self.lin_hist(p, sequence_inputs(batch, L)), self.dropout, rng)
         x = self._stack(p, self.net_bwd, x, rng)  # (B, L, C): the skip outputs' sum
         if self.futr_exog_size:
-            futr = ops.dropout(self.lin_futr(p, ops.constant(batch["futr_exog"])), self.dropout,
+            futr = ops.dropout(self.lin_futr(p, ops.as_tensor(batch["futr_exog"])), self.dropout,
                                rng)
             futr = self._stack(p, self.net_fwd, futr, rng)  # (B, L + h, C)
             x = ops.concat([x, ops.index(futr, (slice(None), slice(0, L)))], axis=2)

@@ -24,7 +24,7 @@ class DeepAR(Recursive, BaseModel):
     valid_loss: default MAE() on the mean. Training options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     INPUT_SIZE_FROM_HORIZON = True
     TRAJECTORIES = True
     DEFAULTS = dict(num_lr_decays=3)

@@ -17,7 +17,7 @@ class DeepNPTS(BaseModel):
     default); conformal intervals give it intervals. Training options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     DEFAULTS = dict(num_lr_decays=3, inference_windows_batch_size=1024, scaler_type="standard")
 
     def __init__(self, h: int, input_size: int, hidden_size: int = 32, batch_norm: bool = True,
@@ -51,15 +51,16 @@ class DeepNPTS(BaseModel):
         b, L = y.shape
         steps = [ops.reshape(y, (b, L, 1))]  # per input step: [y | futr | hist]
         if batch["futr_exog"] is not None:
-            steps.append(ops.constant(batch["futr_exog"][:, :L]))
+            steps.append(ops.index(ops.as_tensor(batch["futr_exog"]), (slice(None), slice(None, L))))
         if batch["hist_exog"] is not None:
-            steps.append(ops.constant(batch["hist_exog"]))
+            steps.append(ops.as_tensor(batch["hist_exog"]))
         x = ops.reshape(ops.concat(steps, axis=2), (b, -1))
         extra = []
         if batch["stat_exog"] is not None:
-            extra.append(ops.constant(batch["stat_exog"]))
+            extra.append(ops.as_tensor(batch["stat_exog"]))
         if batch["futr_exog"] is not None:
-            extra.append(ops.constant(batch["futr_exog"][:, L:].reshape(b, -1)))
+            future = ops.index(ops.as_tensor(batch["futr_exog"]), (slice(None), slice(L, None)))
+            extra.append(ops.reshape(future, (b, -1)))
         if extra:
             x = ops.concat([x, *extra], axis=1)
         for i, layer in enumerate(self.layers):

@@ -132,7 +132,7 @@ class DilatedRNN(BaseModel):
     means 3 * h. Training options: see `BaseModel` (num_lr_decays defaults to 3 here).
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     INPUT_SIZE_FROM_HORIZON = True
     DEFAULTS = dict(windows_batch_size=128, inference_windows_batch_size=1024,
                     scaler_type="robust", num_lr_decays=3)

@@ -9,7 +9,13 @@ import numpy as np
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel
 from ndwork.nn import BatchNorm, LayerNorm, Linear
-from ndwork.nn.transformer import DataEmbedding, FeedForward, MultiHeadAttention, decoder_label_len
+from ndwork.nn.transformer import (
+    DataEmbedding,
+    FeedForward,
+    MultiHeadAttention,
+    decoder_label_len,
+    time_steps,
+)
 
 
 class ProbSparseAttention(MultiHeadAttention):
@@ -90,7 +96,7 @@ class Informer(BaseModel):
     predictions are deterministic. Training options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = True
+    EXOGENOUS_FUTR = EXOGENOUS_CAT = True
     DEFAULTS = dict(max_steps=5000, learning_rate=1e-4, inference_windows_batch_size=1024)
     PREDICT_SEED = 0
 
@@ -141,7 +147,7 @@ class Informer(BaseModel):
         y = batch["insample_y"].data
         futr = batch["futr_exog"]
         drop = self.dropout
-        x = self.enc_embedding(p, y, futr[:, : self.input_size] if futr is not None else None,
+        x = self.enc_embedding(p, y, time_steps(futr, slice(None, self.input_size)),
                                rng)
         for i, (attention, ffn, norm1, norm2) in enumerate(self.encoder):
             x = norm1(p, ops.add(x, ops.dropout(attention(p, x, x, sampler), drop, rng)))
@@ -151,7 +157,7 @@ class Informer(BaseModel):
         memory = self.encoder_norm(p, x)
         dec_in = np.concatenate([y[:, -self.label_len:], np.zeros((y.shape[0], self.h), y.dtype)],
                                 axis=1)
-        dec_exog = futr[:, -(self.label_len + self.h):] if futr is not None else None
+        dec_exog = time_steps(futr, slice(-(self.label_len + self.h), None))
         x = self.dec_embedding(p, dec_in, dec_exog, rng)
         for self_attention, cross_attention, ffn, norms in self.decoder:
             x = norms[0](p, ops.add(x, ops.dropout(self_attention(p, x, x, sampler), drop, rng)))

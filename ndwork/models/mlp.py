@@ -11,11 +11,11 @@ def flatten_inputs(batch: dict, hist: bool, futr: bool, stat: bool) -> ops.Tenso
     b = y.shape[0]
     parts = [y]
     if hist:
-        parts.append(ops.constant(batch["hist_exog"].reshape(b, -1)))
+        parts.append(ops.reshape(ops.as_tensor(batch["hist_exog"]), (b, -1)))
     if futr:
-        parts.append(ops.constant(batch["futr_exog"].reshape(b, -1)))
+        parts.append(ops.reshape(ops.as_tensor(batch["futr_exog"]), (b, -1)))
     if stat:
-        parts.append(ops.constant(batch["stat_exog"]))
+        parts.append(ops.as_tensor(batch["stat_exog"]))
     return ops.concat(parts, axis=1)
 
 
@@ -26,7 +26,7 @@ class MLP(BaseModel):
     Training options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
 
     def __init__(self, h: int, input_size: int, num_layers: int = 2, hidden_size: int = 1024,
                  **kwargs):

@@ -13,7 +13,7 @@ class NBEATSx(NBEATS):
     "seasonality", "exogenous". Other options as NBEATS; training options: `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
 
     def __init__(self, h: int, input_size: int, n_harmonics: int = 2, n_polynomials: int = 2,
                  stack_types: list | None = None, n_blocks: list | None = None,
@@ -55,19 +55,20 @@ class NBEATSx(NBEATS):
 
         parts = []
         if self.futr_exog_size:
-            parts.append(batch["futr_exog"])
+            parts.append(ops.as_tensor(batch["futr_exog"]))
         if self.stat_exog_size:
-            stat = batch["stat_exog"][:, None, :]
-            parts.append(np.broadcast_to(stat, (stat.shape[0], self.input_size + self.h,
-                                                stat.shape[2])))
-        exog = np.concatenate(parts, axis=2).transpose(0, 2, 1)  # (B, X, L + h)
+            stat = ops.as_tensor(batch["stat_exog"])
+            over_time = np.ones((1, self.input_size + self.h, 1), stat.data.dtype)
+            parts.append(ops.mul(ops.reshape(stat, (stat.shape[0], 1, stat.shape[1])),
+                                 ops.constant(over_time)))
+        exog = ops.transpose(ops.concat(parts, axis=2), (0, 2, 1))  # (B, X, L + h)
         b, n = theta.shape[0], exog.shape[1]
         back_coeffs = ops.reshape(ops.index(theta, (slice(None), slice(n, None))), (b, 1, n))
-        back = ops.reshape(ops.matmul(back_coeffs, ops.constant(exog[:, :, : self.input_size])),
-                           (b, self.input_size))
+        inputs = ops.index(exog, (slice(None), slice(None), slice(None, self.input_size)))
+        back = ops.reshape(ops.matmul(back_coeffs, inputs), (b, self.input_size))
         coeffs = ops.reshape(ops.index(theta, (slice(None), slice(0, n))), (b, 1, n))
-        fore = ops.transpose(ops.matmul(coeffs, ops.constant(exog[:, :, self.input_size:])),
-                             (0, 2, 1))  # (B, h, 1)
+        future = ops.index(exog, (slice(None), slice(None), slice(self.input_size, None)))
+        fore = ops.transpose(ops.matmul(coeffs, future), (0, 2, 1))  # (B, h, 1)
         if self.n_outputs > 1:
             fore = ops.mul(fore, ops.constant(np.ones((1, 1, self.n_outputs), fore.data.dtype)))
         return back, fore

@@ -8,14 +8,12 @@ from ndwork.models.base import BaseModel, activation_name
 from ndwork.nn import MLPStack
 
 
-def _pool_channels(x: np.ndarray, kernel_size: int) -> np.ndarray:
-    """Max-pool each channel of x (B, T, C) over time -> (B, ceil(T / k), C)."""
-    from ndwork.kernels import kernel
-
+def _pool_channels(x, kernel_size: int) -> ops.Tensor:
+    """Max-pool each channel of x (B, T, C) over time, flattened -> (B, ceil(T / k) * C)."""
+    x = ops.as_tensor(x)
     b, t, c = x.shape
-    pooled, _ = kernel("maxpool_forward")(np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(b * c, t),
-                                          kernel_size)
-    return pooled.reshape(b, c, -1).transpose(0, 2, 1)
+    pooled = ops.maxpool(ops.reshape(ops.transpose(x, (0, 2, 1)), (b * c, t)), kernel_size)
+    return ops.reshape(ops.transpose(ops.reshape(pooled, (b, c, -1)), (0, 2, 1)), (b, -1))
 
 
 class NHITS(BaseModel):
@@ -29,7 +27,7 @@ class NHITS(BaseModel):
     activation: "ReLU", "Tanh" or "Sigmoid". Training options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     DEFAULTS = dict(num_lr_decays=3)
 
     def __init__(self, h: int, input_size: int, stack_types: list | None = None,
@@ -73,11 +71,11 @@ class NHITS(BaseModel):
         for mlp, k, n_knots in self.blocks:
             parts = [ops.maxpool(residuals, k)]
             if self.hist_exog_size:
-                parts.append(ops.constant(_pool_channels(batch["hist_exog"], k).reshape(b, -1)))
+                parts.append(_pool_channels(batch["hist_exog"], k))
             if self.futr_exog_size:
-                parts.append(ops.constant(_pool_channels(batch["futr_exog"], k).reshape(b, -1)))
+                parts.append(_pool_channels(batch["futr_exog"], k))
             if self.stat_exog_size:
-                parts.append(ops.constant(batch["stat_exog"]))
+                parts.append(ops.as_tensor(batch["stat_exog"]))
             theta = mlp(p, ops.concat(parts, axis=1), rng)
             backcast = ops.index(theta, (slice(None), slice(0, length)))
             knots = ops.reshape(ops.index(theta, (slice(None), slice(length, None))),

@@ -18,13 +18,21 @@ def sequence_inputs(batch: dict, input_size: int) -> ops.Tensor:
     b = y.shape[0]
     parts = [ops.reshape(y, (b, input_size, 1))]
     if batch["hist_exog"] is not None:
-        parts.append(ops.constant(batch["hist_exog"]))
+        parts.append(ops.as_tensor(batch["hist_exog"]))
     if batch["stat_exog"] is not None:
-        stat = batch["stat_exog"][:, None, :]
-        parts.append(ops.constant(stat.repeat(input_size, axis=1)))
+        parts.append(_over_time(batch["stat_exog"], input_size))
     if batch["futr_exog"] is not None:
-        parts.append(ops.constant(batch["futr_exog"][:, :input_size]))
+        parts.append(ops.index(ops.as_tensor(batch["futr_exog"]),
+                               (slice(None), slice(None, input_size))))
     return ops.concat(parts, axis=2)
+
+
+def _over_time(stat, steps: int) -> ops.Tensor:
+    """Static values (B, S) repeated over `steps` time steps -> (B, steps, S)."""
+    stat = ops.as_tensor(stat)
+    b, s = stat.shape
+    return ops.mul(ops.reshape(stat, (b, 1, s)), ops.constant(np.ones((1, steps, 1),
+                                                                      stat.data.dtype)))
 
 
 def check_positive(model, *names: str) -> None:
@@ -62,13 +70,14 @@ class Recursive:
         b = y.shape[0]
         parts = [ops.reshape(y, (b, steps, 1))]
         if batch["hist_exog"] is not None:  # known over the input only: zeros after it
-            hist = batch["hist_exog"][:, 1:]
-            pad = np.zeros((b, steps - hist.shape[1], hist.shape[2]), hist.dtype)
-            parts.append(ops.constant(np.concatenate([hist, pad], axis=1)))
+            hist = ops.index(ops.as_tensor(batch["hist_exog"]), (slice(None), slice(1, None)))
+            pad = np.zeros((b, steps - hist.shape[1], hist.shape[2]), hist.data.dtype)
+            parts.append(ops.concat([hist, ops.constant(pad)], axis=1))
         if batch["stat_exog"] is not None:
-            parts.append(ops.constant(batch["stat_exog"][:, None, :].repeat(steps, axis=1)))
+            parts.append(_over_time(batch["stat_exog"], steps))
         if batch["futr_exog"] is not None:
-            parts.append(ops.constant(batch["futr_exog"][:, 1:steps + 1]))
+            parts.append(ops.index(ops.as_tensor(batch["futr_exog"]),
+                                   (slice(None), slice(1, steps + 1))))
         return ops.concat(parts, axis=2)
 
     def _teacher_forced(self, p, batch, rng):
@@ -133,9 +142,9 @@ class Recursive:
         if batch["hist_exog"] is not None:
             parts.append(np.zeros((b, batch["hist_exog"].shape[2]), value.dtype))
         if batch["stat_exog"] is not None:
-            parts.append(batch["stat_exog"])
+            parts.append(ops.values(batch["stat_exog"]))
         if batch["futr_exog"] is not None:
-            parts.append(batch["futr_exog"][:, t])
+            parts.append(ops.values(batch["futr_exog"])[:, t])
         exog = [np.repeat(part, repeat, axis=0) for part in parts]
         return np.concatenate([value, *exog], axis=1).astype(value.dtype, copy=False)
 
@@ -161,7 +170,7 @@ class RecurrentModel(Recursive, BaseModel):
     linear map (for LSTM, PyTorch's proj_size inside the cell) to a forecast of the next
     value."""
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     INPUT_SIZE_FROM_HORIZON = True
     DEFAULTS = dict(windows_batch_size=128, inference_windows_batch_size=1024,
                     scaler_type="robust")
@@ -224,7 +233,8 @@ class RecurrentModel(Recursive, BaseModel):
         else:
             hidden = ops.index(hidden, (slice(None), slice(-self.h, None)))
         if batch["futr_exog"] is not None:
-            hidden = ops.concat([hidden, ops.constant(batch["futr_exog"][:, -self.h:])], axis=2)
+            future = ops.index(ops.as_tensor(batch["futr_exog"]), (slice(None), slice(-self.h, None)))
+            hidden = ops.concat([hidden, future], axis=2)
         return self.decoder(p, hidden)  # (B, h, n_outputs)
 
 

@@ -18,7 +18,7 @@ class TCN(BaseModel):
     see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     INPUT_SIZE_FROM_HORIZON = True
     DEFAULTS = dict(windows_batch_size=128, inference_windows_batch_size=1024,
                     scaler_type="robust")

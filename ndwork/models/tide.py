@@ -31,7 +31,7 @@ class TiDE(BaseModel):
     Training options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     DEFAULTS = dict(inference_windows_batch_size=1024)
 
     def __init__(self, h: int, input_size: int, hidden_size: int = 512,
@@ -45,9 +45,11 @@ class TiDE(BaseModel):
         self.num_encoder_layers, self.num_decoder_layers = num_encoder_layers, num_decoder_layers
         self.temporal_width = temporal_width
         spec, args = self.spec, (dropout, layernorm)
+        # NeuralForecast builds the historic projection whenever there are historic or
+        # future inputs (with future ones only, it is never used): the same parameters here
         self.hist_projection = (MLPResidual(spec, "hist_exog_projection", self.hist_exog_size,
                                             hidden_size, temporal_width, *args)
-                                if self.hist_exog_size else None)
+                                if self.hist_exog_size or self.futr_exog_size else None)
         self.futr_projection = (MLPResidual(spec, "futr_exog_projection", self.futr_exog_size,
                                             hidden_size, temporal_width, *args)
                                 if self.futr_exog_size else None)
@@ -71,14 +73,14 @@ class TiDE(BaseModel):
         b = y.shape[0]
         skip = ops.reshape(self.global_skip(p, y), (b, self.h, self.n_outputs))
         parts = [y]
-        if self.hist_projection:
-            hist = self.hist_projection(p, ops.constant(batch["hist_exog"]), rng)
+        if self.hist_exog_size:
+            hist = self.hist_projection(p, ops.as_tensor(batch["hist_exog"]), rng)
             parts.append(ops.reshape(hist, (b, -1)))
         if self.futr_projection:
-            futr = self.futr_projection(p, ops.constant(batch["futr_exog"]), rng)
+            futr = self.futr_projection(p, ops.as_tensor(batch["futr_exog"]), rng)
             parts.append(ops.reshape(futr, (b, -1)))
         if self.stat_exog_size:
-            parts.append(ops.constant(batch["stat_exog"]))
+            parts.append(ops.as_tensor(batch["stat_exog"]))
         x = ops.concat(parts, axis=1)
         for layer in self.encoder + self.decoder:
             x = layer(p, x, rng)

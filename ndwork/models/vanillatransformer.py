@@ -6,7 +6,13 @@ import numpy as np
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel
 from ndwork.nn import LayerNorm, Linear
-from ndwork.nn.transformer import DataEmbedding, DecoderLayer, EncoderLayer, decoder_label_len
+from ndwork.nn.transformer import (
+    DataEmbedding,
+    DecoderLayer,
+    EncoderLayer,
+    decoder_label_len,
+    time_steps,
+)
 
 
 class VanillaTransformer(BaseModel):
@@ -23,7 +29,7 @@ class VanillaTransformer(BaseModel):
     probabilities (flash attention never forms them); it is applied everywhere else.
     """
 
-    EXOGENOUS_FUTR = True
+    EXOGENOUS_FUTR = EXOGENOUS_CAT = True
     DEFAULTS = dict(max_steps=5000, learning_rate=1e-4, windows_batch_size=1024,
                     inference_windows_batch_size=1024)
 
@@ -53,8 +59,8 @@ class VanillaTransformer(BaseModel):
     def forward(self, p, batch, rng=None):
         y = batch["insample_y"].data  # the target is data, not a parameter
         futr = batch["futr_exog"]
-        enc_exog = futr[:, : self.input_size] if futr is not None else None
-        dec_exog = futr[:, -(self.label_len + self.h):] if futr is not None else None
+        enc_exog = time_steps(futr, slice(None, self.input_size))
+        dec_exog = time_steps(futr, slice(-(self.label_len + self.h), None))
         x = self.enc_embedding(p, y, enc_exog, rng)
         for layer in self.encoder:
             x = layer(p, x, rng)

@@ -28,7 +28,7 @@ class xLSTM(BaseModel):  # noqa: N801 (NeuralForecast's name)
     options: see `BaseModel`.
     """
 
-    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = True
+    EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     INPUT_SIZE_FROM_HORIZON = True
     DEFAULTS = dict(windows_batch_size=128, inference_windows_batch_size=1024,
                     scaler_type="robust")
@@ -76,5 +76,6 @@ class xLSTM(BaseModel):  # noqa: N801 (NeuralForecast's name)
         hidden = ops.transpose(self.encoder(p, x, rng), (0, 2, 1))  # (B, E, L)
         hidden = ops.transpose(self.temporal_projection(p, hidden), (0, 2, 1))  # (B, h, E)
         if batch["futr_exog"] is not None:
-            hidden = ops.concat([hidden, ops.constant(batch["futr_exog"][:, -self.h:])], axis=2)
+            future = ops.index(ops.as_tensor(batch["futr_exog"]), (slice(None), slice(-self.h, None)))
+            hidden = ops.concat([hidden, future], axis=2)
         return self.decoder(p, hidden, rng)

@@ -58,10 +58,45 @@ class ParameterSpec:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
+def categorical_embedding_size(strategy: str | int, cardinality: int) -> int:
+    """NeuralForecast's cat_emb_dim: an integer, or "fastai", "sqrt" or "half"."""
+    if isinstance(strategy, int | np.integer) and not isinstance(strategy, bool) and strategy > 0:
+        return int(strategy)
+    rules = {"fastai": lambda c: min(50, int(np.ceil(1.6 * c ** 0.56))),
+             "sqrt": lambda c: min(50, int(np.ceil(c ** 0.5))),
+             "half": lambda c: min(50, (c + 1) // 2)}
+    if strategy not in rules:
+        raise ValueError(f"cat_emb_dim={strategy!r} must be a positive integer or one of "
+                         f"{list(rules)} (NeuralForecast's).")
+    return rules[strategy](cardinality)
+
+
+class ExogEmbeddings:
+    """One exogenous stream (hist, futr or stat) with its categorical columns embedded,
+    as NeuralForecast feeds it: the continuous columns first, then each categorical
+    column's embedding (a table of cardinality + 1 rows, N(0, 1) as torch's, row 0 for
+    categories unseen at fit)."""
+
+    def __init__(self, spec: ParameterSpec, stream: str, columns: list[str],
+                 categorical: list[str], cardinalities: dict, dims: dict):
+        self.continuous = [i for i, c in enumerate(columns) if c not in categorical]
+        self.tables = [(columns.index(c), spec.add(f"cat_embeddings.{stream}.{c}",
+                                                   (cardinalities[c] + 1, dims[c]), "normal", 1.0))
+                       for c in categorical if c in columns]
+        self.size = len(self.continuous) + sum(dims[c] for c in categorical if c in columns)
+
+    def __call__(self, p, x: np.ndarray) -> Tensor:
+        """x (..., columns), categorical columns as integer codes -> (..., size)."""
+        parts = [ops.constant(np.ascontiguousarray(x[..., self.continuous]))] \
+            if self.continuous else []
+        parts += [ops.embedding(p[name], x[..., pos]) for pos, name in self.tables]
+        return ops.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
 class Linear:
     def __init__(self, spec: ParameterSpec, name: str, in_features: int, out_features: int,
                  bias: bool = True):
-        bound = 1 / np.sqrt(in_features)
+        bound = 1 / np.sqrt(in_features) if in_features else 0.0  # torch's, even for 0 inputs
         self.weight = spec.add(f"{name}.weight", (in_features, out_features), "uniform", bound)
         self.bias = spec.add(f"{name}.bias", (out_features,), "uniform", bound) if bias else None
         self.in_features, self.out_features = in_features, out_features
@@ -263,9 +298,10 @@ class ContextDecoder:
                                   hidden_size, num_layers, activation)
         self.input_size = input_size
 
-    def __call__(self, p, hidden: Tensor, futr_exog: np.ndarray | None) -> Tensor:
+    def __call__(self, p, hidden: Tensor, futr_exog: np.ndarray | Tensor | None) -> Tensor:
         """hidden (B, C, L), futr_exog (B, L + h, F) or None -> (B, h, out_features)."""
         context = ops.transpose(self.context_adapter(p, hidden), (0, 2, 1))  # (B, h, C)
         if futr_exog is not None:
-            context = ops.concat([context, ops.constant(futr_exog[:, self.input_size:])], axis=2)
+            future = ops.index(ops.as_tensor(futr_exog), (slice(None), slice(self.input_size, None)))
+            context = ops.concat([context, future], axis=2)
         return self.decoder(p, context)

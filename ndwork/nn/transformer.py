@@ -110,6 +110,11 @@ def sinusoidal_positions(length: int, hidden_size: int) -> np.ndarray:
     return table.astype(active().dtypes.compute)
 
 
+def time_steps(x, steps: slice):
+    """x (B, T, ...)'s time steps `steps`, as a tensor (None stays None)."""
+    return None if x is None else ops.index(ops.as_tensor(x), (slice(None), steps))
+
+
 class DataEmbedding:
     """Value embedding (Conv1d, kernel 3, circular padding, no bias) + fixed positions
     (+ a linear embedding of the exogenous inputs), then dropout."""
@@ -123,12 +128,12 @@ class DataEmbedding:
                                 bias=False) if exog_size else None)
         self.hidden_size, self.dropout = hidden_size, dropout
 
-    def __call__(self, p, x: np.ndarray, exog: np.ndarray | None, rng) -> Tensor:
+    def __call__(self, p, x: np.ndarray, exog: np.ndarray | Tensor | None, rng) -> Tensor:
         """x (B, N) values, exog (B, N, X) -> (B, N, C)."""
         taps = np.stack([np.roll(x, 1, axis=1), x, np.roll(x, -1, axis=1)], axis=2)
         y = ops.matmul(ops.constant(taps), p[self.value])
         positions = sinusoidal_positions(x.shape[1], self.hidden_size).astype(x.dtype)
         y = ops.add(y, ops.constant(positions))
         if self.temporal is not None:
-            y = ops.add(y, self.temporal(p, ops.constant(exog)))
+            y = ops.add(y, self.temporal(p, ops.as_tensor(exog)))
         return ops.dropout(y, self.dropout, rng)

@@ -55,6 +55,10 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
         "outsample_mask": np.ascontiguousarray(available[:, L:]),
         "hist_exog": None, "futr_exog": None, "stat_exog": None,
     }
+    if model.cat_exog_list:  # categorical codes bypass the scaler, as in NeuralForecast
+        cat = [temporal_cols.index(c) for c in model.cat_exog_list if c in temporal_cols]
+        temporal_s = temporal_s.copy()
+        temporal_s[:, :, cat] = temporal[:, :, cat]
     if model.hist_exog_list:
         idx = [temporal_cols.index(c) for c in model.hist_exog_list]
         batch["hist_exog"] = np.ascontiguousarray(temporal_s[:, :L][:, :, idx])
@@ -72,7 +76,7 @@ def forward(model: BaseModel, params: np.ndarray, batch: dict, rng: TrainingNois
     """The model's forward; `rng` given means training (dropout, batch statistics)."""
     p = layout(model).tensors(params)
     p.update(buffers if buffers is not None else model.spec.initial_buffers())
-    inputs = {**batch, "insample_y": Tensor(batch["insample_y"])}
+    inputs = {**batch, "insample_y": Tensor(batch["insample_y"]), **model.embed_exog(p, batch)}
     return model.loss.domain_map(p, model.forward(p, inputs, rng), batch, rng), p
 
 
@@ -120,14 +124,20 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     seeded by the model's random_seed, so a forecast repeats."""
     rng = np.random.default_rng(model.random_seed)
     loss = model.loss
+    if model.scaler_type == "revin":  # NeuralForecast's RevIN: learnt shift and scale
+        views = layout(model).views(params)
+        shift = shift + views["scaler.revin_bias"][0]
+        scale = scale * (np.maximum(views["scaler.revin_weight"][0], 0) + 1e-6)
+    def point_outputs(inputs):  # a point or quantile loss's outputs in the scaled units
+        raw = model_outputs(model, params, inputs, buffers, windows_per_series)
+        return np.sinh(raw) if model.scaler_type == "invariant" else raw  # its arcsinh undone
+
     if loss.quantile_input:  # IQLoss: each quantile asked for, sorted
-        outs = [loss.forecast(model_outputs(model, params, {**batch, "quantile": q}, buffers,
-                                            windows_per_series), shift, scale)
+        outs = [loss.forecast(point_outputs({**batch, "quantile": q}), shift, scale)
                 for q in (quantiles or [0.5])]
         out = np.sort(np.concatenate(outs, axis=-1), axis=-1)
     elif not loss.is_distribution_output:
-        out = loss.forecast(model_outputs(model, params, batch, buffers, windows_per_series),
-                            shift, scale)
+        out = loss.forecast(point_outputs(batch), shift, scale)
     elif model.TRAJECTORIES:  # autoregressive sample paths
         paths = trajectories(model, params, batch, rng)
         raw = model_outputs(model, params, batch, buffers) if loss.return_params else None
@@ -151,7 +161,7 @@ def trajectories(model: BaseModel, params: np.ndarray, batch: dict,
         for a in range(0, w, chunk):
             part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
                     for k, v in batch.items()}
-            part["insample_y"] = Tensor(part["insample_y"])
+            part.update(insample_y=Tensor(part["insample_y"]), **model.embed_exog(p, part))
             parts.append(model.sample_paths(p, part, n, rng))
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -196,16 +206,20 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
     ends = panel.indptr[1:] - test_size
     offsets = np.arange(window, window + val_size - h + 1, model.step_size)
     starts = ends[:, None] - val_size - input_size + offsets[None, :] - window
-    starts = (starts.T if model.MULTIVARIATE else starts).reshape(-1)  # window-major for MV
-    w = gather_windows(panel, starts, window)
+    series = np.broadcast_to(np.arange(panel.n_series)[:, None], starts.shape)
+    if model.MULTIVARIATE:  # window-major
+        starts, series = starts.T, series.T
+    # a short series' first windows start before it (padded, as NeuralForecast)
+    w = gather_windows(panel, starts.reshape(-1), window, series.reshape(-1))
     batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
-                                      panel.static[w["series"]], panel.static_cols, input_size)
+                                      panel.static[w["series"]], panel.static_cols, input_size,
+                                      w["available"])
     target = w["y"][:, input_size:]
     valid = model.valid_loss or model.loss
     per_series = 1 if model.MULTIVARIATE else len(offsets)
     if valid.is_distribution_output:  # its likelihood, on the raw outputs
         raw = model_outputs(model, state.params, batch, state.buffers, per_series)
-        return float(valid.value_raw(raw, target, np.ones_like(target), shift, scale))
+        return float(valid.value_raw(raw, target, w["available"][:, input_size:], shift, scale))
     if model.loss.is_distribution_output and valid.outputsize_multiplier == 1:
         raw = model_outputs(model, state.params, batch, state.buffers, per_series)
         y_hat = model.loss.mean(raw, shift, scale)[..., None]  # NF: the distribution's mean
@@ -216,7 +230,7 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
             y_hat = y_hat[..., 1:1 + len(model.loss.quantiles)]
     if valid.outputsize_multiplier != y_hat.shape[-1]:
         y_hat = model.loss.to_point(y_hat)[..., None]
-    return float(valid.value(y_hat, target, np.ones_like(target), w["y"][:, :input_size]))
+    return float(valid.value(y_hat, target, w["available"][:, input_size:], w["y"][:, :input_size]))
 
 
 def check_aligned(model: BaseModel, panel: Panel) -> None:
@@ -231,10 +245,10 @@ def check_aligned(model: BaseModel, panel: Panel) -> None:
                          f"cover the same timestamps; align them (same first and last ds).")
 
 
-def make_batch(model: BaseModel, panel: Panel, starts: np.ndarray) -> dict:
-    """The scaled training batch of the windows starting at absolute rows `starts`."""
+def make_batch(model: BaseModel, panel: Panel, windows: np.ndarray) -> dict:
+    """The scaled training batch of WindowSampler's `windows` (start row, series)."""
     input_size, h = model.windows("train")
-    w = gather_windows(panel, starts, input_size + h)
+    w = gather_windows(panel, windows[:, 0], input_size + h, windows[:, 1])
     batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                               panel.static[w["series"]], panel.static_cols, input_size,
                               w["available"])
@@ -305,7 +319,8 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     train_panel = panel.head(train_lengths) if val_size or test_size else panel
     sampler = WindowSampler(train_panel, train_lengths, *model.windows("train"), model.step_size,
                             model.batch_size, model.windows_batch_size, model.MULTIVARIATE,
-                            model.drop_last_loader)
+                            model.drop_last_loader, model.start_padding_enabled,
+                            model.min_available("train"))
     sampler.set_state(state.sampler_order)
     end = state.fit_start + model.max_steps
     step = state.optimizer.step
