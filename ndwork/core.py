@@ -746,8 +746,10 @@ class NeuralForecast:
 
     # --- cross-validation ------------------------------------------------------------
     def cross_validation(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None,
-                         n_windows: int = 1, step_size: int = 1, val_size: int = 0,
-                         refit: bool | int = False, verbose: bool = True, parallel=None,
+                         n_windows: int | None = 1, step_size: int = 1, val_size: int = 0,
+                         test_size: int | None = None, use_init_models: bool = False,
+                         use_fitted: bool = False, verbose: bool = True,
+                         refit: bool | int = False, parallel=None,
                          level: list | None = None, quantiles: list[float] | None = None,
                          prediction_intervals: PredictionIntervals | None = None,
                          id_col: str = "unique_id", time_col: str = "ds",
@@ -762,20 +764,55 @@ class NeuralForecast:
         models on the data before each training's first window. Returns unique_id, ds,
         cutoff (the last timestamp seen), y and the model columns (id_col, time_col,
         target_col: df's names for the first, second and fourth); the models keep the
-        last training. Each training starts from fresh weights.
+        last training.
+
+        As NeuralForecast: n_windows=None with test_size: as many windows as fit in the
+        last test_size points; a fitted NeuralForecast's trainings start from its fitted
+        weights unless use_init_models=True (an unfitted one's from fresh weights; with
+        refit, every training starts from the fitted weights, not from the previous
+        window's); use_fitted=True forecasts the windows with the fitted models without
+        training (local scalers are fit on df; the models keep their fit data).
         """
         request = None if level is None and quantiles is None else Request(level, quantiles)
+        n_windows = self._windows_in(n_windows, test_size, step_size)
+        warm = all(s is not None for s in self.states) and not use_init_models
+        if use_fitted and (not warm or refit is not False or prediction_intervals is not None):
+            raise ValueError("cross_validation(use_fitted=True) evaluates the fitted models as "
+                             "they are: it needs a fitted NeuralForecast, refit=False, "
+                             "use_init_models=False and no prediction_intervals (as in "
+                             "NeuralForecast).")
+        if not warm:
+            self.categorical_vocabulary = None  # fresh weights: categories afresh
         self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
-        self.polars_frames = is_polars(df)
-        self.categorical_vocabulary = None  # every training starts afresh
+        polars = is_polars(df)
         panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
+        if use_fitted:
+            h = self._horizon()
+            frames = [self._cv_frame(panel, h + (n_windows - 1 - w) * step_size, request)
+                      for w in range(n_windows)]
+            return self._named(_sorted_windows(pd.concat(frames, ignore_index=True)), polars)
         frame = self._cross_validation_panel(panel, n_windows, step_size, val_size, refit, verbose,
-                                             parallel, request, prediction_intervals)
-        self.panel = panel
-        return self._named(frame, self.polars_frames)
+                                             parallel, request, prediction_intervals,
+                                             "restart" if warm else False)
+        self.panel, self.polars_frames = panel, polars
+        return self._named(frame, polars)
+
+    def _windows_in(self, n_windows, test_size, step_size) -> int:
+        """cross_validation's window count, from n_windows or NeuralForecast's test_size."""
+        if n_windows is not None:
+            return n_windows
+        h = self._horizon()
+        if test_size is None or test_size < h or (test_size - h) % step_size:
+            raise ValueError(f"cross_validation needs n_windows, or n_windows=None with a "
+                             f"test_size of h + k * step_size points (h={h}, step_size="
+                             f"{step_size}), got test_size={test_size!r}.")
+        return (test_size - h) // step_size + 1
 
     def _cross_validation_panel(self, panel, n_windows, step_size, val_size, refit, verbose,
-                                parallel, request=None, intervals=None) -> pd.DataFrame:
+                                parallel, request=None, intervals=None,
+                                keep=False) -> pd.DataFrame:
+        """keep: False (each training from fresh weights) or "restart" (from the current
+        ones)."""
         if n_windows < 1 or step_size < 1:
             raise ValueError("n_windows and step_size must be positive integers.")
         every = n_windows if refit is False else (1 if refit is True else int(refit))
@@ -789,19 +826,19 @@ class NeuralForecast:
         with executor(parallel) as pool:
             shared = pool.share(panel)
             if len(groups) == 1:
-                self._fit_panel(panel, val_size, groups[0][0], False, verbose)
+                self._fit_panel(panel, val_size, groups[0][0], keep, verbose)
                 self.calibration = self._calibration_before(panel, groups[0][0], intervals,
                                                             val_size, verbose)
                 trained = self._without_data()
                 frames = pool.map(_cv_window, [(trained, shared, t, request) for t in test_sizes])
             else:
                 bars = verbose and parallel is None  # progress bars only from this process
-                fitted = pool.map(_cv_group, [(self._fresh_copy(), shared, val_size, group, bars,
-                                               request, intervals) for group in groups])
+                fitted = pool.map(_cv_group, [(self._fresh_copy(keep), shared, val_size, group,
+                                               bars, request, intervals, keep)
+                                              for group in groups])
                 frames = [frame for group_frames, _, _ in fitted for frame in group_frames]
                 self.states, self.calibration = fitted[-1][1], fitted[-1][2]
-        return pd.concat(frames, ignore_index=True).sort_values(
-            ["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
+        return _sorted_windows(pd.concat(frames, ignore_index=True))
 
     def _calibration_before(self, panel, test_size, intervals, val_size, verbose):
         """The conformal calibration on the data before the last test_size points."""
@@ -816,9 +853,13 @@ class NeuralForecast:
         nf.states, nf.calibration = self.states, self.calibration
         return nf
 
-    def _fresh_copy(self) -> NeuralForecast:
-        """The same models, untrained and without data (what a parallel fold needs)."""
-        return self._like(copy.deepcopy(self.models))
+    def _fresh_copy(self, keep=False) -> NeuralForecast:
+        """The same models without data (what a parallel fold needs): untrained, or
+        with copies of their states when `keep`."""
+        nf = self._like(copy.deepcopy(self.models))
+        if keep:
+            nf.states = copy.deepcopy(self.states)
+        return nf
 
     def _cv_frame(self, panel: Panel, test_size: int, request=None) -> pd.DataFrame:
         h = self._horizon()
@@ -952,6 +993,11 @@ class NeuralForecast:
         return nf
 
 
+def _sorted_windows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cross-validation rows in NeuralForecast's order: by series, cutoff, ds."""
+    return frame.sort_values(["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
+
+
 def _median_column(model: BaseModel, quantiles) -> int:
     """The column of predict_windows' output a rolled forecast feeds back: the median
     where there is one (as NeuralForecast), else the point or mean."""
@@ -981,8 +1027,8 @@ def _output_order(model: BaseModel) -> list[int]:
 
 def _cv_group(item):
     """Train once at the group's first cutoff and forecast each of its windows."""
-    nf, panel, val_size, test_sizes, verbose, request, intervals = item
-    nf._fit_panel(panel, val_size, test_sizes[0], False, verbose)
+    nf, panel, val_size, test_sizes, verbose, request, intervals, keep = item
+    nf._fit_panel(panel, val_size, test_sizes[0], keep, verbose)
     nf.calibration = nf._calibration_before(panel, test_sizes[0], intervals, val_size, verbose)
     return [nf._cv_frame(panel, t, request) for t in test_sizes], nf.states, nf.calibration
 

@@ -358,3 +358,35 @@ def test_categorical_bad_input_names_the_fix(categorical_data):
         NBEATS(h=6, input_size=12, cat_exog_list=["day"], categorical_cardinalities={"day": 7})
     with pytest.raises(ValueError, match="cat_emb_dim='wide'"):
         _categorical_model("MLP", cat_emb_dim="wide")
+
+
+def test_cross_validation_options_as_neuralforecast(panel):
+    """test_size instead of n_windows; a fitted NeuralForecast's trainings continue from
+    its weights unless use_init_models=True; use_fitted=True forecasts without training."""
+    data = panel.drop(columns="promo")
+
+    def fresh():
+        return NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+
+    unfitted = fresh().cross_validation(data, n_windows=None, test_size=16, step_size=5,
+                                        verbose=False)
+    assert unfitted.cutoff.nunique() == 3  # (16 - 6) / 5 + 1 windows
+    nf = fresh().fit(data, verbose=False)
+    fitted_params = nf.states[0].params.copy()
+    restarted = nf.cross_validation(data, n_windows=3, step_size=5, use_init_models=True,
+                                    verbose=False)
+    pd.testing.assert_frame_equal(restarted, unfitted)
+    nf = fresh().fit(data, verbose=False)
+    continued = nf.cross_validation(data, n_windows=3, step_size=5, verbose=False)
+    assert not np.allclose(continued["MLP"], unfitted["MLP"])
+    nf = fresh().fit(data, verbose=False)
+    evaluated = nf.cross_validation(data, n_windows=3, step_size=5, use_fitted=True)
+    np.testing.assert_array_equal(nf.states[0].params, fitted_params)  # nothing trained
+    for cutoff in evaluated.cutoff.unique():
+        expected = nf.predict(df=data[data.ds <= cutoff])
+        np.testing.assert_allclose(evaluated.loc[evaluated.cutoff == cutoff, "MLP"],
+                                   expected["MLP"], rtol=1e-6)
+    with pytest.raises(ValueError, match="use_fitted=True.*refit=False"):
+        nf.cross_validation(data, n_windows=2, use_fitted=True, refit=True)
+    with pytest.raises(ValueError, match="test_size of h \\+ k \\* step_size"):
+        nf.cross_validation(data, n_windows=None, test_size=9, step_size=5)
