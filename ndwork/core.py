@@ -396,9 +396,17 @@ class NeuralForecast:
             y_hat, names = self._columns(model, y_hat, request, panel)
             for j, name in enumerate(names):
                 out[f"{model!r}{name}"] = y_hat[:, :, j].reshape(-1)
-        y = panel.y[rows]
-        out["y"] = (y if scaling is None else scaling.inverse_target(y)).reshape(-1)
+        out["y"] = self._observed_y(panel, rows, scaling)
         return self._named(pd.DataFrame(out), self.polars_frames)
+
+    @staticmethod
+    def _observed_y(panel: Panel, rows: np.ndarray, scaling=None) -> np.ndarray:
+        """The target at `rows` (S, steps) in the data's units, flat, NaN where missing."""
+        y = panel.y[rows]
+        y = panel.unscaled_target(y) if scaling is None else scaling.inverse_target(y)
+        if panel.available is not None:
+            y = np.where(panel.available[rows] > 0, y, np.nan)
+        return y.reshape(-1)
 
     def _stored_panel(self) -> Panel:
         if self.panel is None:
@@ -871,7 +879,7 @@ class NeuralForecast:
             futr = panel.temporal[rows][:, :, idx], idx
         frame = self._forecast_frame(panel, test_size, futr, request)
         frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
-        frame.insert(3, "y", panel.unscaled_target(panel.y[rows]).reshape(-1))
+        frame.insert(3, "y", self._observed_y(panel, rows))
         return frame
 
     # --- persistence -------------------------------------------------------------------
@@ -914,7 +922,9 @@ class NeuralForecast:
         if save_dataset:
             uids = p.uids.astype(str) if p.uids.dtype == object else p.uids
             arrays["dataset"] = {"uids": uids, "indptr": p.indptr, "y": p.y, "ds": p.ds,
-                                 "temporal": p.temporal, "static": p.static}
+                                 "temporal": p.temporal, "static": p.static,
+                                 **({} if p.available is None else {"available": p.available}),
+                                 **({} if p.weight is None else {"weight": p.weight})}
             if p.scaling is not None:
                 arrays["scaling"] = p.scaling.arrays()
         freq = self.freq if isinstance(self.freq, int) else to_offset(self.freq).freqstr
@@ -986,7 +996,8 @@ class NeuralForecast:
         data = checkpoint.read_arrays(path, "dataset")
         nf.panel = Panel(uids=data["uids"], indptr=data["indptr"], y=data["y"], ds=data["ds"],
                          temporal=data["temporal"], temporal_cols=meta["temporal_cols"],
-                         static=data["static"], static_cols=meta["static_cols"])
+                         static=data["static"], static_cols=meta["static_cols"],
+                         available=data.get("available"), weight=data.get("weight"))
         if scalers != [None, None]:
             nf.panel.scaling = LocalScaling.from_arrays(*scalers,
                                                         checkpoint.read_arrays(path, "scaling"))

@@ -390,3 +390,86 @@ def test_cross_validation_options_as_neuralforecast(panel):
         nf.cross_validation(data, n_windows=2, use_fitted=True, refit=True)
     with pytest.raises(ValueError, match="test_size of h \\+ k \\* step_size"):
         nf.cross_validation(data, n_windows=None, test_size=9, step_size=5)
+
+
+@pytest.fixture(scope="module")
+def gappy(panel):
+    """The panel with 10% of its points missing (NeuralForecast's available_mask)."""
+    df = panel.drop(columns="promo").assign(available_mask=1.0)
+    missing = np.random.default_rng(0).random(len(df)) < 0.1
+    df.loc[missing, "available_mask"] = 0.0
+    df.loc[missing, "y"] = np.nan
+    return df, missing
+
+
+def test_missing_points_are_unused_and_masked(gappy):
+    """Whatever the missing rows hold never reaches the model; cross-validation's y is
+    NaN there; without available_mask a NaN names it."""
+    df, missing = gappy
+    states = []
+    for filler in (np.nan, 1e9):
+        nf = NeuralForecast([MLP(h=6, input_size=12, scaler_type="robust", val_check_steps=10,
+                                 **MLP_SMALL)], freq="D")
+        nf.fit(df.assign(y=np.where(missing, filler, df.y)), val_size=6, verbose=False)
+        states.append(nf.states[0])
+    np.testing.assert_array_equal(states[0].params, states[1].params)
+    assert states[0].valid_losses == states[1].valid_losses and np.isfinite(
+        states[0].valid_losses[0][1])
+    cv = nf.cross_validation(df, n_windows=2, step_size=6, verbose=False)
+    observed = df.set_index(["unique_id", "ds"]).available_mask
+    keys = list(zip(cv.unique_id, cv.ds, strict=True))
+    np.testing.assert_array_equal(cv.y.isna().to_numpy(), observed.loc[keys].to_numpy() == 0)
+    assert np.isfinite(cv.MLP).all()
+    with pytest.raises(ValueError, match="'y' of df has .* NaN.*'available_mask'"):
+        nf.fit(df.drop(columns="available_mask"), verbose=False)
+    with pytest.raises(ValueError, match="'available_mask' of df must be 0 or 1"):
+        nf.fit(df.assign(available_mask=0.5), verbose=False)
+
+
+def test_missing_points_leave_the_loss_and_the_window_scaler(gappy):
+    from ndwork.data import Panel
+    from ndwork.training.trainer import build_batch
+
+    df, _ = gappy
+    panel = Panel.from_frame(df, "D")
+    w = gather_windows_of(panel)
+    batch, shift, _ = build_batch(MLP(h=6, input_size=12, scaler_type="standard"), w["y"],
+                                  w["temporal"], [], panel.static[w["series"]], [], 12,
+                                  w["available"])
+    np.testing.assert_array_equal(batch["outsample_mask"], w["available"][:, 12:])
+    observed = w["available"][:, :12] > 0
+    expected = np.array([row[seen].mean() for row, seen in zip(w["y"][:, :12], observed,
+                                                                strict=True)])
+    np.testing.assert_allclose(shift, expected, rtol=1e-5)
+
+
+def gather_windows_of(panel):
+    from ndwork.data import gather_windows
+
+    starts = panel.indptr[:-1] + np.arange(panel.n_series) * 7
+    return gather_windows(panel, starts, 18)
+
+
+def test_sample_weight_weighs_each_windows_loss(panel):
+    """NeuralForecast's sample_weight: each window's loss weighed by its mean over the
+    horizon; scaling every weight changes nothing (the losses are weighted means)."""
+    from ndwork.data import Panel
+
+    data = panel.drop(columns="promo")
+    losses = []  # (the losses: Adam amplifies round-off in near-zero gradients)
+    for weight in (1.0, 3.0):  # (windows past a series' end average zeros in, as in NF)
+        frame = data.assign(sample_weight=weight)
+        nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+        losses.append([loss for _, loss in nf.fit(frame, verbose=False).states[0].train_losses])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+    weights = np.where(data.unique_id == "s1", 0.0, 1.0) + np.arange(len(data)) % 2
+    panel_w = Panel.from_frame(data.assign(sample_weight=weights), "D")
+    from ndwork.training.trainer import make_batch
+
+    windows = np.array([[panel_w.indptr[1] + 3, 1], [5, 0]])
+    batch = make_batch(MLP(h=6, input_size=12), panel_w, windows)
+    np.testing.assert_allclose(batch["outsample_mask"][0], 0.5)  # s1: weights 0 and 1
+    np.testing.assert_allclose(batch["outsample_mask"][1], 1.5)  # s0: weights 1 and 2
+    with pytest.raises(ValueError, match="'sample_weight' of df must be a finite number >= 0"):
+        NeuralForecast([MLP(h=6, input_size=12)], freq="D").fit(
+            data.assign(sample_weight=-1.0), verbose=False)

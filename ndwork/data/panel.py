@@ -11,6 +11,20 @@ from ndwork.config import active
 from ndwork.data.local_scalers import LocalScaling, fit_transform
 
 REQUIRED = ("unique_id", "ds", "y")
+MASK, WEIGHT = "available_mask", "sample_weight"  # NeuralForecast's optional columns
+
+
+def _check_weights(df: pd.DataFrame, col: str, name: str) -> np.ndarray:
+    """available_mask (0 or 1) or sample_weight (finite, >= 0) as float64."""
+    values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0)
+    if col == MASK:
+        bad |= ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        rule = "0 or 1" if col == MASK else "a finite number >= 0"
+        _fail(f"column {col!r} of {name} must be {rule} on every row, {int(bad.sum())} row(s) "
+              f"are not (series {df.loc[bad, 'unique_id'].unique()[:5].tolist()}).")
+    return values
 
 
 def _fail(message: str) -> None:
@@ -34,16 +48,23 @@ def validate_frame(df: pd.DataFrame, freq, columns: list[str] = (), name: str = 
               f"Rename yours, e.g. df.rename(columns={{'your_id': 'unique_id', "
               f"'your_time': 'ds', 'your_target': 'y'}}), or add the exogenous columns.")
     numeric = (["y"] if target else []) + list(columns)
+    # NeuralForecast's available_mask: rows marked 0 are missing, their values unused
+    observed = np.ones(len(df), dtype=bool)
+    if MASK in df.columns:
+        observed = _check_weights(df, MASK, name) > 0
+    if WEIGHT in df.columns:
+        _check_weights(df.loc[observed], WEIGHT, name)
     for col in numeric:
         if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
             _fail(f"column {col!r} of {name} must be numeric, got dtype {df[col].dtype}; "
                   f"convert it with pd.to_numeric(df[{col!r}]).")
         values = df[col].to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values)
+        bad = ~np.isfinite(values) & observed
         if bad.any():
             ids = df.loc[bad, "unique_id"].unique()[:5].tolist()
             _fail(f"column {col!r} of {name} has {int(bad.sum())} NaN or inf value(s) "
-                  f"(series {ids}); fill or drop them before fitting.")
+                  f"(series {ids}); fill or drop them, or mark those rows missing with an "
+                  f"{MASK!r} column of 0s (1 elsewhere), as NeuralForecast takes them.")
     ds = df["ds"]
     if freq == 1 or isinstance(freq, int):
         if not pd.api.types.is_integer_dtype(ds):
@@ -112,6 +133,8 @@ class Panel:
     static: np.ndarray          # (n_series, n_static)
     static_cols: list[str]
     scaling: LocalScaling | None = None  # NeuralForecast's local scalers, when applied
+    available: np.ndarray | None = None  # (total,) 1 observed, 0 missing (available_mask)
+    weight: np.ndarray | None = None     # (total,) NeuralForecast's sample_weight
     _dates: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -134,29 +157,43 @@ class Panel:
         uids = uids_all[starts]
         temporal = (df[list(temporal_cols)].to_numpy(dtype=dtype) if temporal_cols
                     else np.zeros((len(df), 0), dtype))
-        return cls(uids=uids, indptr=indptr, y=df["y"].to_numpy(dtype=dtype),
-                   ds=df["ds"].to_numpy(), temporal=temporal, temporal_cols=list(temporal_cols),
+        y = df["y"].to_numpy(dtype=dtype)
+        available = weight = None
+        if MASK in df.columns:
+            available = df[MASK].to_numpy(dtype=dtype)
+            missing = available == 0  # their values are unused: zeros, as padding
+            y, temporal = np.where(missing, 0, y), np.where(missing[:, None], 0, temporal)
+        if WEIGHT in df.columns:
+            weight = np.nan_to_num(df[WEIGHT].to_numpy(dtype=dtype))
+        return cls(uids=uids, indptr=indptr, y=y.astype(dtype, copy=False),
+                   ds=df["ds"].to_numpy(), temporal=temporal.astype(dtype, copy=False),
+                   temporal_cols=list(temporal_cols),
                    static=static_array(static_df, uids, list(static_cols), dtype),
-                   static_cols=list(static_cols))
+                   static_cols=list(static_cols), available=available, weight=weight)
+
+    def _rows(self, rows: np.ndarray, **changes) -> Panel:
+        """The panel of the flat rows `rows` (with `changes` to the other fields)."""
+        def pick(a):
+            return None if a is None else a[rows]
+
+        return dataclasses.replace(self, y=self.y[rows], ds=self.ds[rows],
+                                   temporal=self.temporal[rows], available=pick(self.available),
+                                   weight=pick(self.weight), _dates={}, **changes)
 
     def subset(self, series: np.ndarray) -> Panel:
         """The panel of the series at positions `series` (ascending)."""
         rows = np.concatenate([np.arange(self.indptr[i], self.indptr[i + 1]) for i in series])
         lengths = self.lengths[series]
-        return dataclasses.replace(
-            self, uids=self.uids[series], indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64),
-            y=self.y[rows], ds=self.ds[rows], temporal=self.temporal[rows],
-            static=self.static[series], _dates={},
-            scaling=self.scaling and self.scaling.subset(series))
+        return self._rows(rows, uids=self.uids[series], static=self.static[series],
+                          indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64),
+                          scaling=self.scaling and self.scaling.subset(series))
 
     def head(self, lengths: np.ndarray) -> Panel:
         """The panel of each series' first lengths[i] points (training without the
         validation and test ends)."""
         rows = np.concatenate([np.arange(a, a + n) for a, n in zip(self.indptr[:-1], lengths,
                                                                      strict=True)])
-        return dataclasses.replace(
-            self, indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64), y=self.y[rows],
-            ds=self.ds[rows], temporal=self.temporal[rows], _dates={})
+        return self._rows(rows, indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64))
 
     def append(self, other: Panel) -> Panel:
         """Each series followed by the same series of `other` (NeuralForecast's val_df:
@@ -167,8 +204,8 @@ class Panel:
                              f"{sorted(ours - theirs)[:5]}, only in val_df "
                              f"{sorted(theirs - ours)[:5]}; give val_df one part per series.")
         if self.scaling is not None:
-            other = dataclasses.replace(other, y=self.scaling.transform_flat("y", other.y, other.indptr),
-                                        temporal=other.temporal.copy())
+            y = self.scaling.transform_flat("y", other.y, other.indptr)
+            other = dataclasses.replace(other, y=y, temporal=other.temporal.copy())
             for j, col in enumerate(self.temporal_cols):
                 other.temporal[:, j] = self.scaling.transform_flat(col, other.temporal[:, j],
                                                                    other.indptr)
@@ -176,17 +213,31 @@ class Panel:
                                for a, b, c, d in zip(self.indptr[:-1], self.indptr[1:],
                                                      other.indptr[:-1], other.indptr[1:],
                                                      strict=True)])
+
+        def joined(a, b):  # a column one of the panels may lack (all ones there)
+            if a is None and b is None:
+                return None
+            a = np.ones(len(self.y), self.y.dtype) if a is None else a
+            b = np.ones(len(other.y), self.y.dtype) if b is None else b
+            return np.concatenate([a, b])[rows]
+
         indptr = np.r_[0, np.cumsum(self.lengths + other.lengths)].astype(np.int64)
         return dataclasses.replace(
             self, indptr=indptr, y=np.concatenate([self.y, other.y])[rows],
             ds=np.concatenate([self.ds, other.ds])[rows],
-            temporal=np.concatenate([self.temporal, other.temporal])[rows], _dates={})
+            temporal=np.concatenate([self.temporal, other.temporal])[rows],
+            available=joined(self.available, other.available),
+            weight=joined(self.weight, other.weight), _dates={})
 
     def locally_scaled(self, kind: str | None, static_kind: str | None, skip=()) -> Panel:
         """The panel with NeuralForecast's local scalers fit and applied (columns in
         `skip` left alone)."""
         if kind is None and static_kind is None:
             return self
+        if kind is not None and self.available is not None and not self.available.all():
+            raise ValueError(f"local_scaler_type={kind!r} with missing points (available_mask "
+                             f"0) is not supported: the scalers would read them. Fill them, or "
+                             f"use the per-window scaler_type, which skips them.")
         y, temporal, static, scaling = fit_transform(
             self.y, self.temporal, self.temporal_cols, self.static, self.static_cols,
             self.indptr, kind, static_kind, skip)

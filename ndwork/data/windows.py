@@ -34,10 +34,17 @@ class WindowSampler:
                  start_padding: bool = False, min_available: tuple[int, int] = (1, 1)):
         first = -(input_size - 1) if start_padding else 0
         local, counts = [], []
-        for n in train_lengths:  # each series' window starts, relative to its first point
+        for i, n in enumerate(train_lengths):  # each series' window starts, from its start
             starts = np.arange(first, n - input_size + 1, step_size)
-            inputs = np.minimum(starts + input_size, n) - np.maximum(starts, 0)
-            targets = np.clip(n - starts - input_size, 0, h)
+            observed = (np.ones(n) if panel.available is None
+                        else panel.available[panel.indptr[i]:panel.indptr[i] + n])
+            seen = np.r_[0, np.cumsum(observed)]  # real points before each position
+
+            def real(a, b, seen=seen, n=n):
+                return seen[np.clip(b, 0, n)] - seen[np.clip(a, 0, n)]
+
+            inputs = real(starts, starts + input_size)
+            targets = real(starts + input_size, starts + input_size + h)
             keep = starts[(inputs >= min_available[0]) & (targets >= min_available[1])]
             local.append(keep)
             counts.append(len(keep))
@@ -104,22 +111,30 @@ def gather_windows(panel: Panel, starts: np.ndarray, length: int,
     the window on the left, NeuralForecast's start padding).
 
     Returns y (W, length), temporal (W, length, n_temporal), the series index (W,) and
-    `available` (W, length): 1 inside the series, 0 before its start and past its end,
-    where y and temporal are 0 (NeuralForecast's padding).
+    `available` (W, length): 1 inside the series, 0 before its start, past its end and
+    where available_mask marks a point missing, where y and temporal are 0
+    (NeuralForecast's padding); with sample_weight, `weight` (W, length) too.
     """
     rows = starts[:, None] + np.arange(length)
     if series is None:
         series = np.searchsorted(panel.indptr, starts, side="right") - 1
     first, ends = panel.indptr[series][:, None], panel.indptr[series + 1][:, None]
     inside = (rows >= first) & (rows < ends)
+    out = {"series": series}
     if inside.all():
-        return {"y": panel.y[rows], "temporal": panel.temporal[rows], "series": series,
-                "available": np.ones(rows.shape, panel.y.dtype)}
-    rows = np.clip(rows, first, ends - 1)
-    return {"y": np.where(inside, panel.y[rows], 0).astype(panel.y.dtype, copy=False),
-            "temporal": np.where(inside[..., None], panel.temporal[rows], 0).astype(
-                panel.y.dtype, copy=False),
-            "series": series, "available": inside.astype(panel.y.dtype)}
+        out.update(y=panel.y[rows], temporal=panel.temporal[rows],
+                   available=np.ones(rows.shape, panel.y.dtype))
+    else:
+        rows = np.clip(rows, first, ends - 1)
+        out.update(y=np.where(inside, panel.y[rows], 0).astype(panel.y.dtype, copy=False),
+                   temporal=np.where(inside[..., None], panel.temporal[rows], 0).astype(
+                       panel.y.dtype, copy=False),
+                   available=inside.astype(panel.y.dtype))
+    if panel.available is not None:  # missing points (their values are zeros already)
+        out["available"] = out["available"] * panel.available[rows]
+    if panel.weight is not None:
+        out["weight"] = np.where(inside, panel.weight[rows], 0).astype(panel.y.dtype)
+    return out
 
 
 # NeuralForecast's per-window scalers: the statistics each one takes

@@ -36,10 +36,13 @@ def layout(model: BaseModel) -> Parameters:
 
 def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
                 temporal_cols: list[str], static: np.ndarray, static_cols: list[str],
-                input_size: int, available: np.ndarray | None = None):
+                input_size: int, available: np.ndarray | None = None,
+                weight: np.ndarray | None = None):
     """Scale windows y (W, L + h), temporal (W, L + h, C), L = input_size, and split them
     into the model's inputs; `available` (W, L + h) masks the points outside a series
-    (padding) out of the scaler statistics and the loss. Returns (batch, shift, scale)."""
+    (padding) out of the scaler statistics and the loss; `weight` (W, L + h), the points'
+    sample_weight, weighs each window's loss by its mean over the horizon (NeuralForecast's).
+    Returns (batch, shift, scale)."""
     L = input_size
     if available is None:
         available = np.ones(y.shape, y.dtype)
@@ -52,7 +55,9 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
         "outsample_y": np.ascontiguousarray(y_s[:, L:]),
         "outsample_y_data": np.ascontiguousarray(y[:, L:]),  # distributions' likelihood
         "y_shift": shift, "y_scale": scale,
-        "outsample_mask": np.ascontiguousarray(available[:, L:]),
+        "outsample_mask": np.ascontiguousarray(
+            available[:, L:] if weight is None
+            else available[:, L:] * weight[:, L:].mean(axis=1, keepdims=True)),
         "hist_exog": None, "futr_exog": None, "stat_exog": None,
     }
     if model.cat_exog_list:  # categorical codes bypass the scaler, as in NeuralForecast
@@ -213,13 +218,13 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
     w = gather_windows(panel, starts.reshape(-1), window, series.reshape(-1))
     batch, shift, scale = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                                       panel.static[w["series"]], panel.static_cols, input_size,
-                                      w["available"])
-    target = w["y"][:, input_size:]
+                                      w["available"], w.get("weight"))
+    target, mask = w["y"][:, input_size:], batch["outsample_mask"]
     valid = model.valid_loss or model.loss
     per_series = 1 if model.MULTIVARIATE else len(offsets)
     if valid.is_distribution_output:  # its likelihood, on the raw outputs
         raw = model_outputs(model, state.params, batch, state.buffers, per_series)
-        return float(valid.value_raw(raw, target, w["available"][:, input_size:], shift, scale))
+        return float(valid.value_raw(raw, target, mask, shift, scale))
     if model.loss.is_distribution_output and valid.outputsize_multiplier == 1:
         raw = model_outputs(model, state.params, batch, state.buffers, per_series)
         y_hat = model.loss.mean(raw, shift, scale)[..., None]  # NF: the distribution's mean
@@ -230,7 +235,7 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
             y_hat = y_hat[..., 1:1 + len(model.loss.quantiles)]
     if valid.outputsize_multiplier != y_hat.shape[-1]:
         y_hat = model.loss.to_point(y_hat)[..., None]
-    return float(valid.value(y_hat, target, w["available"][:, input_size:], w["y"][:, :input_size]))
+    return float(valid.value(y_hat, target, mask, w["y"][:, :input_size]))
 
 
 def check_aligned(model: BaseModel, panel: Panel) -> None:
@@ -251,7 +256,7 @@ def make_batch(model: BaseModel, panel: Panel, windows: np.ndarray) -> dict:
     w = gather_windows(panel, windows[:, 0], input_size + h, windows[:, 1])
     batch, _, _ = build_batch(model, w["y"], w["temporal"], panel.temporal_cols,
                               panel.static[w["series"]], panel.static_cols, input_size,
-                              w["available"])
+                              w["available"], w.get("weight"))
     return batch
 
 
