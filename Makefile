@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REPORT_PARAMS ?= -p quick False
 
-.PHONY: report test lint bench lab peers browser clean clean-cache
+.PHONY: report test lint bench lab peers peers-test browser clean clean-cache
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,11 +36,11 @@ browser:
 		echo "chromium missing and not root: the browser test will be skipped"
 
 test: $(STAMP) $(KERNEL_STAMP) browser
-	$(BIN)/ruff check ndwork widgets tests
+	$(BIN)/ruff check ndwork widgets tests tests_peers
 	$(BIN)/python -m pytest -q -p no:logging
 
 lint: $(STAMP)
-	$(BIN)/ruff check ndwork widgets tests
+	$(BIN)/ruff check ndwork widgets tests tests_peers
 
 bench: $(STAMP) $(KERNEL_STAMP)
 	$(BIN)/python -m ndwork.bench kernels
@@ -56,7 +56,7 @@ lab: $(STAMP)
 PEERS := .venv-peers
 $(PEERS)/.installed: pyproject.toml
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/python -m pip install --quiet -e ".[peers,dask]"
+	$(PEERS)/bin/python -m pip install --quiet -e ".[peers,dask,dev]"
 	# NeuralForecast's xLSTM imports the xlstm package; its declared dependencies are GPU
 	# kernels (mlstm_kernels) and a CUDA build tool (ninja) that its CPU path never uses
 	$(PEERS)/bin/python -m pip install --quiet --no-deps "xlstm==2.0.6"
@@ -64,6 +64,10 @@ $(PEERS)/.installed: pyproject.toml
 
 peers: $(PEERS)/.installed
 	$(PEERS)/bin/python -m ndwork.bench peers
+
+# Tests beside NeuralForecast (checkpoint interop, a tutorial script run by both)
+peers-test: $(PEERS)/.installed
+	$(PEERS)/bin/python -m pytest -q -p no:cacheprovider tests_peers
 
 clean-cache:
 	find ndwork -name '*.nbi' -delete -o -name '*.nbc' -delete

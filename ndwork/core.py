@@ -770,9 +770,9 @@ class NeuralForecast:
         the windows are forecast in parallel. level / quantiles: interval columns as
         predict's; prediction_intervals: calibrate conformal intervals for the point
         models on the data before each training's first window. Returns unique_id, ds,
-        cutoff (the last timestamp seen), y and the model columns (id_col, time_col,
-        target_col: df's names for the first, second and fourth); the models keep the
-        last training.
+        cutoff (the last timestamp seen), the model columns and y (id_col, time_col,
+        target_col: df's names for the first, second and last); the models keep the last
+        training and, with refit, its data (predict then forecasts the last window).
 
         As NeuralForecast: n_windows=None with test_size: as many windows as fit in the
         last test_size points; a fitted NeuralForecast's trainings start from its fitted
@@ -802,6 +802,10 @@ class NeuralForecast:
         frame = self._cross_validation_panel(panel, n_windows, step_size, val_size, refit, verbose,
                                              parallel, request, prediction_intervals,
                                              "restart" if warm else False)
+        if refit is not False:  # as NeuralForecast: the data of the last training stays
+            every = 1 if refit is True else int(refit)
+            last = self._horizon() + (n_windows - 1) % every * step_size
+            panel = panel.head(panel.lengths - last)
         self.panel, self.polars_frames = panel, polars
         return self._named(frame, polars)
 
@@ -879,7 +883,7 @@ class NeuralForecast:
             futr = panel.temporal[rows][:, :, idx], idx
         frame = self._forecast_frame(panel, test_size, futr, request)
         frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
-        frame.insert(3, "y", self._observed_y(panel, rows))
+        frame["y"] = self._observed_y(panel, rows)  # last, as NeuralForecast 3.3
         return frame
 
     # --- persistence -------------------------------------------------------------------

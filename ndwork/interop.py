@@ -44,8 +44,17 @@ def from_neuralforecast(path: str | os.PathLike) -> NeuralForecast:
     for i, (model, theirs) in enumerate(zip(ours.models, peer.models, strict=True)):
         state = initial_state(model)
         named = [(n, p.detach().cpu().double().numpy().copy())
-                 for n, p in theirs.named_parameters() if not n.startswith("loss.")]
+                 for n, p in theirs.named_parameters()
+                 if p.requires_grad and not n.startswith("loss.")]  # frozen ones: constants here
         state.params = torch_to_ndwork(named, model.spec.shapes).astype(state.params.dtype)
+        # BatchNorm's running statistics, in registration order on both sides
+        stats = [b.detach().cpu().numpy() for n, b in theirs.named_buffers()
+                 if n.endswith(("running_mean", "running_var"))]
+        if len(stats) != len(state.buffers):
+            raise ValueError(f"{type(model).__name__}: {len(stats)} NeuralForecast running "
+                             f"statistics against {len(state.buffers)} in ndwork")
+        state.buffers = {k: v.astype(state.buffers[k].dtype)
+                         for k, v in zip(state.buffers, stats, strict=True)}
         state.done = True
         ours.states[i] = state
     ours.id_col, ours.time_col, ours.target_col = peer.id_col, peer.time_col, peer.target_col
@@ -166,22 +175,31 @@ def _panel(peer, ours: NeuralForecast) -> Panel:
     return panel
 
 
-def _to_ndwork_layout(name: str, value: np.ndarray) -> np.ndarray:
+def _to_ndwork_layout(name: str, value: np.ndarray, shape: tuple) -> np.ndarray:
     if value.ndim == 3 and value.shape[1] == 1 and name.endswith("conv1d.conv.weight"):
         return value[:, 0, :].T  # xLSTM's per-channel convolution (C, 1, K) -> (K, C)
     if value.ndim == 3 and ("xlstm." in name or "_recurrent_kernel_" in name):
         return value.transpose(0, 2, 1)  # head-wise weights (heads, out, in) -> (heads, in, out)
-    if "embeddings." in name and value.ndim == 2:
-        return value  # embedding tables: (categories, dimensions) on both sides
-    return value.transpose(2, 1, 0) if value.ndim == 3 else value.T
+    if "weight" not in name.rsplit(".", 1)[-1] or "embeddings." in name:
+        return value  # raw parameters (positional tables, embeddings): the same layout
+    value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T
+    if value.shape != tuple(shape) and value.size == np.prod(shape):
+        value = value.reshape(shape)  # a kernel of width 1, or one input channel, dropped here
+    return value
 
 
 def torch_to_ndwork(torch_params: list[tuple[str, np.ndarray]], shapes: dict) -> np.ndarray:
-    """Flatten PyTorch's parameters (name, array), in registration order, into ndwork's
-    flat layout of `shapes`."""
+    """Flatten PyTorch's parameters (name, array) into ndwork's flat layout of `shapes`:
+    by name when the names agree (after NeuralForecast's "model." prefix), else in
+    registration order."""
+    by_name = {n.removeprefix("model."): v for n, v in torch_params}
+    if set(by_name) == set(shapes):
+        torch_params = [(n, by_name[n]) for n in shapes]
+    targets = list(shapes.items())
     flat, pending = [], None
     for name, value in torch_params:
-        if name.endswith("conv2.weight") and value.ndim == 3 and value.shape[2] == 1:
+        target = targets[len(flat)] if len(flat) < len(targets) else (name, value.shape)
+        if target[0].endswith("conv2.state.weight") and pending is None:
             pending = value[:, :, 0]  # BiTCN's 1x1 conv to 2C: waits for its bias
             continue
         if pending is not None:  # its bias: emit (state weight, bias, skip weight, bias)
@@ -189,7 +207,7 @@ def torch_to_ndwork(torch_params: list[tuple[str, np.ndarray]], shapes: dict) ->
             flat += [pending[:half].T, value[:half], pending[half:].T, value[half:]]
             pending = None
             continue
-        flat.append(_to_ndwork_layout(name, value))
+        flat.append(_to_ndwork_layout(name, value, target[1]))
     if len(flat) != len(shapes):
         raise ValueError(f"{len(flat)} NeuralForecast arrays against {len(shapes)} in ndwork")
     for value, (our_name, shape) in zip(flat, shapes.items(), strict=True):

@@ -23,7 +23,7 @@ def panel():
 def test_cross_validation_frame(panel, refit):
     nf = NeuralForecast([MLP(h=5, input_size=10, max_steps=5, **SMALL_MLP)], freq="D")
     cv = nf.cross_validation(panel, n_windows=3, step_size=4, refit=refit, verbose=False)
-    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "y", "MLP"]
+    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "MLP", "y"]
     assert len(cv) == 3 * 3 * 5
     one = cv[cv.unique_id == "s0"]
     cutoffs = sorted(one.cutoff.unique())
@@ -120,7 +120,7 @@ def test_neuralforecast_column_names_and_future_frames():
     assert nf.get_missing_future(future).empty
     cv = nf.cross_validation(df, n_windows=2, id_col="series", time_col="month",
                              target_col="value", verbose=False)
-    assert cv.columns.tolist() == ["series", "month", "cutoff", "value", "MLP"]
+    assert cv.columns.tolist() == ["series", "month", "cutoff", "MLP", "value"]
     with pytest.raises(ValueError, match=r"missing column\(s\) \['series', 'month'"):
         nf.predict(df=air_passengers())
 

@@ -490,7 +490,7 @@ def test_implicit_quantile_forecasts_any_quantile():
                 enable_progress_bar=False)
     nf = NeuralForecast([model], freq=1)
     cv = nf.cross_validation(df, n_windows=3, step_size=12, level=[80], verbose=False)
-    assert cv.columns.tolist()[-2:] == ["MLP-lo-80", "MLP-hi-80"]
+    assert cv.columns.tolist()[-3:] == ["MLP-lo-80", "MLP-hi-80", "y"]
     assert abs(_coverage(cv, "MLP", 80) - 80) <= 5
     assert nf.predict().columns.tolist() == ["unique_id", "ds", "MLP_ql0.5"]
     fc = nf.predict(quantiles=[0.1, 0.5, 0.9])
@@ -659,8 +659,8 @@ def test_isqf_trains_and_forecasts_calibrated_quantiles():
                 enable_progress_bar=False)
     cv = NeuralForecast([model], freq=1).cross_validation(df, n_windows=4, step_size=12,
                                                           verbose=False)
-    assert cv.columns.tolist()[4:] == ["MLP", "MLP-median", "MLP-lo-90", "MLP-lo-80",
-                                      "MLP-hi-80", "MLP-hi-90"]
+    assert cv.columns.tolist()[3:] == ["MLP", "MLP-median", "MLP-lo-90", "MLP-lo-80",
+                                      "MLP-hi-80", "MLP-hi-90", "y"]
     for level in (80, 90):
         assert abs(_coverage(cv, "MLP", level) - level) <= 5, level
     with pytest.raises(ValueError, match="cannot return_params"):

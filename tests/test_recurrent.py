@@ -77,8 +77,8 @@ def test_intervals_cross_validation_and_warm_start(cls):
     nf = NeuralForecast([model], "D")
     cv = nf.cross_validation(df, n_windows=2, step_size=6, verbose=False)
     name = cls.__name__
-    assert list(cv.columns) == ["unique_id", "ds", "cutoff", "y", f"{name}-median",
-                                f"{name}-lo-80", f"{name}-hi-80"]
+    assert list(cv.columns) == ["unique_id", "ds", "cutoff", f"{name}-median",
+                                f"{name}-lo-80", f"{name}-hi-80", "y"]
     assert (cv[f"{name}-lo-80"] <= cv[f"{name}-hi-80"]).all() and len(cv) == 3 * 2 * 6
     nf.fit(df, use_init_models=True, verbose=False)
     before = nf.states[0].params.copy()

@@ -6,7 +6,7 @@ import importlib
 
 from ndwork.bench.common import write
 
-SUITES = ("kernels", "models", "attention", "recurrent", "parallel", "switches", "peers",
+SUITES = ("kernels", "models", "attention", "recurrent", "parallel", "switches", "peers", "parity",
           "fidelity", "accuracy", "probabilistic", "startup", "report")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 import ndwork
 from ndwork.bench.common import table
+from ndwork.interop import torch_to_ndwork
 
 MODELS = [("RNN", {}), ("LSTM", {}), ("GRU", {}), ("TCN", {}), ("BiTCN", {}), ("DilatedRNN", {}),
           ("DilatedRNN", {"cell_type": "RNN"}), ("DilatedRNN", {"cell_type": "GRU"}),
@@ -40,35 +41,6 @@ H, INPUT, WINDOWS = 12, 24, 8
 # which would leave them out of the comparison: every weight gets N(0, 0.05^2) noise first
 ZERO_INITIALIZED = ("xLSTM",)
 TOLERANCE = 1e-4  # max |ndwork - NeuralForecast| / max |NeuralForecast|
-
-
-def _to_ndwork_layout(name: str, value: np.ndarray) -> np.ndarray:
-    if value.ndim == 3 and value.shape[1] == 1 and name.endswith("conv1d.conv.weight"):
-        return value[:, 0, :].T  # xLSTM's per-channel convolution (C, 1, K) -> (K, C)
-    if value.ndim == 3 and ("xlstm." in name or "_recurrent_kernel_" in name):
-        return value.transpose(0, 2, 1)  # head-wise weights (heads, out, in) -> (heads, in, out)
-    return value.transpose(2, 1, 0) if value.ndim == 3 else value.T
-
-
-def torch_to_ndwork(torch_params: list[tuple[str, np.ndarray]], shapes: dict) -> np.ndarray:
-    """Flatten PyTorch's parameters into ndwork's layout, in order."""
-    flat, pending = [], None
-    for name, value in torch_params:
-        if name.endswith("conv2.weight") and value.ndim == 3 and value.shape[2] == 1:
-            pending = value[:, :, 0]  # BiTCN's 1x1 conv to 2C: waits for its bias
-            continue
-        if pending is not None:  # its bias: emit (state weight, bias, skip weight, bias)
-            half = pending.shape[0] // 2
-            flat += [pending[:half].T, value[:half], pending[half:].T, value[half:]]
-            pending = None
-            continue
-        flat.append(_to_ndwork_layout(name, value))
-    if len(flat) != len(shapes):
-        raise ValueError(f"{len(flat)} NeuralForecast arrays against {len(shapes)} in ndwork")
-    for value, (our_name, shape) in zip(flat, shapes.items(), strict=True):
-        if value.shape != tuple(shape):
-            raise ValueError(f"{our_name}: NeuralForecast's {value.shape} against ndwork's {shape}")
-    return np.concatenate([np.ascontiguousarray(v).reshape(-1) for v in flat])
 
 
 @contextlib.contextmanager

@@ -96,8 +96,9 @@ class PatchTST(BaseModel):
         self.patch_len = min(input_size + stride, patch_len)
         self.patch_num = int((input_size - self.patch_len) / stride + 1) + 1  # +1: end padding
         spec = self.spec
-        self.W_P = Linear(spec, "backbone.W_P", self.patch_len, hidden_size)
+        # declared in NeuralForecast's order (its checkpoints map on by position)
         self.W_pos = spec.add("backbone.W_pos", (self.patch_num, hidden_size), "uniform", 0.02)
+        self.W_P = Linear(spec, "backbone.W_P", self.patch_len, hidden_size)
         if not learn_pos_embed:  # a fixed draw: counted like NeuralForecast's frozen parameter
             self.constants["backbone.W_pos"] = np.random.default_rng(self.random_seed).uniform(
                 -0.02, 0.02, (self.patch_num, hidden_size)).astype(active().dtypes.compute)
