@@ -414,6 +414,66 @@ class NeuralForecast:
                              "save_dataset=False); pass df= with the series to forecast.")
         return self.panel
 
+    def explain(self, horizons: list[int] | None = None, outputs: list[int] | None = None,
+                series: list[int] | None = None, explainer: str = "IntegratedGradients",
+                df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
+                futr_df: pd.DataFrame | None = None, verbose: bool = True):
+        """NeuralForecast's explain: (predict's frame, {model: attributions}) for the
+        point and quantile models (distribution ones are skipped, as in NeuralForecast).
+
+        Attributions (ndwork.explain says how they are computed) per window, forecast
+        step in `horizons` (default all) and output in `outputs` (default [0]), in
+        NeuralForecast's layout: "insample" (W, H, 1, O, input_size, 2: the lags, then
+        the availability mask, which ndwork's models read as a constant: 0),
+        "futr_exog" (W, H, 1, O, F, input_size + h), "hist_exog" (W, H, 1, O, X,
+        input_size), "stat_exog" (W, H, 1, O, S) (None without them) and
+        "baseline_predictions" (W, H, 1, O). explainer: "IntegratedGradients" or
+        "InputXGradient". series: NeuralForecast's option for multivariate models, which
+        ndwork does not explain yet."""
+        from ndwork.explain import EXPLAINERS, attributions
+
+        if explainer not in EXPLAINERS:
+            raise ValueError(f"explainer={explainer!r} is not built in ndwork; use one of "
+                             f"{list(EXPLAINERS)} (ShapleyValueSampling is not available).")
+        self._check_fitted()
+        h = self._horizon()
+        horizons = list(range(h)) if horizons is None else list(horizons)
+        outputs = [0] if outputs is None else list(outputs)
+        if not horizons or any(not 0 <= t < h for t in horizons):
+            raise ValueError(f"horizons={horizons} must be steps in {list(range(h))}.")
+        chosen = []
+        for model, state in zip(self.models, self.states, strict=True):
+            reason = ("a distribution loss" if model.loss.is_distribution_output else
+                      "a multivariate model" if model.MULTIVARIATE else
+                      "IntegratedGradients through its recurrent decoding"
+                      if isinstance(model, Recursive) and model.recurrent
+                      and explainer == "IntegratedGradients" else None)
+            if reason:
+                if verbose:
+                    warnings.warn(f"explain skips {model!r}: {reason} is not explained (as "
+                                  f"in NeuralForecast).", UserWarning, stacklevel=2)
+                continue
+            if any(not 0 <= o < model.loss.outputsize_multiplier for o in outputs):
+                raise ValueError(f"outputs={outputs} must be among {model!r}'s "
+                                 f"{model.loss.outputsize_multiplier} outputs.")
+            chosen.append((model, state))
+        if not chosen:
+            raise ValueError("no model here can be explained (distribution losses, "
+                             "multivariate models and recurrent IntegratedGradients are not).")
+        forecasts = self.predict(df=df, static_df=static_df, futr_df=futr_df)
+        df, static_df = self._standard(df, "df", target=True), self._standard(static_df)
+        panel = self._stored_panel() if df is None else self._panel(df, static_df)
+        futr = self._future_exog(panel, 0, h, self._standard(futr_df, "futr_df"))
+        last_rows = panel.indptr[1:] - 1
+        explanations = {}
+        for model, state in chosen:
+            batch, shift, scale = self._forecast_batch(model, panel, last_rows, futr)
+            with model.precision_scope():
+                parts = attributions(model, state.params, batch, shift, scale, horizons,
+                                     outputs, explainer, state.buffers)
+            explanations[repr(model)] = _neuralforecast_layout(parts)
+        return forecasts, explanations
+
     def _step_before(self, ds: np.ndarray) -> np.ndarray:
         """The timestamps one step of freq before `ds`."""
         if isinstance(self.freq, int):
@@ -1006,6 +1066,19 @@ class NeuralForecast:
             nf.panel.scaling = LocalScaling.from_arrays(*scalers,
                                                         checkpoint.read_arrays(path, "scaling"))
         return nf
+
+
+def _neuralforecast_layout(parts: dict) -> dict:
+    """ndwork.explain's attributions in NeuralForecast's explanation layout."""
+    def temporal(key):  # (W, H, O, T, C) -> (W, H, 1, O, C, T)
+        value = parts.get(key)
+        return None if value is None else value.transpose(0, 1, 2, 4, 3)[:, :, None]
+
+    lags = parts["insample_y"][:, :, None, :, :, None]
+    return {"insample": np.concatenate([lags, np.zeros_like(lags)], axis=-1),
+            "futr_exog": temporal("futr_exog"), "hist_exog": temporal("hist_exog"),
+            "stat_exog": None if parts.get("stat_exog") is None else parts["stat_exog"][:, :, None],
+            "baseline_predictions": parts["baseline_predictions"][:, :, None]}
 
 
 def _sorted_windows(frame: pd.DataFrame) -> pd.DataFrame:

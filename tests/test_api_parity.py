@@ -297,7 +297,7 @@ def _categorical_model(name, **options):
 @pytest.fixture(scope="module")
 def categorical_data(panel):
     df = panel.assign(day=np.array(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])[
-        panel.ds.dt.dayofweek])
+        panel.ds.dt.day_of_week])
     static = pd.DataFrame({"unique_id": ["s0", "s1", "s2"], "region": ["north", "south", "north"],
                            "size": [1.0, 2.0, 3.0]})
     return df, static
@@ -473,3 +473,66 @@ def test_sample_weight_weighs_each_windows_loss(panel):
     with pytest.raises(ValueError, match="'sample_weight' of df must be a finite number >= 0"):
         NeuralForecast([MLP(h=6, input_size=12)], freq="D").fit(
             data.assign(sample_weight=-1.0), verbose=False)
+
+
+def _explained(panel, model, **options):
+    nf = NeuralForecast([model], freq="D")
+    nf.fit(panel, verbose=False)
+    future = nf.make_future_dataframe().assign(promo=0.3)
+    forecasts, explanations = nf.explain(futr_df=future, **options)
+    return nf, forecasts, explanations[repr(model)]
+
+
+def test_integrated_gradients_add_up_to_the_forecast_minus_the_baseline(panel):
+    """Completeness: every input's attribution summed is the forecast minus the
+    all-zero input's (in the forecast's units, window scaler included)."""
+    model = MLP(h=6, input_size=12, futr_exog_list=["promo"], scaler_type="robust",
+                **MLP_SMALL)
+    _, forecasts, parts = _explained(panel, model)
+    assert parts["insample"].shape == (3, 6, 1, 1, 12, 2)
+    assert parts["futr_exog"].shape == (3, 6, 1, 1, 1, 18)
+    assert parts["hist_exog"] is None and parts["stat_exog"] is None
+    total = (parts["insample"].sum(axis=(-1, -2)) + parts["futr_exog"].sum(axis=(-1, -2)))
+    change = forecasts["MLP"].to_numpy().reshape(3, 6) - parts["baseline_predictions"][..., 0, 0]
+    # (50 Gauss-Legendre points over a ReLU network's kinks: within 1% of the largest change)
+    np.testing.assert_allclose(total[:, :, 0, 0], change, rtol=0, atol=1e-2 * np.abs(
+        change).max())
+
+
+def test_input_x_gradient_is_exact_for_a_linear_model(panel):
+    from ndwork.models import NLinear
+
+    model = NLinear(h=6, input_size=12, max_steps=20, enable_progress_bar=False)
+    nf = NeuralForecast([model], freq="D").fit(panel.drop(columns="promo"), verbose=False)
+    forecasts, explanations = nf.explain(horizons=[0, 5], explainer="InputXGradient")
+    parts = explanations["NLinear"]
+    assert parts["insample"].shape == (3, 2, 1, 1, 12, 2)
+    assert (parts["insample"][..., 1] == 0).all()  # the mask: a constant to ndwork's models
+    change = (forecasts["NLinear"].to_numpy().reshape(3, 6)[:, [0, 5]]
+              - parts["baseline_predictions"][..., 0, 0])
+    np.testing.assert_allclose(parts["insample"][..., 0].sum(axis=-1)[:, :, 0, 0], change,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_explain_sums_categorical_embeddings_per_column_and_names_its_limits(
+        categorical_data, panel):
+    from ndwork.losses import DistributionLoss
+
+    df, static = categorical_data
+    model = _categorical_model("MLP", max_steps=3, enable_progress_bar=False)
+    nf = NeuralForecast([model], freq="D").fit(df, static_df=static, verbose=False)
+    future = nf.make_future_dataframe().assign(day="mon", promo=0.0)
+    _, explanations = nf.explain(futr_df=future, horizons=[2], explainer="InputXGradient")
+    parts = explanations["MLP"]
+    assert parts["futr_exog"].shape == (3, 1, 1, 1, 2, 18)  # day, promo: one value each
+    assert parts["stat_exog"].shape == (3, 1, 1, 1, 2)
+    with pytest.raises(ValueError, match="ShapleyValueSampling"):
+        nf.explain(futr_df=future, explainer="ShapleyValueSampling")
+    with pytest.raises(ValueError, match="horizons=\\[6\\]"):
+        nf.explain(futr_df=future, horizons=[6])
+    normal = NeuralForecast([MLP(h=6, input_size=12, loss=DistributionLoss("Normal"),
+                                 **MLP_SMALL)], freq="D").fit(panel.drop(columns="promo"),
+                                                              verbose=False)
+    with pytest.warns(UserWarning, match="explain skips MLP: a distribution loss"), \
+            pytest.raises(ValueError, match="no model here can be explained"):
+        normal.explain()

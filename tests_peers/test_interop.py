@@ -27,13 +27,7 @@ def panel():
     return pd.concat([df, df.assign(unique_id="Scaled", y=df.y * 1.5 + 20)], ignore_index=True)
 
 
-KNOWN = {"Informer": "ndwork's Informer forecasts 10% away from NeuralForecast's on the "
-                     "same weights: its ProbSparse attention or distilling differs (open)"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN[n],
-                                                                          strict=True))
-                                  if n in KNOWN else n for n in sorted(BOTH)])
+@pytest.mark.parametrize("name", sorted(BOTH))
 def test_a_neuralforecast_checkpoint_forecasts_the_same_in_ndwork(name, panel, tmp_path):
     import neuralforecast
     import neuralforecast.models

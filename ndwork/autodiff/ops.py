@@ -247,8 +247,9 @@ def embedding(table: Tensor, index: np.ndarray) -> Tensor:
         out[unseen] = table.data[1:].mean(axis=0)
 
     def backward_fn(g):
-        d = np.zeros_like(table.data)
-        np.add.at(d, idx.reshape(-1), g.reshape(-1, table.shape[1]))
+        flat, rows = idx.reshape(-1), g.reshape(-1, table.shape[1])
+        d = np.stack([np.bincount(flat, weights=rows[:, k], minlength=table.shape[0])
+                      for k in range(table.shape[1])], axis=1).astype(table.data.dtype)
         d[1:] += d[0] / (len(d) - 1)  # what the unseen codes received, through the mean
         d[0] = 0
         return (d,)

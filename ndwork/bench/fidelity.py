@@ -33,7 +33,10 @@ MODELS = [("RNN", {}), ("LSTM", {}), ("GRU", {}), ("TCN", {}), ("BiTCN", {}), ("
           # DeepAR's training forward compared without its default lstm_dropout=0.1
           ("DeepAR", {"lstm_dropout": 0.0}),
           ("DeepAR", {"lstm_dropout": 0.0, "decoder_hidden_layers": 1, "decoder_hidden_size": 16}),
-          ("DeepNPTS", {})]
+          ("DeepNPTS", {}),
+          # factor=8: ProbSparse attention reads every key and query (NeuralForecast draws
+          # the sampled ones at random)
+          ("Informer", {"factor": 8}), ("Informer", {"factor": 8, "distil": False})]
 RECURSIVE = ("DeepAR",)  # trained teacher-forced, as recurrent=True
 TEACHER_FORCED = 4  # targets of the recurrent=True comparison
 H, INPUT, WINDOWS = 12, 24, 8

@@ -21,7 +21,7 @@ def _panel(n_series: int, length: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     df = synthetic_panel(n_series, length, seed=0)
     df["weekday"] = df.ds.dt.day_name()  # categorical
-    df["weekday_code"] = df.ds.dt.dayofweek.astype(float)  # the same, as a number
+    df["weekday_code"] = df.ds.dt.day_of_week.astype(float)  # the same, as a number
     static = pd.DataFrame({"unique_id": df.unique_id.unique()})
     return df, static
 

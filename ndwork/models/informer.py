@@ -57,8 +57,11 @@ class ProbSparseAttention(MultiHeadAttention):
             attended = ops.attention(q_top, k, v)
             context = ops.add(ops.constant(np.zeros((b, self.n_heads, n_q, c // self.n_heads),
                                                     x_q.data.dtype)), ops.mean(v, axis=2))
-        heads = ops.put_rows(context, top, attended)
-        merged = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (b, n_q, c))
+        heads = ops.put_rows(context, top, attended)  # (B, heads, N_q, d)
+        # NeuralForecast's ProbAttention hands (B, heads, N_q, d) to an attention layer
+        # that views it as (B, N_q, heads * d): positions and heads mix (the original
+        # Informer's mix=True); the same reshape here, so the function is NF's
+        merged = ops.reshape(heads, (b, n_q, c))
         return self.out(p, merged)
 
 
