@@ -536,3 +536,26 @@ def test_explain_sums_categorical_embeddings_per_column_and_names_its_limits(
     with pytest.warns(UserWarning, match="explain skips MLP: a distribution loss"), \
             pytest.raises(ValueError, match="no model here can be explained"):
         normal.explain()
+
+
+def test_val_monitor_chooses_what_early_stopping_watches(panel):
+    data = panel.drop(columns="promo")
+    options = dict(h=6, input_size=12, val_check_steps=2, early_stop_patience_steps=1,
+                   learning_rate=0.0, **MLP_SMALL)  # nothing improves: stop at the 2nd check
+    for monitor in ("ptl/val_loss", "valid_loss", "train_loss"):
+        nf = NeuralForecast([MLP(val_monitor=monitor, **options)], freq="D")
+        nf.fit(data, val_size=6, verbose=False)
+        state = nf.states[0]
+        assert len(state.train_losses) == 4
+        watched = state.train_losses[1][1] if monitor == "train_loss" else state.valid_losses[0][1]
+        assert state.best_valid == watched
+    with pytest.raises(ValueError, match="val_monitor='val_mae' is not supported"):
+        MLP(h=6, input_size=12, val_monitor="val_mae")
+
+
+def test_nbeats_n_polynomials_is_accepted_and_ignored_as_in_neuralforecast():
+    from ndwork.models import NBEATS
+
+    with pytest.warns(UserWarning, match="n_polynomials=.*deprecated and ignored"):
+        model = NBEATS(h=6, input_size=12, n_polynomials=3)
+    assert model.num_parameters() == NBEATS(h=6, input_size=12).num_parameters()

@@ -29,6 +29,7 @@ TRAINING_DEFAULTS = dict(
     num_lr_decays=-1,
     early_stop_patience_steps=-1,
     val_check_steps=100,
+    val_monitor="ptl/val_loss",
     batch_size=32,
     valid_batch_size=None,
     windows_batch_size=1024,
@@ -128,6 +129,8 @@ class BaseModel:
     max_steps: training steps. learning_rate: Adam's step size.
     num_lr_decays: halvings of the learning rate spread evenly over max_steps (-1: none).
     early_stop_patience_steps: validation checks without improvement before stopping (-1: off).
+    val_monitor: what early stopping watches (NeuralForecast's names): "ptl/val_loss" or
+    "valid_loss" (the validation loss), "train_loss" (the training loss at each check).
     val_check_steps: steps between validation checks.
     batch_size: series per step. windows_batch_size: windows sampled per step.
     valid_batch_size / inference_windows_batch_size: at most this many series / windows
@@ -228,6 +231,10 @@ class BaseModel:
         if self.valid_batch_size is not None:
             _positive_int("valid_batch_size", self.valid_batch_size)
         self._check_scheduler()
+        monitors = ("ptl/val_loss", "valid_loss", "train_loss")
+        if self.val_monitor not in monitors:
+            raise ValueError(f"val_monitor={self.val_monitor!r} is not supported; use one of "
+                             f"{list(monitors)} (NeuralForecast's).")
         self.training_data_availability_threshold = _fractions(
             self.training_data_availability_threshold)
         if self.dataloader_kwargs:

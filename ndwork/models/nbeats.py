@@ -1,6 +1,8 @@
 """NBEATS: doubly residual stacks of MLP blocks whose outputs are coefficients of a
 basis (identity, polynomial trend, Fourier seasonality). Also the bases NBEATSx uses."""
 
+import warnings
+
 import numpy as np
 
 from ndwork.autodiff import ops
@@ -59,9 +61,14 @@ class NBEATS(BaseModel):
                  basis: str = "polynomial", stack_types: list | None = None,
                  n_blocks: list | None = None, mlp_units: list | None = None,
                  dropout_prob_theta: float = 0.0, activation: str = "ReLU",
-                 shared_weights: bool = False, **kwargs):
+                 shared_weights: bool = False, n_polynomials: int | None = None, **kwargs):
         super().__init__(h, input_size, **kwargs)
         self.n_harmonics, self.n_basis, self.basis = n_harmonics, n_basis, basis
+        self.n_polynomials = n_polynomials
+        if n_polynomials is not None and type(self) is NBEATS:  # NBEATSx uses it
+            warnings.warn("NBEATS(n_polynomials=...) is deprecated and ignored, as in "
+                          "NeuralForecast 3.3: n_basis sets the trend basis.", UserWarning,
+                          stacklevel=2)
         self.stack_types = list(stack_types or ["identity", "trend", "seasonality"])
         self.n_blocks = list(n_blocks or [1, 1, 1])
         self.mlp_units = [list(u) for u in (mlp_units or 3 * [[512, 512]])]

@@ -19,11 +19,10 @@ class NBEATSx(NBEATS):
                  stack_types: list | None = None, n_blocks: list | None = None,
                  mlp_units: list | None = None, dropout_prob_theta: float = 0.0,
                  activation: str = "ReLU", shared_weights: bool = False, **kwargs):
-        self.n_polynomials = n_polynomials
         super().__init__(h, input_size, n_harmonics=n_harmonics, n_basis=n_polynomials,
                          stack_types=stack_types, n_blocks=n_blocks, mlp_units=mlp_units,
                          dropout_prob_theta=dropout_prob_theta, activation=activation,
-                         shared_weights=shared_weights, **kwargs)
+                         shared_weights=shared_weights, n_polynomials=n_polynomials, **kwargs)
 
     def _build_blocks(self, input_size, in_features):
         in_features = (input_size + self.hist_exog_size * input_size

@@ -183,7 +183,7 @@ class TrainState:
     train_losses: list = dataclasses.field(default_factory=list)
     valid_losses: list = dataclasses.field(default_factory=list)
     fit_start: int = 0  # optimizer step where this fit began: the schedule counts from it
-    best_valid: float = np.inf  # early stopping: best validation loss so far ...
+    best_valid: float = np.inf  # early stopping: best watched loss (val_monitor) so far ...
     bad_checks: int = 0  # ... and checks since it last improved
     done: bool = False  # this fit finished (max_steps, early stop, or a callback's stop)
     diverged: str = ""  # why the last fit stopped early with the last finite state, if it did
@@ -351,8 +351,9 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
                 if val_size > 0 and (step - state.fit_start) % model.val_check_steps == 0:
                     valid = validation_loss(model, state, panel, val_size, test_size)
                     state.valid_losses.append((step, valid))
-                    if valid < state.best_valid:
-                        state.best_valid, state.bad_checks = valid, 0
+                    watched = loss if model.val_monitor == "train_loss" else valid
+                    if watched < state.best_valid:
+                        state.best_valid, state.bad_checks = watched, 0
                     else:
                         state.bad_checks += 1
                 bar.update(1)
