@@ -54,6 +54,30 @@ def test_irregular_timestamps_name_the_series(df):
         fit(df.drop(index=10))
 
 
+@pytest.mark.parametrize("freq,dates,regular", [
+    ("MS", pd.date_range("2000-01-01", periods=30, freq="MS"), True),
+    ("MS", pd.date_range("2000-01-15", periods=30, freq="MS") + pd.Timedelta(days=14), False),
+    ("ME", pd.date_range("2000-01-31", periods=30, freq="ME"), True),
+    ("W-SUN", pd.date_range("2000-01-02", periods=30, freq="W-SUN"), True),
+    ("W-SUN", pd.date_range("2000-01-03", periods=30, freq="7D"), False),  # Mondays
+    ("QS", pd.date_range("2000-01-01", periods=30, freq="QS").delete(7), False),  # a gap
+    ("B", pd.date_range("2000-01-03", periods=30, freq="B"), True),
+])
+def test_calendar_frequencies_are_checked_without_a_date_range_per_series(freq, dates, regular):
+    """The vectorized check: each date one offset after the previous, each series' first on
+    the offset's anchor; a second, regular series beside it changes nothing."""
+    from ndwork.data import validate_frame
+
+    good = pd.date_range("1990-01-01", periods=10, freq=freq)
+    df = pd.DataFrame({"unique_id": ["a"] * len(dates) + ["b"] * 10,
+                       "ds": list(dates) + list(good), "y": 1.0})
+    if regular:
+        assert len(validate_frame(df, freq)) == len(df)
+    else:
+        with pytest.raises(ValueError, match="series 'a'.*not regular"):
+            validate_frame(df, freq)
+
+
 def test_wrong_ds_dtype(df):
     with pytest.raises(ValueError, match="must be datetime.*to_datetime"):
         fit(df.assign(ds=df.ds.astype(str)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -87,24 +88,27 @@ def validate_frame(df: pd.DataFrame, freq, columns: list[str] = (), name: str = 
 def _check_regular(df: pd.DataFrame, freq, name: str) -> None:
     uids = df["unique_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, uids[1:] != uids[:-1]])
-    ends = np.r_[starts[1:], len(df)]
     values = df["ds"].to_numpy()
     offset = None if isinstance(freq, int) else pd.tseries.frequencies.to_offset(freq)
+    new_series = np.zeros(max(len(values) - 1, 0), dtype=bool)
+    new_series[starts[1:] - 1] = True
     if offset is None or isinstance(offset, pd.offsets.Tick):
         # a fixed step (integers, or D, h, min, ...): one vectorized check of every step
         step = np.diff(values)
         if offset is not None:
             step = step.astype("timedelta64[ns]").astype(np.int64)
-        new_series = np.zeros(len(values) - 1, dtype=bool)
-        new_series[starts[1:] - 1] = True
         bad_rows = np.flatnonzero((step != (freq if offset is None else offset.nanos))
                                   & ~new_series) + 1
-    else:  # calendar frequencies (MS, W-SUN, ...): compare with the frequency's own dates
-        bad_rows = []
-        for a, b in zip(starts, ends, strict=True):
-            expected = pd.date_range(values[a], periods=b - a, freq=offset).to_numpy()
-            if expected[0] != values[a] or not np.array_equal(expected, values[a:b]):
-                bad_rows.append(a)
+    else:  # calendar frequencies (MS, W-SUN, ...): each date one offset after the last,
+        index = pd.DatetimeIndex(values)  # and each series' first on the offset's anchor
+        with warnings.catch_warnings():  # offsets pandas cannot vectorize still work
+            warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+            stepped = (index[:-1] + offset).to_numpy()
+            first = index[starts]
+            anchored = ((first + offset) - offset).to_numpy() == first.to_numpy()
+        bad_rows = np.r_[np.flatnonzero((stepped != values[1:]) & ~new_series) + 1,
+                         starts[~anchored]]
+        bad_rows = np.sort(bad_rows)
     if len(bad_rows):
         uid = uids[bad_rows[0]]
         _fail(f"series {uid!r} of {name} has timestamps that are not regular at freq={freq!r} "
