@@ -274,3 +274,16 @@ def test_divergence_keeps_the_running_statistics_of_the_last_good_step():
     for name, value in replayed.buffers.items():
         np.testing.assert_array_equal(state.buffers[name], value, err_msg=name)
         assert np.isfinite(value).all()
+
+
+def test_a_shuffled_frame_is_the_sorted_frame(df):
+    """Sorting by (unique_id, ds) with integer keys: any row order gives the same panel,
+    and a repeated (unique_id, ds) row is named wherever it sits."""
+    from ndwork.data import validate_frame
+
+    two = pd.concat([df, df.assign(unique_id="A-first", y=df.y * 2)], ignore_index=True)
+    shuffled = two.sample(frac=1.0, random_state=0)
+    expected = two.sort_values(["unique_id", "ds"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(validate_frame(shuffled, "MS"), expected)
+    with pytest.raises(ValueError, match="1 duplicated \\(unique_id, ds\\) row"):
+        validate_frame(pd.concat([shuffled, shuffled.iloc[[5]]]), "MS")
