@@ -528,7 +528,9 @@ class NeuralForecast:
     def _named(self, frame: pd.DataFrame, polars: bool = False):
         """An output frame with the user's column names, as polars when `polars`."""
         names = {"unique_id": self.id_col, "ds": self.time_col, "y": self.target_col}
-        frame = frame.rename(columns={k: v for k, v in names.items() if k != v})
+        renamed = {k: v for k, v in names.items() if k != v}
+        if renamed:  # (rename copies the frame even with nothing to rename)
+            frame = frame.rename(columns=renamed)
         return to_polars(frame) if polars else frame
 
     def make_future_dataframe(self, df: pd.DataFrame | None = None,
@@ -585,7 +587,7 @@ class NeuralForecast:
                              f"models inference_input_size + 1); they cannot be forecast: drop "
                              f"them, use a smaller input size, or train with "
                              f"start_padding_enabled=True (inputs padded with zeros).")
-        out = {"unique_id": np.repeat(panel.uids, h), "ds": panel.future_dates(self.freq, h, test_size)}
+        out = panel.future_frame(self.freq, h, test_size)
         for model, state in zip(self.models, self.states, strict=True):
             sampled = model.loss.is_distribution_output or model.loss.quantile_input
             quantiles = request.quantiles if request and sampled else None
@@ -596,7 +598,7 @@ class NeuralForecast:
             full[:, :y_hat.shape[1]] = y_hat
             for k, name in enumerate(names):
                 out[f"{model!r}{name}"] = full[:, :, k].reshape(-1)
-        return pd.DataFrame(out)
+        return out
 
     def _rolled(self, model, state, panel, last_rows, futr, quantiles, horizon):
         """The model's forecasts (S, steps, k): its own h steps, or `horizon` steps as

@@ -262,6 +262,15 @@ class Panel:
         """Values (n_series, steps, ...) of the scaled target in the data's units."""
         return values if self.scaling is None else self.scaling.inverse_target(values)
 
+    def future_frame(self, freq, h: int, test_size: int = 0) -> pd.DataFrame:
+        """A new frame of (unique_id, ds) for the h steps after each series' end minus
+        test_size, built from a cached one (predict answers with it every call)."""
+        key = ("frame", freq, h, test_size)
+        if key not in self._dates:
+            self._dates[key] = pd.DataFrame({"unique_id": np.repeat(self.uids, h),
+                                             "ds": self.future_dates(freq, h, test_size)})
+        return self._dates[key].copy()
+
     def future_dates(self, freq, h: int, test_size: int = 0) -> np.ndarray:
         """The h timestamps after each series' end minus test_size (cached: predict
         calls it on every forecast)."""

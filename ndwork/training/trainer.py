@@ -127,12 +127,12 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     """Forecasts (W, h, columns) in the data's scale: the loss's output columns, or for a
     distribution the mean and `quantiles` when given. Sampling draws from a generator
     seeded by the model's random_seed, so a forecast repeats."""
-    rng = np.random.default_rng(model.random_seed)
     loss = model.loss
     if model.scaler_type == "revin":  # NeuralForecast's RevIN: learnt shift and scale
         views = layout(model).views(params)
         shift = shift + views["scaler.revin_bias"][0]
         scale = scale * (np.maximum(views["scaler.revin_weight"][0], 0) + 1e-6)
+
     def point_outputs(inputs):  # a point or quantile loss's outputs in the scaled units
         raw = model_outputs(model, params, inputs, buffers, windows_per_series)
         return np.sinh(raw) if model.scaler_type == "invariant" else raw  # its arcsinh undone
@@ -144,12 +144,13 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     elif not loss.is_distribution_output:
         out = loss.forecast(point_outputs(batch), shift, scale)
     elif model.TRAJECTORIES:  # autoregressive sample paths
-        paths = trajectories(model, params, batch, rng)
+        paths = trajectories(model, params, batch, np.random.default_rng(model.random_seed))
         raw = model_outputs(model, params, batch, buffers) if loss.return_params else None
         out = loss.summarize(paths, quantiles, raw, shift, scale)
     else:
         raw = model_outputs(model, params, batch, buffers, windows_per_series)
-        out = loss.forecast(raw, shift, scale, rng, quantiles)
+        out = loss.forecast(raw, shift, scale, np.random.default_rng(model.random_seed),
+                            quantiles)
     return out.astype(active().dtypes.output, copy=False)
 
 
