@@ -21,7 +21,12 @@ class Tensor:
         self.grad: np.ndarray | None = None
         self.parents = tuple(parents)
         self.backward_fn = backward_fn
-        self.requires_grad = requires_grad or any(p.requires_grad for p in self.parents)
+        if not requires_grad:  # (a loop: every op of a forward creates one)
+            for parent in self.parents:
+                if parent.requires_grad:
+                    requires_grad = True
+                    break
+        self.requires_grad = requires_grad
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -3,6 +3,7 @@ as NeuralForecast's common modules define them (Conv1d with kernel 1 is a Linear
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -101,13 +102,21 @@ def decoder_label_len(input_size: int, multiplier: float, activation: str) -> in
 
 
 def sinusoidal_positions(length: int, hidden_size: int) -> np.ndarray:
-    """(length, hidden_size) fixed positional encoding (sin on even, cos on odd channels)."""
+    """(length, hidden_size) fixed positional encoding (sin on even, cos on odd channels),
+    in the compute dtype (read-only: cached, every forward adds it)."""
+    return _positions(length, hidden_size, np.dtype(active().dtypes.compute))
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(length: int, hidden_size: int, dtype: np.dtype) -> np.ndarray:
     position = np.arange(length, dtype=np.float64)[:, None]
     div = np.exp(np.arange(0, hidden_size, 2) * -(math.log(10000.0) / hidden_size))
     table = np.zeros((length, hidden_size))
     table[:, 0::2] = np.sin(position * div)
     table[:, 1::2] = np.cos(position * div)[:, : hidden_size // 2]
-    return table.astype(active().dtypes.compute)
+    table = table.astype(dtype)
+    table.flags.writeable = False
+    return table
 
 
 def time_steps(x, steps: slice):
@@ -132,7 +141,8 @@ class DataEmbedding:
         """x (B, N) values, exog (B, N, X) -> (B, N, C)."""
         taps = np.stack([np.roll(x, 1, axis=1), x, np.roll(x, -1, axis=1)], axis=2)
         y = ops.matmul(ops.constant(taps), p[self.value])
-        positions = sinusoidal_positions(x.shape[1], self.hidden_size).astype(x.dtype)
+        positions = sinusoidal_positions(x.shape[1], self.hidden_size).astype(x.dtype,
+                                                                          copy=False)
         y = ops.add(y, ops.constant(positions))
         if self.temporal is not None:
             y = ops.add(y, self.temporal(p, ops.as_tensor(exog)))

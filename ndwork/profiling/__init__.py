@@ -29,8 +29,11 @@ HOTSPOT_CLASSES = [(0.20, "over 20%: optimize now"), (0.10, "10-20%"), (0.05, "5
                    (0.0, "under 5%")]
 
 
+_open = [0]  # profiles open in any thread: with none, ops skip the thread-local lookup
+
+
 def current() -> Profile | None:
-    return getattr(_active, "profile", None)
+    return getattr(_active, "profile", None) if _open[0] else None
 
 
 def _rss() -> int:
@@ -137,6 +140,7 @@ def profile(sampling: bool = False, memory: bool = False, interval: float = 0.05
         tracemalloc.start()
     previous = current()
     _active.profile = prof
+    _open[0] += 1
     prof.start = time.perf_counter()
     if sampler:
         sampler.start()
@@ -148,6 +152,7 @@ def profile(sampling: bool = False, memory: bool = False, interval: float = 0.05
             prof.sampled = sampler
         prof.stop = time.perf_counter()
         _active.profile = previous
+        _open[0] -= 1
         if started_tracing:
             tracemalloc.stop()
 
