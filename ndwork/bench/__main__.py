@@ -7,7 +7,7 @@ import importlib
 from ndwork.bench.common import write
 
 SUITES = ("kernels", "models", "attention", "recurrent", "parallel", "switches", "peers", "parity",
-          "fidelity", "accuracy", "probabilistic", "startup", "report")
+          "latency", "fidelity", "accuracy", "probabilistic", "startup", "report")
 
 
 def main(argv=None) -> None:
