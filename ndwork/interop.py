@@ -74,20 +74,15 @@ def to_ndwork_model(peer) -> BaseModel:
                          f"model table lists those that do.")
     cls = MODELS[name]
     accepted = set(cls._architecture_names()) | set(TRAINING_DEFAULTS)
-    options, dropped = {}, []
+    options, ignored = {}, []
     for key, value in dict(peer.hparams).items():
-        if key in _RUNTIME:
-            continue
-        if key in accepted:
-            options[key] = _plain(value)
-        elif key not in ("n_series",) or cls.MULTIVARIATE:
-            dropped.append(key)
-    if cls.MULTIVARIATE:
-        options["n_series"] = peer.hparams["n_series"]
+        if key in accepted and key not in _RUNTIME:
+            options[key] = _plain(value)  # n_series too, for the multivariate models
+        elif key not in _RUNTIME | _LIGHTNING | {"n_series"}:
+            ignored.append(key)
     options["loss"] = to_ndwork_loss(peer.loss)
     if peer.valid_loss is not peer.loss:
         options["valid_loss"] = to_ndwork_loss(peer.valid_loss)
-    ignored = [k for k in dropped if k not in _LIGHTNING]
     if ignored:
         warnings.warn(f"{name}: NeuralForecast options without an ndwork counterpart, ignored: "
                       f"{sorted(ignored)}", UserWarning, stacklevel=2)
@@ -96,7 +91,7 @@ def to_ndwork_model(peer) -> BaseModel:
 
 # Lightning trainer options NeuralForecast keeps among a model's hyper-parameters
 _LIGHTNING = {"accelerator", "devices", "strategy", "enable_checkpointing", "precision",
-              "enable_model_summary", "enable_progress_bar", "val_monitor", "n_samples",
+              "enable_model_summary", "enable_progress_bar", "n_samples",
               "h_train", "inference_input_size", "max_epochs", "num_sanity_val_steps"}
 
 
@@ -110,11 +105,7 @@ def to_ndwork_loss(loss) -> Loss:
     options = {}
     levels = _levels(getattr(loss, "output_names", []))
     for key in wanted:
-        if key in ("self", "level", "quantiles"):
-            continue
-        if key == "distribution_kwargs":
-            continue
-        if hasattr(loss, key):
+        if key not in ("self", "level", "quantiles", "distribution_kwargs") and hasattr(loss, key):
             options[key] = _plain(getattr(loss, key))
     options.update({k: _plain(v) for k, v in (getattr(loss, "distribution_kwargs", None) or {})
                     .items() if k in wanted})

@@ -8,24 +8,13 @@ at their defaults (h=12, input_size=24), 2 threads each; medians of alternating 
 from __future__ import annotations
 
 import statistics
-import time
 import warnings
 
-from ndwork.bench.common import machine, table
+from ndwork.bench.common import latencies, machine, table
 
 MODELS = ["MLP", "NHITS", "NBEATS", "DLinear", "NLinear", "TiDE", "VanillaTransformer",
           "Informer", "PatchTST", "iTransformer"]
 THREADS = 2
-
-
-def _median_call(fn, calls: int) -> float:
-    fn()
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def run(quick: bool = False) -> dict:
@@ -54,8 +43,8 @@ def run(quick: bool = False) -> dict:
             ours.fit(df, verbose=False)
             a, b = [], []
             for _ in range(3):  # alternating, so drift hits both sides
-                a.append(_median_call(theirs.predict, calls))
-                b.append(_median_call(ours.predict, calls))
+                a.append(latencies(theirs.predict, calls)["median_s"])
+                b.append(latencies(ours.predict, calls)["median_s"])
             nf_s, nd_s = statistics.median(a), statistics.median(b)
             rows.append({"model": name, "neuralforecast_ms": nf_s * 1e3, "ndwork_ms": nd_s * 1e3,
                          "speed-up": nf_s / nd_s})
