@@ -79,6 +79,16 @@ def test_fully_masked_rows_are_zero_with_zero_gradients():
     assert (dq[0, :, 0] == 0).all()
 
 
+def test_a_nan_score_makes_its_rows_nan_as_the_reference():
+    q, k, v, _ = inputs(1, 2, 40, 40, 16)
+    k[0, 1, 7, 3] = np.nan  # every query of head 1 sees key 7 (not causal)
+    out, lse = flash_attention_forward(q, k, v, **SMALL_BLOCKS)
+    ref_out, _ = naive_attention_forward(q, k, v)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_out))
+    assert np.isnan(out[0, 1]).all() and not np.isnan(out[0, 0]).any()
+    assert np.isnan(lse[0, 1]).all()
+
+
 def test_switch_selects_the_implementation():
     from ndwork.autodiff import Tensor, backward, ops
 

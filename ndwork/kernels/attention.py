@@ -19,7 +19,7 @@ import numpy as np
 
 from ndwork.config import kernel_blas_single_threaded
 from ndwork.kernels._jit import jit
-from ndwork.kernels.fastmath import exp_into
+from ndwork.kernels.fastmath import exp_chunk, exp_into
 
 # Defaults from the block sweep of `python -m ndwork.bench attention` (N=2048, d=64, 2 cores):
 # 256 x 256 tiles were fastest (89 ms forward+backward against 98 ms for 128 x 128).
@@ -105,8 +105,51 @@ def _mask_block(s, i0, j0, causal, pad, use_pad):
                 s[i, j] = -np.inf
 
 
+@jit
+def _exp_in_place(x, mantissas, powers):
+    """x = exp(x) for a 1-D array: the vectorized polynomial for float32 (one call over
+    the whole block: per-row calls cost twice as much), math.exp otherwise."""
+    if x.itemsize == 4:
+        exp_chunk(x, x, np.float32(1), mantissas, powers)
+    else:
+        for i in range(x.size):
+            x[i] = math.exp(x[i])
+
+
+@jit
+def _online_softmax_block(st, m, ell, acc, mantissas, powers):
+    """One key block of the online softmax, with the scores transposed: st (keys, rows)
+    so that every pass runs along a key's row of queries, elementwise and vectorized
+    (a per-query max along keys would be a serial reduction).
+
+    Updates the running max m and sum ell of each query row, rescales acc, and leaves
+    st = exp(scores - m). Invisible scores are -inf and become 0; a row with nothing
+    visible yet keeps m = -inf and shifts by 0."""
+    keys, rows = st.shape
+    new_m = m.copy()
+    for j in range(keys):
+        for i in range(rows):
+            value = st[j, i]
+            new_m[i] = value if value > new_m[i] else new_m[i]
+    shift = np.where(new_m == -np.inf, 0, new_m).astype(st.dtype)
+    for i in range(rows):
+        correction = math.exp(m[i] - shift[i])  # 0 when m[i] = -inf
+        ell[i] *= correction
+        acc[i] *= correction
+        m[i] = new_m[i]
+    for j in range(keys):
+        for i in range(rows):
+            st[j, i] -= shift[i]
+    _exp_in_place(st.reshape(-1), mantissas, powers)
+    for j in range(keys):
+        for i in range(rows):
+            ell[i] += st[j, i]
+
+
 @nb.njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
 def _flash_forward(q, k, v, causal, pad, use_pad, block_q, block_k, out, lse):
+    """Parallel over (batch, head, query block); per key block the transposed scores by
+    BLAS, the online softmax, and the values' product by BLAS."""
     batch, heads, nq, d = q.shape
     nk = k.shape[2]
     scale = 1.0 / math.sqrt(d)
@@ -118,43 +161,21 @@ def _flash_forward(q, k, v, causal, pad, use_pad, block_q, block_k, out, lse):
         i1 = min(nq, i0 + block_q)
         rows = i1 - i0
         qb = q[b, h, i0:i1] * q.dtype.type(scale)
-        m = np.full(rows, -np.inf, dtype=np.float64)
-        ell = np.zeros(rows, dtype=np.float64)
+        m = np.full(rows, -np.inf, dtype=q.dtype)
+        ell = np.zeros(rows, dtype=q.dtype)
         acc = np.zeros((rows, d), dtype=q.dtype)
+        mantissas = np.empty(rows * block_k, dtype=np.float32)
+        powers = np.empty(rows * block_k, dtype=np.int32)
         j_end = min(nk, i1) if causal else nk
         for j0 in range(0, j_end, block_k):
             j1 = min(j_end, j0 + block_k)
-            s = np.dot(qb, k[b, h, j0:j1].T)
+            st = np.dot(k[b, h, j0:j1], qb.T)
             if (causal and j1 - 1 > i0) or use_pad:
-                _mask_block(s, i0, j0, causal, pad[b], use_pad)
-            for i in range(rows):
-                row_max = m[i]
-                for j in range(j1 - j0):
-                    if s[i, j] > row_max:
-                        row_max = s[i, j]
-                if row_max == -np.inf:  # nothing visible yet in this row
-                    s[i, :] = 0
-                    continue
-                correction = math.exp(m[i] - row_max)
-                m[i] = row_max
-                ell[i] *= correction
-                for c in range(d):
-                    acc[i, c] *= correction
-                for j in range(j1 - j0):
-                    s[i, j] -= row_max
-            flat = s.reshape(-1)
-            exp_into(flat, flat)
-            for i in range(rows):
-                total = 0.0
-                for j in range(j1 - j0):
-                    if (causal and j0 + j > i0 + i) or (use_pad and pad[b, j0 + j]) \
-                            or m[i] == -np.inf:
-                        s[i, j] = 0  # exp_into clamps, so invisible keys are zeroed here
-                    total += s[i, j]
-                ell[i] += total
-            acc += np.dot(s, v[b, h, j0:j1])
+                _mask_block(st.T, i0, j0, causal, pad[b], use_pad)
+            _online_softmax_block(st, m, ell, acc, mantissas, powers)
+            acc += np.dot(st.T, v[b, h, j0:j1])
         for i in range(rows):
-            if ell[i] > 0:
+            if ell[i] > 0 or ell[i] != ell[i]:  # a NaN score makes the row NaN
                 inv = 1.0 / ell[i]
                 for c in range(d):
                     out[b, h, i0 + i, c] = acc[i, c] * inv

@@ -36,37 +36,43 @@ def exp_into(x, out, scale=1.0):
         for i in range(n):
             out[i] = math.exp(scale * x[i])
         return
-    a = np.float32(scale)
-    # separate scratch for e^r and k: when x aliases out, a loop that read x and wrote
-    # out would fail LLVM's overlap check and run scalar
     mantissas = np.empty(_CHUNK, dtype=np.float32)
     powers = np.empty(_CHUNK, dtype=np.int32)
-    mantissa_bits = mantissas.view(np.int32)
-    bits = out.view(np.int32)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        xs, bs = x[start:stop], bits[start:stop]  # plain slices: simple induction, vectorizes
-        for i in range(stop - start):
-            u = a * xs[i]
-            v = min(max(u, _LOW), _HIGH)
-            k = np.floor(v * _LOG2E + np.float32(0.5))
-            r = v - k * _LN2_HI - k * _LN2_LO
-            p = np.float32(1 / 5040)
-            p = p * r + np.float32(1 / 720)
-            p = p * r + np.float32(1 / 120)
-            p = p * r + np.float32(1 / 24)
-            p = p * r + np.float32(1 / 6)
-            p = p * r + np.float32(0.5)
-            p = p * r + np.float32(1)
-            p = p * r + np.float32(1)
-            # outside the normal range the result is exact as it stands: NaN, inf or 0,
-            # and adds no exponent
-            special = u != u or u > _HIGH or u < _LOW
-            mantissas[i] = (u if u != u else (_INF if u > _HIGH else np.float32(0))) \
-                if special else p
-            powers[i] = 0 if special else np.int32(k)
-        for i in range(stop - start):
-            bs[i] = mantissa_bits[i] + (powers[i] << 23)
+        exp_chunk(x[start:stop], out[start:stop], np.float32(scale), mantissas, powers)
+
+
+@jit
+def exp_chunk(x, out, scale, mantissas, powers):
+    """out[i] = exp(scale * x[i]) for float32 x of at most len(mantissas) values.
+
+    mantissas (float32) and powers (int32) are the caller's scratch, kept apart from x
+    and out: when x aliases out, a loop that read x and wrote out would fail LLVM's
+    overlap check and run scalar."""
+    mantissa_bits = mantissas.view(np.int32)
+    bits = out.view(np.int32)
+    for i in range(x.size):
+        u = scale * x[i]
+        v = min(max(u, _LOW), _HIGH)
+        k = np.floor(v * _LOG2E + np.float32(0.5))
+        r = v - k * _LN2_HI - k * _LN2_LO
+        p = np.float32(1 / 5040)
+        p = p * r + np.float32(1 / 720)
+        p = p * r + np.float32(1 / 120)
+        p = p * r + np.float32(1 / 24)
+        p = p * r + np.float32(1 / 6)
+        p = p * r + np.float32(0.5)
+        p = p * r + np.float32(1)
+        p = p * r + np.float32(1)
+        # outside the normal range the result is exact as it stands: NaN, inf or 0,
+        # and adds no exponent
+        special = u != u or u > _HIGH or u < _LOW
+        mantissas[i] = (u if u != u else (_INF if u > _HIGH else np.float32(0))) \
+            if special else p
+        powers[i] = 0 if special else np.int32(k)
+    for i in range(x.size):
+        bits[i] = mantissa_bits[i] + (powers[i] << 23)
 
 
 # Abramowitz & Stegun 7.1.26: erf(z) = 1 - poly(t) exp(-z^2), t = 1 / (1 + P z), z >= 0,
