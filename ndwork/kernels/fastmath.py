@@ -50,29 +50,33 @@ def exp_chunk(x, out, scale, mantissas, powers):
     mantissas (float32) and powers (int32) are the caller's scratch, kept apart from x
     and out: when x aliases out, a loop that read x and wrote out would fail LLVM's
     overlap check and run scalar."""
-    mantissa_bits = mantissas.view(np.int32)
-    bits = out.view(np.int32)
     for i in range(x.size):
-        u = scale * x[i]
-        v = min(max(u, _LOW), _HIGH)
-        k = np.floor(v * _LOG2E + np.float32(0.5))
-        r = v - k * _LN2_HI - k * _LN2_LO
-        p = np.float32(1 / 5040)
-        p = p * r + np.float32(1 / 720)
-        p = p * r + np.float32(1 / 120)
-        p = p * r + np.float32(1 / 24)
-        p = p * r + np.float32(1 / 6)
-        p = p * r + np.float32(0.5)
-        p = p * r + np.float32(1)
-        p = p * r + np.float32(1)
-        # outside the normal range the result is exact as it stands: NaN, inf or 0,
-        # and adds no exponent
-        special = u != u or u > _HIGH or u < _LOW
-        mantissas[i] = (u if u != u else (_INF if u > _HIGH else np.float32(0))) \
-            if special else p
-        powers[i] = 0 if special else np.int32(k)
+        mantissas[i], powers[i] = exp_parts(scale * x[i])
+    bits, mantissa_bits = out.view(np.int32), mantissas.view(np.int32)
     for i in range(x.size):
         bits[i] = mantissa_bits[i] + (powers[i] << 23)
+
+
+@jit
+def exp_parts(u):
+    """exp(u) = mantissa * 2**power for float32 u: the polynomial and the power that a
+    vectorized loop adds to the mantissa's exponent bits (exp_chunk)."""
+    v = min(max(u, _LOW), _HIGH)
+    k = np.floor(v * _LOG2E + np.float32(0.5))
+    r = v - k * _LN2_HI - k * _LN2_LO
+    p = np.float32(1 / 5040)
+    p = p * r + np.float32(1 / 720)
+    p = p * r + np.float32(1 / 120)
+    p = p * r + np.float32(1 / 24)
+    p = p * r + np.float32(1 / 6)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1)
+    p = p * r + np.float32(1)
+    # outside the normal range the result is exact as it stands: NaN, inf or 0, and adds
+    # no exponent
+    if u != u or u > _HIGH or u < _LOW:
+        return (u if u != u else (_INF if u > _HIGH else np.float32(0))), np.int32(0)
+    return p, np.int32(k)
 
 
 # Abramowitz & Stegun 7.1.26: erf(z) = 1 - poly(t) exp(-z^2), t = 1 / (1 + P z), z >= 0,
