@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 KERNELS = ("numba", "numpy")
 ATTENTION = ("flash", "naive")
 PRECISIONS = ("fp32", "fp64")
+BLAS = ("auto", "numpy", "mkl")
 
 
 def _select_threading_layer() -> None:
@@ -44,6 +46,59 @@ def _select_threading_layer() -> None:
 
 
 _select_threading_layer()
+
+
+@functools.cache
+def _mkl_path() -> str | None:
+    """Where the optional mkl wheel (or conda's mkl) put oneMKL's runtime library."""
+    import glob
+
+    found = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+    return found[0] if found else None
+
+
+@functools.cache
+def mkl_library():
+    """oneMKL's runtime library with cblas_sgemm typed (loaded at first use), or None.
+
+    Its threads run on TBB (numba's layer here too), not on a second OpenMP pool."""
+    if _mkl_path() is None:
+        return None
+    os.environ.setdefault("MKL_THREADING_LAYER", "TBB")
+    try:
+        lib = ctypes.CDLL(_mkl_path())
+    except OSError:
+        return None
+    lib.cblas_sgemm.restype = None
+    lib.cblas_sgemm.argtypes = [ctypes.c_int] * 6 + [
+        ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+    lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+    return lib
+
+
+def available_blas() -> tuple[str, ...]:
+    """The `Optimizations.blas` values this machine can run."""
+    return BLAS if _mkl_path() is not None else ("auto", "numpy")
+
+
+@functools.cache
+def cpu() -> dict:
+    """The CPU model and the ISA extensions that decide kernel speed (Linux /proc/cpuinfo)."""
+    import platform
+
+    info = {"model": platform.processor() or platform.machine(), "isa": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
+              "amx_tile")
+    return {"model": fields.get("model name", info["model"]),
+            "isa": [f for f in wanted if f in flags]}
 
 
 def threading_layer() -> str:
@@ -79,12 +134,17 @@ class Optimizations:
     threads:   numba and BLAS threads together; None leaves the machine default.
     precision: "fp32", or "fp64" (for verification: gradient and fidelity checks; mixed
                precision is added by a later issue).
+    blas:      the BLAS of the compiled kernels' float32 GEMMs: "numpy" (numpy's own,
+               OpenBLAS in its wheels), "mkl" (the optional mkl wheel), or "auto" (the
+               faster of the two per shape, measured once per machine: see
+               ndwork.kernels.gemm).
     """
 
     kernels: str = "numba"
     attention: str = "flash"
     threads: int | None = None
     precision: str = "fp32"
+    blas: str = "auto"
 
     def __post_init__(self) -> None:
         for name, allowed in (("kernels", KERNELS), ("attention", ATTENTION),
@@ -94,6 +154,11 @@ class Optimizations:
                 raise ValueError(
                     f"Optimizations.{name}={value!r} is not known; use one of {allowed}."
                 )
+        if self.blas not in available_blas():
+            why = "is not installed here (pip install 'ndwork[mkl]')" if self.blas == "mkl" \
+                else "is not known"
+            raise ValueError(f"Optimizations.blas={self.blas!r} {why}; available here: "
+                             f"{available_blas()}.")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(
                 f"Optimizations.threads={self.threads!r} must be a positive int or None."
@@ -106,7 +171,7 @@ class Optimizations:
     def switches(self) -> dict:
         """The switches that travel with work to other threads and dask workers."""
         return {"kernels": self.kernels, "attention": self.attention,
-                "precision": self.precision}
+                "precision": self.precision, "blas": self.blas}
 
 
 _state = threading.local()

@@ -85,9 +85,10 @@ def test_running_statistics_come_back_from_the_workers(client, panel, sync_every
 def test_workers_run_under_the_drivers_optimizations(client, panel):
     import ndwork
 
-    with ndwork.optimizations(kernels="numpy", attention="naive"):
+    with ndwork.optimizations(kernels="numpy", attention="naive", blas="numpy"):
         nf = NeuralForecast([mlp(steps=2)], "D").fit(panel, distributed=client, verbose=False)
-    assert nf.worker_switches == {"kernels": "numpy", "attention": "naive", "precision": "fp32"}
+    assert nf.worker_switches == {"kernels": "numpy", "attention": "naive", "precision": "fp32",
+                                  "blas": "numpy"}
     nf = NeuralForecast([mlp(steps=2)], "D").fit(panel, distributed=client, sync_every=2,
                                                  verbose=False)
     assert nf.worker_switches["kernels"] == "numba"

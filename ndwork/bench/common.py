@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ndwork.config import cpu  # noqa: F401  (the benchmarks record it)
+
 
 def timeit(fn: Callable[[], object], repeat: int = 7, min_time: float = 0.05) -> dict:
     """Median and p99 seconds per call; each sample loops until it lasts min_time."""
@@ -53,22 +55,6 @@ def gemm_peak(n: int = 2048, repeat: int = 7) -> float:
     b = np.random.default_rng(1).random((n, n), dtype=np.float32)
     t = timeit(lambda: a @ b, repeat=repeat, min_time=0.2)
     return 2 * n**3 / t["median_s"] / 1e9
-
-
-def cpu() -> dict:
-    """The CPU model and the ISA extensions that decide kernel speed (Linux /proc/cpuinfo)."""
-    info = {"model": platform.processor() or platform.machine(), "isa": []}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
-              "amx_tile")
-    return {"model": fields.get("model name", info["model"]),
-            "isa": [f for f in wanted if f in flags]}
 
 
 def machine() -> dict:

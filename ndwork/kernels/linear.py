@@ -1,7 +1,8 @@
 """Linear layer y = act(x @ W + b) with the bias and activation fused into one pass.
 
 x: (B, in), W: (in, out), b: (out,), y: (B, out). The GEMMs go through BLAS in both
-paths; the numba path fuses bias + activation after the forward GEMM and
+paths (the compiled one's through `gemm.matmul`: the BLAS measured fastest per shape).
+The numba path fuses bias + activation after the forward GEMM and
 activation-derivative + bias-gradient before the backward GEMMs, saving passes over
 (B, out). Activations here are the ones whose derivative follows from the output y
 ("identity", "relu", "tanh", "sigmoid"), so the forward caches only y.
@@ -18,6 +19,7 @@ from ndwork.kernels.activations import (
     relu,
     relu_grad,
 )
+from ndwork.kernels.gemm import matmul
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 
@@ -103,7 +105,7 @@ def _activation_grad_and_bias(y, dy, code, dz):
 
 def linear_forward(x, W, b, activation="identity"):
     code = _activation_code(activation)
-    z = x @ W
+    z = matmul(x, W)
     if b is None:
         b = np.zeros(W.shape[1], dtype=z.dtype)
     _bias_activation(z, b, code)
@@ -114,8 +116,8 @@ def linear_backward(x, W, y, dy, activation="identity", need_dx=True):
     dy = np.ascontiguousarray(dy)
     dz = np.empty_like(dy)
     db = _activation_grad_and_bias(y, dy, _activation_code(activation), dz)
-    dW = x.T @ dz
-    dx = dz @ W.T if need_dx else None
+    dW = matmul(x.T, dz)
+    dx = matmul(dz, W.T) if need_dx else None
     return dx, dW, db
 
 

@@ -1,0 +1,98 @@
+"""The GEMM dispatch: oneMKL against numpy's BLAS, the per-shape choice and its file."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_close_f32
+
+import ndwork
+import ndwork.config
+from ndwork.kernels import compiled, gemm, reference
+
+needs_mkl = pytest.mark.skipif(ndwork.config.mkl_library() is None,
+                               reason="the mkl wheel (a dev dependency) is not installed")
+rng = np.random.default_rng(0)
+
+
+def _operands(m, k, n):
+    return rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32)
+
+
+@needs_mkl
+@pytest.mark.parametrize("layout", ["NN", "TN", "NT", "TT", "strided"])
+def test_mkl_matches_numpy_for_every_operand_layout(layout):
+    a, b = _operands(70, 33, 45)
+    if layout[0] == "T":
+        a = np.ascontiguousarray(a.T).T  # same values, stored transposed
+    if len(layout) == 2 and layout[1] == "T":
+        b = np.ascontiguousarray(b.T).T
+    if layout == "strided":
+        a = np.repeat(a, 2, axis=1)[:, ::2]
+    assert_close_f32(gemm.mkl_matmul(a, b), a.astype(np.float64) @ b.astype(np.float64))
+
+
+@needs_mkl
+def test_the_switch_picks_the_blas():
+    a, b = _operands(128, 96, 128)  # above gemm.SMALL
+    with ndwork.optimizations(blas="numpy"):
+        np.testing.assert_array_equal(gemm.matmul(a, b), a @ b)
+    with ndwork.optimizations(blas="mkl"):
+        np.testing.assert_array_equal(gemm.matmul(a, b), gemm.mkl_matmul(a, b))
+
+
+@needs_mkl
+@pytest.mark.parametrize("blas", ["numpy", "mkl", "auto"])
+def test_linear_kernels_match_their_reference_on_every_blas(blas):
+    x, w = _operands(256, 64, 96)
+    b = rng.normal(size=96).astype(np.float32)
+    dy = rng.normal(size=(256, 96)).astype(np.float32)
+    with ndwork.optimizations(blas=blas):
+        y = compiled("linear_forward")(x, w, b, "relu")
+        grads = compiled("linear_backward")(x, w, y, dy, "relu")
+    assert_close_f32(y, reference("linear_forward")(x, w, b, "relu"))
+    for got, want in zip(grads, reference("linear_backward")(x, w, y, dy, "relu"), strict=True):
+        assert_close_f32(got, want)
+
+
+@needs_mkl
+def test_auto_measures_a_shape_once_and_keeps_it_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    choices = gemm._Choices()
+    a, b = _operands(256, 128, 64)
+    picked = choices.pick(a, b, 2)
+    assert picked in ("numpy", "mkl")
+    saved = json.loads(Path(choices.path).read_text())
+    assert saved == {"256x128x64 NN threads=2": picked}
+    # a later process reads the file and does not measure again
+    monkeypatch.setattr(gemm, "_fastest", lambda *args: pytest.fail("measured twice"))
+    assert gemm._Choices().pick(a, b, 2) == picked
+    # a transposed operand or other threads is another shape
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    choices.pick(np.ascontiguousarray(a.T).T, b, 1)
+    assert set(json.loads(Path(choices.path).read_text())) == {"256x128x64 NN threads=2",
+                                                           "256x128x64 TN threads=1"}
+
+
+@needs_mkl
+def test_a_corrupt_choice_file_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    choices = gemm._Choices()
+    (tmp_path / "ndwork").mkdir()
+    with open(choices.path, "w") as f:
+        f.write("{not json")
+    a, b = _operands(256, 128, 64)
+    assert choices.pick(a, b, 2) in ("numpy", "mkl")
+    assert json.loads(Path(choices.path).read_text())
+
+
+def test_blas_not_installed_or_unknown_names_what_is_available(monkeypatch):
+    with pytest.raises(ValueError, match=r"blas='openblas' is not known; available here: "
+                                         r"\('auto', 'numpy', 'mkl'\)"):
+        ndwork.Optimizations(blas="openblas")
+    monkeypatch.setattr(ndwork.config, "_mkl_path", lambda: None)
+    with pytest.raises(ValueError, match=r"blas='mkl' is not installed here \(pip install "
+                                         r"'ndwork\[mkl\]'\); available here: \('auto', 'numpy'\)"):
+        ndwork.Optimizations(blas="mkl")
