@@ -48,6 +48,24 @@ def _big_matmuls(a, b, repeat=16):
         ops.matmul(a, b)
 
 
+def test_gemms_are_timed_by_shape_inside_the_ops():
+    steps, windows, hidden = 3, 32, 16
+    nf = NeuralForecast([MLP(h=12, input_size=24, max_steps=steps, hidden_size=hidden,
+                             num_layers=2, windows_batch_size=windows)], "MS")
+    with ndwork.profile() as prof:
+        nf.fit(air_passengers(), verbose=False)
+    threads = ndwork.config.numba.config.NUMBA_NUM_THREADS
+    forward = [f"{windows}x24x{hidden} NN", f"{windows}x{hidden}x{hidden} NN",
+               f"{windows}x{hidden}x12 NN"]
+    weight_grads = [f"24x{windows}x{hidden} TN", f"{hidden}x{windows}x{hidden} TN",
+                    f"{hidden}x{windows}x12 TN"]
+    for label in forward + weight_grads:
+        assert prof.gemm_calls[f"{label} threads={threads}"] == steps, label
+    gemm = sum(prof.gemm_seconds.values())
+    linear = prof.seconds["linear"] + prof.seconds["linear backward"]
+    assert 0 < gemm < linear  # inside the linear ops
+
+
 def test_op_times_add_up_to_the_wall_time():
     """Ops that do all the work of a block: their self times sum to its wall time."""
     a, b = _operands()

@@ -30,6 +30,7 @@ import time
 import numba
 import numpy as np
 
+from ndwork import profiling
 from ndwork.config import active, cpu, mkl_library
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -72,19 +73,28 @@ SMALL = 2**20
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b by the BLAS the active `Optimizations.blas` picks for this shape."""
+    """a @ b by the BLAS the active `Optimizations.blas` picks for this shape (timed by
+    shape into an open `ndwork.profile()`)."""
+    fn = _blas_for(a, b)
+    prof = profiling.current()
+    if prof is None:
+        return fn(a, b)
+    return prof.gemm(_label(_key(a, b, active().threads)), fn, a, b)
+
+
+def _blas_for(a: np.ndarray, b: np.ndarray):
     opts = active()
     if opts.blas == "numpy" or a.ndim != 2 or b.ndim != 2 \
             or a.shape[0] * a.shape[1] * b.shape[1] < SMALL or a.dtype != np.float32 \
             or b.dtype != np.float32:
-        return a @ b
+        return _numpy_matmul
     name = opts.blas
     if name == "auto":
         if mkl_library() is None:
             _say_mkl_absent()
-            return a @ b
+            return _numpy_matmul
         name = _CHOICES.pick(a, b, opts.threads)
-    return CANDIDATES[name](a, b)
+    return CANDIDATES[name]
 
 
 @functools.cache

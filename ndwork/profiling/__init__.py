@@ -3,6 +3,7 @@
     with ndwork.profile() as prof:
         nf.fit(df)
     prof.table()        # per op: calls, time, share, GFLOP/s, bytes, hotspot class
+    prof.gemm_seconds   # the GEMMs inside the ops, by shape (m x k x n, layouts, threads)
     prof.timeline       # (seconds, RSS bytes, traced bytes) samples during the run
                         # (traced bytes with profile(memory=True) only)
     prof.sampled        # a pyinstrument session, with sampling=True (the `lab` extra)
@@ -52,6 +53,9 @@ class Profile:
         self.flops: dict[str, float] = defaultdict(float)
         self.bytes: dict[str, int] = defaultdict(int)
         self.overhead_seconds = 0.0  # the profiler's own bookkeeping around every op
+        # the compiled kernels' GEMMs by shape ("m x k x n, layouts, threads"), inside ops
+        self.gemm_seconds: dict[str, float] = defaultdict(float)
+        self.gemm_calls: dict[str, int] = defaultdict(int)
         self.timeline: list[tuple[float, int, int]] = []
         self.interval = interval
         self.start = self.stop = 0.0
@@ -75,6 +79,14 @@ class Profile:
         self.seconds[name] += seconds
         self.self_seconds[name] += seconds - children
         return result, seconds
+
+    def gemm(self, label: str, fn, a, b):
+        """Run the GEMM fn(a, b) and charge its time to its shape `label`."""
+        start = time.perf_counter()
+        out = fn(a, b)
+        self.gemm_seconds[label] += time.perf_counter() - start
+        self.gemm_calls[label] += 1
+        return out
 
     def add_overhead(self, seconds: float) -> None:
         """The profiler's own time around an op; inside another op it is not that op's."""
