@@ -239,15 +239,19 @@ class _SharedLimit:
         self._holders = 0
         self._originals: list[tuple] = []
 
+    @functools.cached_property
+    def libraries(self) -> list:
+        return [lib for lib in _controller().lib_controllers
+                if lib.user_api == "blas" and self.select(lib)]
+
     @contextlib.contextmanager
     def hold(self, threads: int) -> Iterator[None]:
         with self._lock:
             if self._holders == 0:
-                libs = [lib for lib in _controller().lib_controllers
-                        if lib.user_api == "blas" and self.select(lib)]
-                self._originals = [(lib, lib.num_threads) for lib in libs]
-                for lib in libs:
-                    lib.set_num_threads(threads)
+                self._originals = [(lib, lib.num_threads) for lib in self.libraries]
+                for lib, before in self._originals:
+                    if before != threads:
+                        lib.set_num_threads(threads)
             self._holders += 1
         try:
             yield
@@ -256,7 +260,8 @@ class _SharedLimit:
                 self._holders -= 1
                 if self._holders == 0:
                     for lib, threads_before in self._originals:
-                        lib.set_num_threads(threads_before)
+                        if threads_before != threads:
+                            lib.set_num_threads(threads_before)
 
 
 _GEMM_BLAS = _SharedLimit(lambda lib: not _kernel_blas(lib))

@@ -597,7 +597,7 @@ class NeuralForecast:
             full = np.full((len(last_rows), h, y_hat.shape[2]), np.nan, y_hat.dtype)
             full[:, :y_hat.shape[1]] = y_hat
             for k, name in enumerate(names):
-                out[f"{model!r}{name}"] = full[:, :, k].reshape(-1)
+                out.insert(len(out.columns), f"{model!r}{name}", full[:, :, k].reshape(-1))
         return out
 
     def _rolled(self, model, state, panel, last_rows, futr, quantiles, horizon):

@@ -160,10 +160,10 @@ def test_valid_batch_size_bounds_the_series_per_forward(panel, monkeypatch):
     rows_per_forward = []
     forward = trainer.forward
 
-    def counting(model, params, batch, rng=None, buffers=None):
+    def counting(model, params, batch, rng=None, buffers=None, inference=False):
         if rng is None:  # inference: validation and predict
             rows_per_forward.append(batch["insample_y"].shape[0])
-        return forward(model, params, batch, rng, buffers)
+        return forward(model, params, batch, rng, buffers, inference)
 
     monkeypatch.setattr(trainer, "forward", counting)
 

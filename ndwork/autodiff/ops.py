@@ -31,7 +31,7 @@ def _profiled(op):
     @functools.wraps(op)
     def run(*args, **kwargs):
         prof = profiling.current()
-        if prof is None:
+        if prof is None:  # the common case first: no profile open
             return op(*args, **kwargs)
         entered = time.perf_counter()
         out, seconds = prof.time(name, lambda: op(*args, **kwargs))
@@ -279,7 +279,7 @@ def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 @_profiled
 def transpose(x: Tensor, axes: tuple[int, ...]) -> Tensor:
-    inverse = tuple(np.argsort(axes))
+    inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
     return Tensor(x.data.transpose(axes), (x,), lambda g: (g.transpose(inverse),))
 
 

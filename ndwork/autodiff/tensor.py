@@ -92,6 +92,16 @@ class Parameters:
     def tensors(self, flat: np.ndarray) -> dict[str, Tensor]:
         return {name: Tensor(view, requires_grad=True) for name, view in self.views(flat).items()}
 
+    def constants(self, flat: np.ndarray) -> dict[str, Tensor]:
+        """Views of flat as tensors that take no gradient (inference): made once for the
+        last flat array asked for (a forecast runs with the same one each call), and
+        following it as it changes in place."""
+        cached = getattr(self, "_constants", None)
+        if cached is None or cached[0] is not flat:
+            cached = (flat, {name: Tensor(view) for name, view in self.views(flat).items()})
+            self._constants = cached
+        return cached[1]
+
     def gather_grads(self, tensors: dict[str, Tensor]) -> np.ndarray:
         """The gradients of `tensors` as one flat vector (zeros where none flowed)."""
         dtype = next(iter(tensors.values())).data.dtype if tensors else self.dtype

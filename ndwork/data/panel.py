@@ -264,12 +264,13 @@ class Panel:
 
     def future_frame(self, freq, h: int, test_size: int = 0) -> pd.DataFrame:
         """A new frame of (unique_id, ds) for the h steps after each series' end minus
-        test_size, built from a cached one (predict answers with it every call)."""
+        test_size, built from a cached one (predict answers with it every call): a
+        shallow copy where pandas copies on write (3.x), else a deep one."""
         key = ("frame", freq, h, test_size)
         if key not in self._dates:
             self._dates[key] = pd.DataFrame({"unique_id": np.repeat(self.uids, h),
                                              "ds": self.future_dates(freq, h, test_size)})
-        return self._dates[key].copy()
+        return self._dates[key].copy(deep=not _PANDAS_COPIES_ON_WRITE)
 
     def future_dates(self, freq, h: int, test_size: int = 0) -> np.ndarray:
         """The h timestamps after each series' end minus test_size (cached: predict
@@ -278,6 +279,9 @@ class Panel:
         if key not in self._dates:
             self._dates[key] = future_dates(self.ds[self.indptr[1:] - 1 - test_size], freq, h)
         return self._dates[key]
+
+
+_PANDAS_COPIES_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3
 
 
 def static_array(static_df, uids, cols: list[str], dtype) -> np.ndarray:

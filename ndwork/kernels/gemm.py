@@ -75,11 +75,12 @@ SMALL = 2**20
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b by the BLAS the active `Optimizations.blas` picks for this shape (timed by
     shape into an open `ndwork.profile()`)."""
-    fn = _blas_for(a, b)
-    prof = profiling.current()
-    if prof is None:
-        return fn(a, b)
-    return prof.gemm(_label(_key(a, b, active().threads)), fn, a, b)
+    if profiling.current() is not None:
+        return profiling.current().gemm(_label(_key(a, b, active().threads)), _blas_for(a, b),
+                                        a, b)
+    if a.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] < SMALL:  # the hot small case
+        return a @ b
+    return _blas_for(a, b)(a, b)
 
 
 def _blas_for(a: np.ndarray, b: np.ndarray):

@@ -4,6 +4,8 @@ maxpool: x (R, L) -> (R, ceil(L / k)); the forward caches the argmax per window.
 interpolate: x (R, n_in) -> (R, n_out), torch's `linear` with align_corners=False.
 """
 
+import functools
+
 import numpy as np
 
 from ndwork.kernels._jit import jit, jit_exact
@@ -28,12 +30,17 @@ def maxpool_backward_reference(dy, argmax, length):
     return dx
 
 
+@functools.lru_cache(maxsize=256)
 def interpolation_weights(n_in, n_out):
-    """Left index, right index and right weight of each output point (align_corners=False)."""
+    """Left index, right index and right weight of each output point (align_corners=False);
+    cached per size pair (a forecast asks for the same few every call), so read-only."""
     src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     left = np.minimum(src.astype(np.int64), n_in - 1)
     right = np.minimum(left + 1, n_in - 1)
-    return left, right, src - left
+    weights = (left, right, src - left)
+    for array in weights:
+        array.flags.writeable = False
+    return weights
 
 
 def interpolate_forward_reference(x, n_out):

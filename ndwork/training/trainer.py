@@ -77,9 +77,10 @@ def build_batch(model: BaseModel, y: np.ndarray, temporal: np.ndarray,
 
 
 def forward(model: BaseModel, params: np.ndarray, batch: dict, rng: TrainingNoise | None = None,
-            buffers: dict | None = None) -> tuple[Tensor, dict]:
-    """The model's forward; `rng` given means training (dropout, batch statistics)."""
-    p = layout(model).tensors(params)
+            buffers: dict | None = None, inference: bool = False) -> tuple[Tensor, dict]:
+    """The model's forward; `rng` given means training (dropout, batch statistics);
+    `inference` builds no gradient for the parameters."""
+    p = dict(layout(model).constants(params)) if inference else layout(model).tensors(params)
     p.update(buffers if buffers is not None else model.spec.initial_buffers())
     inputs = {**batch, "insample_y": Tensor(batch["insample_y"]), **model.embed_exog(p, batch)}
     return model.loss.domain_map(p, model.forward(p, inputs, rng), batch, rng), p
@@ -117,7 +118,7 @@ def model_outputs(model: BaseModel, params: np.ndarray, batch: dict, buffers: di
         for a in range(0, n, chunk):
             part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
                     for k, v in batch.items()}
-            outs.append(forward(model, params, part, None, buffers)[0].data)
+            outs.append(forward(model, params, part, None, buffers, inference=True)[0].data)
     return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
 
