@@ -342,8 +342,11 @@ class NeuralForecast:
             chunks = np.array_split(np.arange(panel.n_series), pool.n_workers)
             items = [(self._without_data(), panel.subset(c), futr_df, request)
                      for c in chunks if len(c)]
-            return self._named(pd.concat(pool.map(_forecast_chunk, items), ignore_index=True),
-                               polars)
+            parts = pool.map(_forecast_chunk, items)  # chunks in series order
+        out = panel.future_frame(self.freq, self._horizon())
+        for name in parts[0]:
+            out.insert(len(out.columns), name, np.concatenate([part[name] for part in parts]))
+        return self._named(out, polars)
 
     def predict_insample(self, step_size: int = 1, level: list | None = None,
                          quantiles: list[float] | None = None) -> pd.DataFrame:
@@ -576,6 +579,16 @@ class NeuralForecast:
                         request: Request | None = None, horizon: int | None = None) -> pd.DataFrame:
         """Each model's forecast of the `horizon` (default: the models') steps after each
         series' end minus test_size, in the data's units; futr: _future_exog's."""
+        out = panel.future_frame(self.freq, horizon or self._horizon(), test_size)
+        for name, values in self._forecast_columns(panel, test_size, futr, request,
+                                                   horizon).items():
+            out.insert(len(out.columns), name, values)
+        return out
+
+    def _forecast_columns(self, panel: Panel, test_size: int, futr,
+                          request: Request | None = None, horizon: int | None = None) -> dict:
+        """_forecast_frame's forecast columns, as arrays by name (what a batch-inference
+        task sends back: the driver builds the frame once)."""
         h = horizon or self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
         unpadded = [m.windows("predict")[0] for m in self.models if not m.start_padding_enabled]
@@ -587,7 +600,7 @@ class NeuralForecast:
                              f"models inference_input_size + 1); they cannot be forecast: drop "
                              f"them, use a smaller input size, or train with "
                              f"start_padding_enabled=True (inputs padded with zeros).")
-        out = panel.future_frame(self.freq, h, test_size)
+        columns = {}
         for model, state in zip(self.models, self.states, strict=True):
             sampled = model.loss.is_distribution_output or model.loss.quantile_input
             quantiles = request.quantiles if request and sampled else None
@@ -597,8 +610,8 @@ class NeuralForecast:
             full = np.full((len(last_rows), h, y_hat.shape[2]), np.nan, y_hat.dtype)
             full[:, :y_hat.shape[1]] = y_hat
             for k, name in enumerate(names):
-                out.insert(len(out.columns), f"{model!r}{name}", full[:, :, k].reshape(-1))
-        return out
+                columns[f"{model!r}{name}"] = full[:, :, k].reshape(-1)
+        return columns
 
     def _rolled(self, model, state, panel, last_rows, futr, quantiles, horizon):
         """The model's forecasts (S, steps, k): its own h steps, or `horizon` steps as
@@ -897,7 +910,7 @@ class NeuralForecast:
         groups = [test_sizes[g:g + every] for g in range(0, n_windows, every)]
         from ndwork.distributed.pool import executor
 
-        with executor(parallel) as pool:
+        with executor(parallel, training=len(groups) > 1) as pool:
             shared = pool.share(panel)
             if len(groups) == 1:
                 self._fit_panel(panel, val_size, groups[0][0], keep, verbose)
@@ -922,9 +935,12 @@ class NeuralForecast:
                                verbose)
 
     def _without_data(self) -> NeuralForecast:
-        """The trained models without the training data (what a parallel task needs)."""
+        """The trained models without the training data or the optimizer's state: what a
+        parallel forecasting task needs (Adam's moments would triple what it ships)."""
         nf = self._like(self.models)
-        nf.states, nf.calibration = self.states, self.calibration
+        nf.states = [dataclasses.replace(state, optimizer=None, train_losses=[],
+                                         valid_losses=[]) for state in self.states]
+        nf.calibration = self.calibration
         return nf
 
     def _fresh_copy(self, keep=False) -> NeuralForecast:
@@ -1130,4 +1146,5 @@ def _cv_window(item):
 
 def _forecast_chunk(item):
     nf, panel, futr_df, request = item
-    return nf._forecast_frame(panel, 0, nf._future_exog(panel, 0, nf._horizon(), futr_df), request)
+    return nf._forecast_columns(panel, 0, nf._future_exog(panel, 0, nf._horizon(), futr_df),
+                                request)

@@ -75,7 +75,7 @@ def grid_search(model_class: type[BaseModel], grid: dict, df: pd.DataFrame, freq
     states: list = [None] * len(configs)
     rounds = math.ceil(math.log(len(configs), reduction)) + 1 if halving else 1
     alive = list(range(len(configs)))
-    with executor(parallel) as pool:
+    with executor(parallel, training=True) as pool:
         shared = pool.share(panel)
         for r in range(rounds):
             target = max(1, int(max_steps * reduction ** (r + 1 - rounds)))
@@ -120,7 +120,7 @@ def ensemble(models: list[BaseModel], df: pd.DataFrame, freq, combine: str = "me
         raise ValueError("ensemble members must share h.")
     nf = NeuralForecast(models, freq)
     panel = nf._panel(df, static_df)
-    with executor(parallel) as pool:
+    with executor(parallel, training=True) as pool:
         shared = pool.share(panel)
         frames = pool.map(_member, [(m, freq, shared, futr_df) for m in models])
     columns = [repr(m) for m in models]

@@ -1,5 +1,12 @@
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+# The tests measure GEMM choices on a busy machine: keep them out of the user's cache
+# (dask workers the tests start inherit this).
+os.environ["NDWORK_CACHE_DIR"] = tempfile.mkdtemp(prefix="ndwork-test-cache-")
 
 # Kernel tolerance of the issue: max|x - ref| <= RTOL_F32 * max|ref| per tensor.
 RTOL_F32 = 1e-5

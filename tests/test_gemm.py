@@ -58,7 +58,7 @@ def test_linear_kernels_match_their_reference_on_every_blas(blas):
 
 @needs_mkl
 def test_auto_measures_a_shape_once_and_keeps_it_on_disk(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("NDWORK_CACHE_DIR", str(tmp_path / "ndwork"))
     choices = gemm._Choices()
     a, b = _operands(256, 128, 64)
     picked = choices.pick(a, b, 2)
@@ -70,7 +70,7 @@ def test_auto_measures_a_shape_once_and_keeps_it_on_disk(tmp_path, monkeypatch):
     assert gemm._Choices().pick(a, b, 2) == picked
     # a transposed operand or other threads is another shape
     monkeypatch.undo()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("NDWORK_CACHE_DIR", str(tmp_path / "ndwork"))
     choices.pick(np.ascontiguousarray(a.T).T, b, 1)
     assert set(json.loads(Path(choices.path).read_text())) == {"256x128x64 NN threads=2",
                                                            "256x128x64 TN threads=1"}
@@ -78,7 +78,7 @@ def test_auto_measures_a_shape_once_and_keeps_it_on_disk(tmp_path, monkeypatch):
 
 @needs_mkl
 def test_a_corrupt_choice_file_is_measured_again(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("NDWORK_CACHE_DIR", str(tmp_path / "ndwork"))
     choices = gemm._Choices()
     (tmp_path / "ndwork").mkdir()
     with open(choices.path, "w") as f:

@@ -1,5 +1,7 @@
 """Parallel work with one argument: cross-validation, grid search, ensembles, inference."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,6 +70,20 @@ def test_successive_halving_and_time_budget(panel):
     none = grid_search(MLP, grid, panel, "D", h=6, input_size=12, max_steps=5,
                        time_budget_s=0)
     assert (none.status == "not run (time budget)").all() and none.valid_loss.isna().all()
+
+
+def test_threads_for_training_say_to_use_dask_and_forecasting_stays_quiet(panel):
+    with pytest.warns(UserWarning, match=r"parallel='threads' for training work .* "
+                                         r"pass parallel=2 \(dask workers\)"):
+        NeuralForecast([mlp()], "D").cross_validation(panel, n_windows=2, step_size=6,
+                                                      refit=True, verbose=False,
+                                                      parallel="threads")
+    nf = NeuralForecast([mlp()], "D").fit(panel, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nf.predict(parallel="threads")
+        nf.cross_validation(panel, n_windows=2, step_size=6, refit=False, verbose=False,
+                            parallel="threads")
 
 
 def test_grid_search_names_unknown_options(panel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,11 +84,33 @@ def quiet_large_graphs():
         yield
 
 
+THREADS_TRAINING = (
+    "parallel='threads' for training work (cross-validation with refit, grid search, "
+    "ensembles): the autodiff's Python holds the GIL between kernels, so 2 threads measured "
+    "1.3-1.5x one thread here against 1.8x for 2 dask workers (python -m ndwork.bench "
+    "parallel); pass parallel=2 (dask workers) for that work, and keep threads for "
+    "forecasting many series.")
+
+
+def _caller_level() -> int:
+    """The warnings stacklevel of the first frame outside ndwork (and contextlib), seen
+    from the function that calls this."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and (
+            frame.f_globals.get("__name__", "").split(".")[0] in ("ndwork", "contextlib")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 @contextlib.contextmanager
-def executor(parallel) -> Iterator[Serial | Threads | DaskWorkers]:
+def executor(parallel, training: bool = False) -> Iterator[Serial | Threads | DaskWorkers]:
+    """`training`: the tasks train models (where threads pay less than dask workers: a
+    warning says so once)."""
     if parallel is None or parallel is False:
         yield Serial()
     elif parallel == "threads":
+        if training:
+            warnings.warn(THREADS_TRAINING, UserWarning, stacklevel=_caller_level())
         with blas_threads(1):  # held across the tasks, which each hold it too
             yield Threads(os.cpu_count() or 1)
     else:
