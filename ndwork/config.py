@@ -48,8 +48,11 @@ def _select_threading_layer() -> None:
 _select_threading_layer()
 
 
-def _keep_freed_memory_for_reuse() -> None:
-    """Let the next training step reuse the memory the last one freed (glibc's malloc).
+@functools.cache
+def keep_freed_memory_for_reuse() -> None:
+    """Let the next training step reuse the memory the last one freed (glibc's malloc);
+    once per process, when it first trains (a process that imports ndwork and never
+    trains keeps glibc's defaults).
 
     A step allocates and frees the same large arrays every time. glibc's defaults hand
     them back to the OS (arrays over its adaptive mmap threshold, and the heap's top past
@@ -70,9 +73,6 @@ def _keep_freed_memory_for_reuse() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
     mallopt(m_mmap_threshold, 64 * 2**20)
     mallopt(m_trim_threshold, 128 * 2**20)
-
-
-_keep_freed_memory_for_reuse()
 
 
 @functools.cache

@@ -2,12 +2,14 @@
 same data and threads, in one run; ratios of fit time, predict latency and MAE.
 
 Needs the `peers` extra (neuralforecast, torch); `make peers` builds that environment.
+NeuralForecast runs in a process of its own (spawned once for the run).
 NeuralForecast runs with accelerator='cpu', logger=False, enable_progress_bar=False,
 enable_checkpointing=False, and also with precision='bf16-mixed' for the default MLP.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -106,7 +108,7 @@ def _measure(fit, model_name, kwargs, steps, data, repeat):
         nf, seconds = fit(model_name, kwargs, steps, train, freq, h, input_size, seed)
         times.append(seconds)
         maes.append(_mae(nf.predict(), test, model_name))
-        time.sleep(0.3)  # let the other library's spinning threads go idle
+        time.sleep(0.3)  # let BLAS and OpenMP threads that spin after work go idle
     mae = statistics.mean(maes)
     one = fit(model_name, kwargs, 5, train[train.unique_id == train.unique_id[0]], freq, h,
               input_size)[0]
@@ -115,14 +117,12 @@ def _measure(fit, model_name, kwargs, steps, data, repeat):
             "mae": mae, "predict_ms": lat["median_s"] * 1e3, "predict_p99_ms": lat["p99_s"] * 1e3}
 
 
-def run(quick: bool = False) -> dict:
-    try:
-        import torch
-    except ImportError as e:
-        raise SystemExit("the peers suite needs the `peers` extra (neuralforecast, torch): "
-                         "run `make peers`.") from e
+def _quiet_torch() -> None:
+    """torch on THREADS threads, Lightning's logs and warnings off."""
     import logging
     import warnings
+
+    import torch
 
     warnings.filterwarnings("ignore")
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric",
@@ -131,36 +131,63 @@ def run(quick: bool = False) -> dict:
                  "lightning.fabric.utilities.seed"):
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(THREADS)
+
+
+def _measure_peer(model_name, kwargs, steps, data, repeat, trainer):
+    """_measure of NeuralForecast, run in the peer's own process (see run)."""
+    _quiet_torch()
+    return _measure(functools.partial(_fit_neuralforecast, **trainer), model_name, kwargs, steps,
+                    data, repeat)
+
+
+def run(quick: bool = False) -> dict:
+    """NeuralForecast runs in a process of its own, as its users run it: no state of one
+    library (ndwork's allocator settings, torch's thread pools) reaches the other."""
+    try:
+        import torch
+    except ImportError as e:
+        raise SystemExit("the peers suite needs the `peers` extra (neuralforecast, torch): "
+                         "run `make peers`.") from e
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     rows = []
     repeat = 1 if quick else 3
-    for name, model_name, kwargs, data, steps in CONFIGS:
-        steps = max(10, steps // 10) if quick else steps
-        with ndwork.optimizations(threads=THREADS):
-            ours = _measure(_fit_ndwork, model_name, kwargs, steps, data, repeat)
-        try:
-            peer = _measure(_fit_neuralforecast, model_name, kwargs, steps, data, repeat)
-        except Exception as e:  # e.g. NeuralForecast's xLSTM without the xlstm package
-            rows.append({"config": name, "steps": steps, "ndwork steps/s": ours["steps_per_s"],
-                         "ndwork MAE": ours["mae"], "ndwork predict ms": ours["predict_ms"],
-                         "NF fails": f"{type(e).__name__}: {e}"[:80]})
-            continue
-        row = {"config": name, "steps": steps,
-               "ndwork steps/s": ours["steps_per_s"], "NF steps/s": peer["steps_per_s"],
-               "fit speed-up": peer["fit_s"] / ours["fit_s"],
-               "ndwork MAE": ours["mae"], "NF MAE": peer["mae"],
-               "MAE ratio": ours["mae"] / peer["mae"],
-               "ndwork predict ms": ours["predict_ms"], "NF predict ms": peer["predict_ms"],
-               "predict speed-up": peer["predict_ms"] / ours["predict_ms"]}
-        if name == "MLP default":
-            bf16 = _measure(lambda *a: _fit_neuralforecast(*a, precision="bf16-mixed"),
-                            model_name, kwargs, steps, data, repeat)
-            row["NF bf16 steps/s"] = bf16["steps_per_s"]
-            row["NF bf16 MAE"] = bf16["mae"]
-            row["vs NF bf16"] = bf16["fit_s"] / ours["fit_s"]
-        rows.append(row)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as peer_process:
+        def peer(model_name, kwargs, steps, data, **trainer):
+            return peer_process.submit(_measure_peer, model_name, kwargs, steps, data, repeat,
+                                       trainer).result()
+
+        for name, model_name, kwargs, data, steps in CONFIGS:
+            steps = max(10, steps // 10) if quick else steps
+            with ndwork.optimizations(threads=THREADS):
+                ours = _measure(_fit_ndwork, model_name, kwargs, steps, data, repeat)
+            try:
+                theirs = peer(model_name, kwargs, steps, data)
+            except Exception as e:  # e.g. NeuralForecast's xLSTM without the xlstm package
+                rows.append({"config": name, "steps": steps,
+                             "ndwork steps/s": ours["steps_per_s"], "ndwork MAE": ours["mae"],
+                             "ndwork predict ms": ours["predict_ms"],
+                             "NF fails": f"{type(e).__name__}: {e}"[:80]})
+                continue
+            row = {"config": name, "steps": steps,
+                   "ndwork steps/s": ours["steps_per_s"], "NF steps/s": theirs["steps_per_s"],
+                   "fit speed-up": theirs["fit_s"] / ours["fit_s"],
+                   "ndwork MAE": ours["mae"], "NF MAE": theirs["mae"],
+                   "MAE ratio": ours["mae"] / theirs["mae"],
+                   "ndwork predict ms": ours["predict_ms"], "NF predict ms": theirs["predict_ms"],
+                   "predict speed-up": theirs["predict_ms"] / ours["predict_ms"]}
+            if name == "MLP default":
+                bf16 = peer(model_name, kwargs, steps, data, precision="bf16-mixed")
+                row["NF bf16 steps/s"] = bf16["steps_per_s"]
+                row["NF bf16 MAE"] = bf16["mae"]
+                row["vs NF bf16"] = bf16["fit_s"] / ours["fit_s"]
+            rows.append(row)
     from threadpoolctl import threadpool_info
 
-    return {"rows": rows, "threads": THREADS, "torch": torch.__version__,
+    from ndwork.config import cpu
+
+    return {"rows": rows, "threads": THREADS, "torch": torch.__version__, "cpu": cpu(),
             "numpy_blas_kernel": sorted({p["architecture"] for p in threadpool_info()
                                          if p.get("architecture")}),
             "neuralforecast": __import__("neuralforecast").__version__}
@@ -171,6 +198,8 @@ def render(results: dict) -> str:
             "NF MAE", "MAE ratio", "ndwork predict ms", "NF predict ms", "predict speed-up",
             "NF bf16 steps/s", "vs NF bf16", "NF fails"]
     return (table(results["rows"], cols)
-            + f"\n\nthreads={results['threads']} torch {results['torch']} "
+            + f"\n\nCPU {results.get('cpu', {}).get('model')} "
+              f"{results.get('cpu', {}).get('isa')}; threads={results['threads']} torch "
+              f"{results['torch']} "
               f"neuralforecast {results['neuralforecast']}; numpy BLAS kernel "
               f"{results['numpy_blas_kernel']}; MAE is the mean over the seeds of the repeats")

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Parameters, Tensor, backward
-from ndwork.config import active, kernel_blas_single_threaded
+from ndwork.config import active, keep_freed_memory_for_reuse, kernel_blas_single_threaded
 from ndwork.data import Panel, WindowSampler, gather_windows, scale_windows
 from ndwork.models.base import BaseModel
 from ndwork.training.optimizers import Optimizer, learning_rate
@@ -93,6 +93,7 @@ def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
 
     Pure in params and batch (rng only drives dropout); a model with running
     statistics (BatchNorm) updates `buffers` in place when rng is given."""
+    keep_freed_memory_for_reuse()  # once per process: wherever steps run (dask workers too)
     out, p = forward(model, params, batch, rng, buffers)
     loss = model.loss(out, batch)
     backward(loss)
