@@ -112,8 +112,13 @@ def _training(quick: bool) -> dict:
     with ndwork.optimizations(threads=1):
         fit()  # warm-up
         alone_s, alone_valid, _ = fit()
+    with ndwork.optimizations(threads=2):
+        two_threads_s, two_threads_valid, _ = fit()
     rows = [{"setup": "1 process, 1 thread", "steps/s": steps / alone_s,
-             "valid loss": alone_valid, "vs 1 process": 1.0}]
+             "valid loss": alone_valid, "vs 1 process": 1.0},
+            {"setup": "1 process, 2 threads (BLAS)", "steps/s": steps / two_threads_s,
+             "valid loss": two_threads_valid, "vs 1 process": alone_s / two_threads_s,
+             "valid vs 1 process %": 100 * (two_threads_valid / alone_valid - 1)}]
     with connect(2) as client:
         overheads = _overheads(client, NHITS(**cfg).num_parameters())
         bytes_per_sync = {}
