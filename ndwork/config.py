@@ -24,7 +24,7 @@ import numpy as np
 KERNELS = ("numba", "numpy")
 ATTENTION = ("flash", "naive")
 PRECISIONS = ("fp32", "fp64")
-BLAS = ("auto", "numpy", "mkl")
+BLAS = ("auto", "numpy", "mkl", "onednn")
 
 
 def _select_threading_layer() -> None:
@@ -104,9 +104,32 @@ def mkl_library():
     return lib
 
 
+@functools.cache
+def _onednn_installed() -> bool:
+    return os.path.exists(os.path.join(sys.prefix, "lib", "libdnnl.so.3"))
+
+
+@functools.cache
+def onednn_library():
+    """oneDNN's library (the optional onednn-cpu-tbb wheel), or None. Its runtime
+    libraries (TBB, the Intel compiler runtime) are loaded first: they sit in the
+    environment's lib folder, which the loader does not search."""
+    lib_dir = os.path.join(sys.prefix, "lib")
+    if not _onednn_installed():
+        return None
+    try:
+        for name in ("libtbb.so.12", "libimf.so", "libintlc.so.5", "libsvml.so"):
+            if os.path.exists(os.path.join(lib_dir, name)):
+                ctypes.CDLL(os.path.join(lib_dir, name), mode=ctypes.RTLD_GLOBAL)
+        return ctypes.CDLL(os.path.join(lib_dir, "libdnnl.so.3"))
+    except OSError:
+        return None
+
+
 def available_blas() -> tuple[str, ...]:
     """The `Optimizations.blas` values this machine can run."""
-    return BLAS if _mkl_path() is not None else ("auto", "numpy")
+    return ("auto", "numpy") + (("mkl",) if _mkl_path() is not None else ()) + (
+        ("onednn",) if _onednn_installed() else ())
 
 
 @functools.cache
@@ -162,8 +185,8 @@ class Optimizations:
     precision: "fp32", or "fp64" (for verification: gradient and fidelity checks; mixed
                precision is added by a later issue).
     blas:      the BLAS of the compiled kernels' float32 GEMMs: "numpy" (numpy's own,
-               OpenBLAS in its wheels), "mkl" (the optional mkl wheel), or "auto" (the
-               faster of the two per shape, measured once per machine: see
+               OpenBLAS in its wheels), "mkl" or "onednn" (optional wheels), or "auto"
+               (the fastest per shape, measured once per machine: see
                ndwork.kernels.gemm).
     """
 
@@ -182,8 +205,8 @@ class Optimizations:
                     f"Optimizations.{name}={value!r} is not known; use one of {allowed}."
                 )
         if self.blas not in available_blas():
-            why = "is not installed here (pip install 'ndwork[mkl]')" if self.blas == "mkl" \
-                else "is not known"
+            why = f"is not installed here (pip install 'ndwork[{self.blas}]')" \
+                if self.blas in BLAS else "is not known"
             raise ValueError(f"Optimizations.blas={self.blas!r} {why}; available here: "
                              f"{available_blas()}.")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):

@@ -13,6 +13,8 @@ from ndwork.kernels import compiled, gemm, reference
 
 needs_mkl = pytest.mark.skipif(ndwork.config.mkl_library() is None,
                                reason="the mkl wheel (a dev dependency) is not installed")
+needs_onednn = pytest.mark.skipif(ndwork.config.onednn_library() is None,
+                                  reason="the onednn wheel (a dev dependency) is not installed")
 rng = np.random.default_rng(0)
 
 
@@ -34,16 +36,46 @@ def test_mkl_matches_numpy_for_every_operand_layout(layout):
 
 
 @needs_mkl
+@needs_onednn
+@pytest.mark.parametrize("layout", ["NN", "TN", "NT", "TT", "strided"])
+def test_onednn_matches_numpy_for_every_operand_layout(layout):
+    a, b = _operands(70, 33, 45)
+    if layout[0] == "T":
+        a = np.ascontiguousarray(a.T).T
+    if len(layout) == 2 and layout[1] == "T":
+        b = np.ascontiguousarray(b.T).T
+    if layout == "strided":
+        a = np.repeat(a, 2, axis=1)[:, ::2]
+    for _ in range(2):  # the second call runs the cached primitive on new data
+        a, b = a * 2, b + 1
+        assert_close_f32(gemm.onednn_matmul(a, b), a.astype(np.float64) @ b.astype(np.float64))
+
+
+@needs_onednn
+def test_onednn_primitives_are_per_thread():
+    import concurrent.futures
+
+    a, b = _operands(64, 32, 16)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda s: gemm.onednn_matmul(a * s, b), range(8)))
+    for s, out in enumerate(outs):
+        assert_close_f32(out, (a * s).astype(np.float64) @ b)
+
+
 def test_the_switch_picks_the_blas():
     a, b = _operands(128, 96, 128)  # above gemm.SMALL
     with ndwork.optimizations(blas="numpy"):
         np.testing.assert_array_equal(gemm.matmul(a, b), a @ b)
     with ndwork.optimizations(blas="mkl"):
         np.testing.assert_array_equal(gemm.matmul(a, b), gemm.mkl_matmul(a, b))
+    if "onednn" in ndwork.config.available_blas():
+        with ndwork.optimizations(blas="onednn"):
+            np.testing.assert_array_equal(gemm.matmul(a, b), gemm.onednn_matmul(a, b))
 
 
 @needs_mkl
-@pytest.mark.parametrize("blas", ["numpy", "mkl", "auto"])
+@needs_onednn
+@pytest.mark.parametrize("blas", ["numpy", "mkl", "onednn", "auto"])
 def test_linear_kernels_match_their_reference_on_every_blas(blas):
     x, w = _operands(256, 64, 96)
     b = rng.normal(size=96).astype(np.float32)
@@ -62,7 +94,7 @@ def test_auto_measures_a_shape_once_and_keeps_it_on_disk(tmp_path, monkeypatch):
     choices = gemm._Choices()
     a, b = _operands(256, 128, 64)
     picked = choices.pick(a, b, 2)
-    assert picked in ("numpy", "mkl")
+    assert picked in ("numpy", "mkl", "onednn")
     saved = json.loads(Path(choices.path).read_text())
     assert saved == {"256x128x64 NN threads=2": picked}
     # a later process reads the file and does not measure again
@@ -84,15 +116,31 @@ def test_a_corrupt_choice_file_is_measured_again(tmp_path, monkeypatch):
     with open(choices.path, "w") as f:
         f.write("{not json")
     a, b = _operands(256, 128, 64)
-    assert choices.pick(a, b, 2) in ("numpy", "mkl")
+    assert choices.pick(a, b, 2) in ("numpy", "mkl", "onednn")
     assert json.loads(Path(choices.path).read_text())
 
 
 def test_blas_not_installed_or_unknown_names_what_is_available(monkeypatch):
     with pytest.raises(ValueError, match=r"blas='openblas' is not known; available here: "
-                                         r"\('auto', 'numpy', 'mkl'\)"):
+                                         r"\('auto', 'numpy'"):
         ndwork.Optimizations(blas="openblas")
     monkeypatch.setattr(ndwork.config, "_mkl_path", lambda: None)
-    with pytest.raises(ValueError, match=r"blas='mkl' is not installed here \(pip install "
-                                         r"'ndwork\[mkl\]'\); available here: \('auto', 'numpy'\)"):
-        ndwork.Optimizations(blas="mkl")
+    monkeypatch.setattr(ndwork.config, "_onednn_installed", lambda: False)
+    for blas in ("mkl", "onednn"):
+        with pytest.raises(ValueError, match=rf"blas='{blas}' is not installed here \(pip "
+                                             rf"install 'ndwork\[{blas}\]'\); available here: "
+                                             r"\('auto', 'numpy'\)"):
+            ndwork.Optimizations(blas=blas)
+
+
+@needs_onednn
+def test_auto_gives_big_gemms_to_onednn_unless_threads_are_limited():
+    """oneDNN's TBB runtime takes every core whatever the limit: under one it would
+    oversubscribe, so a limited context measures the others."""
+    a, b = _operands(512, 256, 256)
+    with ndwork.optimizations(blas="auto"):
+        assert gemm._blas_for(a, b) is gemm.onednn_matmul
+        assert gemm._blas_for(a[:8], b) is gemm._numpy_matmul  # under gemm.SMALL
+    with ndwork.optimizations(blas="auto", threads=1):
+        assert gemm._blas_for(a, b) in (gemm._numpy_matmul, gemm.mkl_matmul)
+    assert gemm._fastest(a, b, threads=1) in ("numpy", "mkl")

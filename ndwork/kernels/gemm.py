@@ -1,24 +1,29 @@
-"""Which BLAS runs each float32 matrix product of the compiled kernels, per shape, chosen
-by measurement on this CPU.
+"""Which BLAS runs each float32 matrix product of the compiled kernels.
 
-Candidates: "numpy" (the BLAS numpy links: OpenBLAS in numpy's wheels; always there) and
-"mkl" (oneMKL's cblas_sgemm through ctypes, when the optional `mkl` wheel is installed:
-pip install 'ndwork[mkl]'). `Optimizations(blas="auto")`, the default, times both the
-first time a (m, k, n, transposes, threads) runs and keeps numpy's unless MKL's median is
-10% faster (interleaved runs: a shared machine is noisy), in memory and in
-a JSON file per CPU model and library versions ($NDWORK_CACHE_DIR, else ~/.cache/ndwork),
-so later processes and dask workers on this machine pick the same without measuring.
-Without the wheel "auto" is numpy's BLAS, and says once that MKL was not measured.
+Candidates: "numpy" (the BLAS numpy links: OpenBLAS in numpy's wheels; always there),
+"onednn" (oneDNN's matmul primitive through its C API: the optional onednn-cpu-tbb
+wheel, `pip install 'ndwork[onednn]'`) and "mkl" (oneMKL's cblas_sgemm through ctypes:
+the optional mkl wheel). `Optimizations(blas="auto")`, the default, gives every GEMM of
+at least SMALL multiply-adds to oneDNN when it is installed and may use all the cores;
+otherwise it times MKL against numpy's BLAS the first time a (m, k, n, transposes,
+threads) runs and keeps numpy's unless MKL's median is 10% faster (interleaved runs: a
+shared machine is noisy), in memory and in a JSON file per CPU model and library
+versions ($NDWORK_CACHE_DIR, else ~/.cache/ndwork), so later processes and dask workers
+on this machine pick the same without measuring. Without either wheel "auto" is numpy's
+BLAS, and says once what was not measured.
 
-Measured on a 2-core AMD EPYC (AVX-512): numpy's OpenBLAS runs the dense layers' shapes
-at 200-250 GFLOP/s and MKL at 50-200, so "auto" keeps OpenBLAS there; MKL is the
-candidate for Intel CPUs. A numba register-tiled GEMM was not added: OpenBLAS already
-reaches 85-100% of its own 2048^3 rate at those shapes.
+Why oneDNN takes every GEMM rather than the shapes it wins alone: timed shape by shape,
+interleaved with OpenBLAS, it won only the skinny shapes (OpenBLAS's threads spin after
+each call and slow whatever runs next), while whole fits on oneDNN ran 1.6x faster than
+on OpenBLAS (MLP and NHITS at NeuralForecast's defaults, 2-core AMD EPYC with AVX-512,
+where the machine pins OpenBLAS to its AVX2 kernels: 1024^3 at 470-490 GFLOP/s against
+250). MKL measured slower than OpenBLAS at every dense-layer shape there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import json
@@ -32,7 +37,7 @@ import numba
 import numpy as np
 
 from ndwork import profiling
-from ndwork.config import active, cpu, mkl_library
+from ndwork.config import active, available_blas, cpu, mkl_library, onednn_library
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _log = logging.getLogger("ndwork")
@@ -61,11 +66,93 @@ def mkl_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+_DNNL_F32, _DNNL_CPU, _DNNL_IN_ORDER = 3, 1, 1
+_DNNL_ARG_SRC, _DNNL_ARG_WEIGHTS, _DNNL_ARG_DST = 1, 33, 17
+
+
+class _DnnlArg(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
+
+
+class _OneDNN:
+    """oneDNN's matmul primitive through its C API: one primitive per shape and operand
+    strides (creating one costs far more than running it), per thread (a primitive's
+    memory objects and the stream are not shared between threads)."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.engine = ctypes.c_void_p()
+        self._ok(lib.dnnl_engine_create(ctypes.byref(self.engine), _DNNL_CPU, 0), "engine")
+        self._local = threading.local()
+
+    @staticmethod
+    def _ok(status: int, what: str) -> None:
+        if status != 0:
+            raise RuntimeError(f"oneDNN {what} failed with status {status}")
+
+    def _desc(self, shape, strides):
+        desc = ctypes.c_void_p()
+        dims = (ctypes.c_int64 * 2)(*shape)
+        steps = (ctypes.c_int64 * 2)(*(s // 4 for s in strides))
+        self._ok(self.lib.dnnl_memory_desc_create_with_strides(
+            ctypes.byref(desc), 2, dims, _DNNL_F32, steps), "memory descriptor")
+        return desc
+
+    def _primitive(self, a: np.ndarray, b: np.ndarray):
+        local = self._local
+        if not hasattr(local, "cache"):
+            local.cache, local.stream = {}, ctypes.c_void_p()
+            self._ok(self.lib.dnnl_stream_create(ctypes.byref(local.stream), self.engine,
+                                                 _DNNL_IN_ORDER), "stream")
+        key = (a.shape, a.strides, b.shape, b.strides)
+        if key not in local.cache:
+            m, n = a.shape[0], b.shape[1]
+            descs = [self._desc(a.shape, a.strides), self._desc(b.shape, b.strides),
+                     self._desc((m, n), (4 * n, 4))]
+            pd, primitive = ctypes.c_void_p(), ctypes.c_void_p()
+            self._ok(self.lib.dnnl_matmul_primitive_desc_create(
+                ctypes.byref(pd), self.engine, descs[0], descs[1], None, descs[2], None),
+                "matmul descriptor")
+            self._ok(self.lib.dnnl_primitive_create(ctypes.byref(primitive), pd), "matmul")
+            memories = []
+            for desc in descs:
+                memory = ctypes.c_void_p()
+                self._ok(self.lib.dnnl_memory_create(ctypes.byref(memory), desc, self.engine,
+                                                     None), "memory")
+                memories.append(memory)
+            args = (_DnnlArg * 3)(*(_DnnlArg(arg, memory) for arg, memory in zip(
+                (_DNNL_ARG_SRC, _DNNL_ARG_WEIGHTS, _DNNL_ARG_DST), memories, strict=True)))
+            local.cache[key] = (primitive, memories, args)
+        return local.cache[key], local.stream
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if min(a.strides + b.strides) <= 0 or a.strides[-1] % 4 or b.strides[-1] % 4:
+            a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        (primitive, memories, args), stream = self._primitive(a, b)
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+        for memory, array in zip(memories, (a, b, out), strict=True):
+            self._ok(self.lib.dnnl_memory_set_data_handle(memory, ctypes.c_void_p(
+                array.ctypes.data)), "data handle")
+        self._ok(self.lib.dnnl_primitive_execute(primitive, stream, 3, args), "matmul run")
+        self._ok(self.lib.dnnl_stream_wait(stream), "stream wait")
+        return out
+
+
+@functools.cache
+def _onednn() -> _OneDNN:
+    return _OneDNN(onednn_library())
+
+
+def onednn_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for 2-D float32 operands by oneDNN's matmul (any positive strides)."""
+    return _onednn().matmul(a, b)
+
+
 def _numpy_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b
 
 
-CANDIDATES = {"numpy": _numpy_matmul, "mkl": mkl_matmul}
+CANDIDATES = {"numpy": _numpy_matmul, "mkl": mkl_matmul, "onednn": onednn_matmul}
 
 
 # Products under this many multiply-adds (a forecast's GEMVs: 1 x 512 x 512 is 2^18) run
@@ -92,17 +179,26 @@ def _blas_for(a: np.ndarray, b: np.ndarray):
         return _numpy_matmul
     name = opts.blas
     if name == "auto":
-        if mkl_library() is None:
-            _say_mkl_absent()
+        if _onednn_usable(opts.threads):
+            return onednn_matmul
+        if len(available_blas()) == 2:
+            _say_others_absent()
             return _numpy_matmul
         name = _CHOICES.pick(a, b, opts.threads)
     return CANDIDATES[name]
 
 
+def _onednn_usable(threads: int | None) -> bool:
+    """oneDNN takes every GEMM when it is installed and may use all the cores (its TBB
+    runtime takes no thread limit from here, so under a limit it would oversubscribe)."""
+    return "onednn" in available_blas() and (threads is None or threads >= (os.cpu_count() or 1))
+
+
 @functools.cache
-def _say_mkl_absent() -> None:
-    _log.info("ndwork: GEMMs run on numpy's BLAS only; the optional mkl wheel is not "
-              "installed, so MKL was not measured against it (pip install 'ndwork[mkl]').")
+def _say_others_absent() -> None:
+    _log.info("ndwork: GEMMs run on numpy's BLAS only; the optional oneDNN and mkl wheels "
+              "are not installed, so they were not measured against it (pip install "
+              "'ndwork[onednn]' or 'ndwork[mkl]').")
 
 
 def _key(a: np.ndarray, b: np.ndarray, threads: int | None) -> tuple:
@@ -121,19 +217,21 @@ def _label(key: tuple) -> str:
 MARGIN = 0.9
 
 
-def _fastest(a: np.ndarray, b: np.ndarray, rounds: int = 7) -> str:
-    """numpy's BLAS unless MKL's median time over `rounds` interleaved runs (so a burst of
-    load hits both) is under MARGIN times numpy's."""
-    times = {name: [] for name in CANDIDATES}
-    for fn in CANDIDATES.values():
-        fn(a, b)  # warm-up: first-call setup, caches
+def _fastest(a: np.ndarray, b: np.ndarray, threads: int | None, rounds: int = 7) -> str:
+    """numpy's BLAS unless MKL's median time over `rounds` interleaved runs (so a burst
+    of load hits both) is under MARGIN times numpy's."""
+    names = [name for name in available_blas()[1:] if name != "onednn"]
+    times = {name: [] for name in names}
+    for name in names:
+        CANDIDATES[name](a, b)  # warm-up: first-call setup, caches
     for _ in range(rounds):
-        for name, fn in CANDIDATES.items():
+        for name in names:
             start = time.perf_counter()
-            fn(a, b)
+            CANDIDATES[name](a, b)
             times[name].append(time.perf_counter() - start)
-    mkl, numpy = (float(np.median(times[name])) for name in ("mkl", "numpy"))
-    return "mkl" if mkl < MARGIN * numpy else "numpy"
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    best = min(medians, key=medians.get)
+    return best if medians[best] < MARGIN * medians["numpy"] else "numpy"
 
 
 class _Choices:
@@ -176,7 +274,7 @@ class _Choices:
         if choice is None:
             with self._lock:
                 label = _label(key)
-                choice = self.table().get(label) or _fastest(a, b)
+                choice = self.table().get(label) or _fastest(a, b, threads)
                 if label not in self._table:
                     self._table[label] = choice
                     self._save()
