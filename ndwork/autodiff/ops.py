@@ -16,7 +16,7 @@ from ndwork import profiling
 from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
-from ndwork.kernels import kernel
+from ndwork.kernels import gemm, kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
 
 BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5, "causal_conv1d": 2.0,
@@ -137,12 +137,15 @@ def mul(a: Tensor, b: Tensor) -> Tensor:
 
 @_profiled
 def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """np.matmul with broadcasting over leading axes (a constant operand gets no gradient)."""
-    y = a.data @ b.data
+    """np.matmul with broadcasting over leading axes (a constant operand gets no gradient);
+    2-D products by the BLAS the configuration picks (gemm.matmul)."""
+    y = gemm.matmul(a.data, b.data)
 
     def backward_fn(g):
-        da = _unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape) if a.requires_grad else None
-        db = _unbroadcast(np.swapaxes(a.data, -1, -2) @ g, b.shape) if b.requires_grad else None
+        da = _unbroadcast(gemm.matmul(g, np.swapaxes(b.data, -1, -2)), a.shape) \
+            if a.requires_grad else None
+        db = _unbroadcast(gemm.matmul(np.swapaxes(a.data, -1, -2), g), b.shape) \
+            if b.requires_grad else None
         return da, db
 
     return Tensor(y, (a, b), backward_fn)

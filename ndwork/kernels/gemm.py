@@ -155,25 +155,30 @@ def _numpy_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 CANDIDATES = {"numpy": _numpy_matmul, "mkl": mkl_matmul, "onednn": onednn_matmul}
 
 
-# Products under this many multiply-adds (a forecast's GEMVs: 1 x 512 x 512 is 2^18) run
-# on numpy's BLAS directly: there the dispatch would cost more than any BLAS could save.
-SMALL = 2**20
+# Products under this many multiply-adds, and vector-matrix products (a forecast's GEMVs),
+# run on numpy's BLAS directly: there the dispatch would cost more than any BLAS saves.
+# Anything bigger must not: a multi-threaded OpenBLAS call in a step leaves its threads
+# spinning, which halved oneDNN's speed in the next calls (NHITS 25 -> 13.5 steps/s).
+SMALL, FEW_ROWS = 2**20, 2
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b by the BLAS the active `Optimizations.blas` picks for this shape (timed by
-    shape into an open `ndwork.profile()`)."""
+    shape into an open `ndwork.profile()`). A stack of matrices times one matrix is one
+    2-D product."""
+    if a.ndim > 2 and b.ndim == 2:
+        return matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[1])
     if profiling.current() is not None:
         return profiling.current().gemm(_label(_key(a, b, active().threads)), _blas_for(a, b),
                                         a, b)
-    if a.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] < SMALL:  # the hot small case
-        return a @ b
+    if a.ndim == 2 and (a.shape[0] < FEW_ROWS or a.shape[0] * a.shape[1] * b.shape[-1] < SMALL):
+        return a @ b  # the hot small case
     return _blas_for(a, b)(a, b)
 
 
 def _blas_for(a: np.ndarray, b: np.ndarray):
     opts = active()
-    if opts.blas == "numpy" or a.ndim != 2 or b.ndim != 2 \
+    if opts.blas == "numpy" or a.ndim != 2 or b.ndim != 2 or a.shape[0] < FEW_ROWS \
             or a.shape[0] * a.shape[1] * b.shape[1] < SMALL or a.dtype != np.float32 \
             or b.dtype != np.float32:
         return _numpy_matmul
