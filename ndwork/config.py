@@ -289,6 +289,13 @@ class _SharedLimit:
 
 _GEMM_BLAS = _SharedLimit(lambda lib: not _kernel_blas(lib))
 _KERNEL_BLAS = _SharedLimit(_kernel_blas)
+# numpy's BLAS on one thread while another library takes the big GEMMs: a limit of its
+# own, so that it overrides a `threads` limit held around it (see gemm.quiet_numpy_blas)
+_QUIET_GEMM_BLAS = _SharedLimit(lambda lib: not _kernel_blas(lib))
+
+
+def numpy_blas_single_threaded() -> contextlib.AbstractContextManager:
+    return _QUIET_GEMM_BLAS.hold(1)
 
 
 def blas_threads(threads: int) -> contextlib.AbstractContextManager:

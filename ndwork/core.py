@@ -20,6 +20,7 @@ from ndwork.data import Panel, gather_windows, validate_frame
 from ndwork.data.categorical import build_vocabulary, encode
 from ndwork.data.frames import is_polars, to_pandas, to_polars
 from ndwork.data.local_scalers import LocalScaling, check_scaler_type
+from ndwork.kernels.gemm import quiet_numpy_blas
 from ndwork.losses import HuberQLoss, QuantileLoss
 from ndwork.models import MODELS, BaseModel
 from ndwork.models.rnn import Recursive
@@ -256,6 +257,7 @@ class NeuralForecast:
         trained = False
         with contextlib.ExitStack() as stack:
             stack.enter_context(kernel_blas_single_threaded())
+            stack.enter_context(quiet_numpy_blas())
             backend, note = None, ""
             if distributed is not None:
                 from ndwork.distributed import DaskSteps, connect

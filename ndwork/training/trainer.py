@@ -12,6 +12,7 @@ from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Parameters, Tensor, backward
 from ndwork.config import active, keep_freed_memory_for_reuse, kernel_blas_single_threaded
 from ndwork.data import Panel, WindowSampler, gather_windows, scale_windows
+from ndwork.kernels.gemm import quiet_numpy_blas
 from ndwork.models.base import BaseModel
 from ndwork.training.optimizers import Optimizer, learning_rate
 
@@ -115,7 +116,7 @@ def model_outputs(model: BaseModel, params: np.ndarray, batch: dict, buffers: di
     if model.MULTIVARIATE:  # a window is n_series consecutive rows: never split one
         chunk *= model.n_series
     outs = []
-    with kernel_blas_single_threaded():
+    with kernel_blas_single_threaded(), quiet_numpy_blas():
         for a in range(0, n, chunk):
             part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
                     for k, v in batch.items()}
