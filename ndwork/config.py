@@ -23,7 +23,7 @@ import numpy as np
 
 KERNELS = ("numba", "numpy")
 ATTENTION = ("flash", "naive")
-PRECISIONS = ("fp32", "fp64")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto", "fp64")
 BLAS = ("auto", "numpy", "mkl", "onednn")
 
 
@@ -161,18 +161,32 @@ def threading_layer() -> str:
 class DtypePolicy:
     """Which dtype each kind of array uses: the one place that decides them.
 
-    `compute` is what batches, activations and kernels run in, `param` what master
+    `compute` is what batches, elementwise ops and kernels run in, `param` what master
     weights (and optimizer moments) are kept in, `output` what forecasts leave the
-    model in. Mixed precision adds policies here.
+    model in. Mixed precision: `low` (bfloat16 or float16) is what the dense layers'
+    GEMM operands are rounded to (they accumulate in float32); with `store_low` the
+    hidden layers' activations are kept in it too (half the memory of the graph), and
+    `per_shape` leaves each layer's GEMM in float32 unless its low-precision GEMM
+    measured faster on this machine ("auto": a speed choice, activations stay float32).
     """
 
     compute: np.dtype
     param: np.dtype
     output: np.dtype
+    low: np.dtype | None = None
+    store_low: bool = False
+    per_shape: bool = False
 
 
-_POLICIES = {name: DtypePolicy(np.dtype(t), np.dtype(t), np.dtype(t))
-             for name, t in (("fp32", np.float32), ("fp64", np.float64))}
+@functools.cache
+def _policies() -> dict[str, DtypePolicy]:  # at first use: kernels import this module
+    from ndwork.kernels.precision import BF16, FP16
+
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    return {"fp32": DtypePolicy(f32, f32, f32), "fp64": DtypePolicy(f64, f64, f64),
+            "bf16": DtypePolicy(f32, f32, f32, BF16, store_low=True),
+            "fp16": DtypePolicy(f32, f32, f32, FP16, store_low=True),
+            "auto": DtypePolicy(f32, f32, f32, BF16, per_shape=True)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +196,13 @@ class Optimizations:
     kernels:   "numba" (compiled kernels) or "numpy" (the plain reference kernels).
     attention: "flash" (tiled, O(N·d) memory) or "naive" (materialized scores).
     threads:   numba and BLAS threads together; None leaves the machine default.
-    precision: "fp32", or "fp64" (for verification: gradient and fidelity checks; mixed
-               precision is added by a later issue).
+    precision: "fp32"; "bf16" or "fp16" (mixed precision: float32 master weights and
+               optimizer state, dense layers' GEMMs on operands rounded to the low
+               precision accumulating in float32, hidden activations kept in it; fp16
+               adds dynamic loss scaling); "auto" (each dense layer's GEMM in bf16 where
+               that measured faster than float32 on this machine, activations float32);
+               or "fp64" (for verification: gradient and fidelity checks). See
+               ndwork.precision.
     blas:      the BLAS of the compiled kernels' float32 GEMMs: "numpy" (numpy's own,
                OpenBLAS in its wheels), "mkl" or "onednn" (optional wheels), or "auto"
                (the fastest per shape, measured once per machine: see
@@ -216,7 +235,7 @@ class Optimizations:
 
     @property
     def dtypes(self) -> DtypePolicy:
-        return _POLICIES[self.precision]
+        return _policies()[self.precision]
 
     def switches(self) -> dict:
         """The switches that travel with work to other threads and dask workers."""

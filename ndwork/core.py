@@ -995,6 +995,10 @@ class NeuralForecast:
             meta_models.append({"class": type(model).__name__,
                                 "hyperparameters": model.hyperparameters(),
                                 "optimizer_step": state.optimizer.step,
+                                "optimizer_skipped": state.optimizer.skipped,
+                                "precision": state.precision,
+                                "loss_scaler": None if state.loss_scaler is None
+                                else state.loss_scaler.to_json(),
                                 "rng": checkpoint.rng_to_json(state.rng),
                                 "fit": {"start": state.fit_start, "done": state.done,
                                         "bad_checks": state.bad_checks,
@@ -1051,7 +1055,9 @@ class NeuralForecast:
             arrays = checkpoint.read_arrays(path, f"model-{i}", expected)
             optimizer = Optimizer(model.optimizer, size, model.optimizer_kwargs)
             optimizer.step = int(entry["optimizer_step"])
+            optimizer.skipped = int(entry.get("optimizer_skipped", 0))
             optimizer.buffers = {k: arrays[f"optimizer.{k}"] for k in optimizer.buffers}
+            precision, scaler = _checkpoint_precision(path, i, entry, arrays["params"])
             fit = entry["fit"]
             best = np.inf if fit["best_valid"] is None else fit["best_valid"]
             states.append(TrainState(arrays["params"], optimizer,
@@ -1061,7 +1067,7 @@ class NeuralForecast:
                                      [tuple(r) for r in arrays["train_losses"].tolist()],
                                      [tuple(r) for r in arrays["valid_losses"].tolist()],
                                      fit["start"], best, fit["bad_checks"], fit["done"],
-                                     fit.get("diverged", "")))
+                                     fit.get("diverged", ""), precision, scaler))
             models.append(model)
         scalers = meta.get("local_scalers", [None, None])
         nf = cls(models, meta["freq"], *scalers)
@@ -1150,3 +1156,32 @@ def _forecast_chunk(item):
     nf, panel, futr_df, request = item
     return nf._forecast_columns(panel, 0, nf._future_exog(panel, 0, nf._horizon(), futr_df),
                                 request)
+
+
+def _checkpoint_precision(path, index: int, entry: dict, params: np.ndarray):
+    """The precision a checkpointed model trained under and its fp16 loss scaler, checked
+    against each other and the stored weights (master weights: float32, or float64 for
+    fp64), so that a model never resumes with a silently changed setup."""
+    from ndwork.config import PRECISIONS
+    from ndwork.training.loss_scaling import LossScaler
+
+    precision, scaler = entry.get("precision", "fp32"), entry.get("loss_scaler")
+    master = np.float64 if precision == "fp64" else np.float32
+    problem = None
+    if precision not in PRECISIONS:
+        problem = f"precision {precision!r} is not one of {PRECISIONS}"
+    elif params.dtype != master:
+        problem = f"precision {precision!r} with {params.dtype} weights (expected {np.dtype(master)})"
+    elif (scaler is not None) != (precision == "fp16"):
+        problem = f"precision {precision!r} {'with' if scaler else 'without'} a loss scaler"
+    else:
+        try:
+            scaler = None if scaler is None else LossScaler.from_json(scaler)
+        except (TypeError, ValueError) as error:
+            problem = str(error)
+    if problem:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path}, model {index}: {problem}; the file was edited or written "
+            f"by another tool. Save the model again from the session that trained it, or "
+            f"retrain.")
+    return precision, scaler

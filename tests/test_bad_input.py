@@ -230,7 +230,8 @@ def test_every_ndwork_exception_survives_pickle(df):
                 loss=MAE(), optimizer="sgd")
     with pytest.raises(ndwork.training.TrainingDiverged) as caught:
         NeuralForecast([model], freq="MS").fit(df, verbose=False)
-    errors = [caught.value, CheckpointError("checkpoint x is corrupt")]
+    errors = [caught.value, CheckpointError("checkpoint x is corrupt"),
+              ndwork.PrecisionFallbackWarning("bf16 GEMMs run in float32 here")]
     assert {type(e) for e in errors} == _ndwork_exception_types()
     for error in errors:
         back = pickle.loads(pickle.dumps(error))

@@ -44,8 +44,13 @@ def test_configuration_is_per_thread():
 
 def test_precision_policy():
     assert ndwork.Optimizations().dtypes.compute == "float32"
-    with pytest.raises(ValueError, match="precision='bf16' is not known"):
-        ndwork.Optimizations(precision="bf16")
+    mixed = ndwork.Optimizations(precision="bf16").dtypes
+    assert (mixed.compute, mixed.param, mixed.output) == ("float32",) * 3  # master weights
+    assert mixed.low.name == "bfloat16" and mixed.store_low and not mixed.per_shape
+    auto = ndwork.Optimizations(precision="auto").dtypes
+    assert auto.per_shape and not auto.store_low
+    with pytest.raises(ValueError, match="precision='fp8' is not known"):
+        ndwork.Optimizations(precision="fp8")
 
 
 def test_overlapping_thread_limits_restore_blas():
@@ -112,7 +117,7 @@ def test_the_dtype_policy_decides_every_dtype(monkeypatch):
     from ndwork.models import PatchTST
 
     f64 = np.dtype(np.float64)
-    monkeypatch.setitem(config._POLICIES, "fp32", config.DtypePolicy(f64, f64, f64))
+    monkeypatch.setitem(config._policies(), "fp32", config.DtypePolicy(f64, f64, f64))
     model = PatchTST(h=12, input_size=24, max_steps=2, hidden_size=16, n_heads=2,
                      linear_hidden_size=8, encoder_layers=1)
     nf = NeuralForecast([model], "MS").fit(air_passengers(), verbose=False)

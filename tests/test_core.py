@@ -215,8 +215,10 @@ def test_precision_maps_onto_the_optimizations(panel, monkeypatch):
     assert model.precision == "fp32"
     NeuralForecast([model], freq="D").fit(panel, verbose=False).predict()
     assert entered == [{"precision": "fp32"}] * 2  # fit and predict run under it
-    with pytest.warns(UserWarning, match="precision='bf16-mixed': ndwork has no mixed precision"):
-        assert MLP(h=2, input_size=4, precision="bf16-mixed").precision is None
+    assert MLP(h=2, input_size=4, precision="bf16-mixed").precision == "bf16"
+    assert MLP(h=2, input_size=4, precision="16-mixed").precision == "fp16"
+    with pytest.warns(UserWarning, match="precision='bf16-true': ndwork keeps float32 master"):
+        assert MLP(h=2, input_size=4, precision="bf16-true").precision == "bf16"
     with pytest.raises(ValueError, match="precision='8' is not a precision ndwork knows"):
         MLP(h=2, input_size=4, precision="8")
     assert MLP(h=2, input_size=4, precision="64-true").precision == "fp64"

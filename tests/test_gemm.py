@@ -91,19 +91,23 @@ def test_linear_kernels_match_their_reference_on_every_blas(blas):
 @needs_mkl
 def test_auto_measures_a_shape_once_and_keeps_it_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("NDWORK_CACHE_DIR", str(tmp_path / "ndwork"))
-    choices = gemm._Choices()
+    choices = gemm._Choices("gemm", tuple(gemm.CANDIDATES))
     a, b = _operands(256, 128, 64)
-    picked = choices.pick(a, b, 2)
+
+    def pick(choices, a, b, threads):
+        return choices.choose(gemm._key(a, b, threads), lambda: gemm._fastest(a, b))
+
+    picked = pick(choices, a, b, 2)
     assert picked in ("numpy", "mkl", "onednn")
     saved = json.loads(Path(choices.path).read_text())
     assert saved == {"256x128x64 NN threads=2": picked}
     # a later process reads the file and does not measure again
     monkeypatch.setattr(gemm, "_fastest", lambda *args: pytest.fail("measured twice"))
-    assert gemm._Choices().pick(a, b, 2) == picked
+    assert pick(gemm._Choices("gemm", tuple(gemm.CANDIDATES)), a, b, 2) == picked
     # a transposed operand or other threads is another shape
     monkeypatch.undo()
     monkeypatch.setenv("NDWORK_CACHE_DIR", str(tmp_path / "ndwork"))
-    choices.pick(np.ascontiguousarray(a.T).T, b, 1)
+    pick(choices, np.ascontiguousarray(a.T).T, b, 1)
     assert set(json.loads(Path(choices.path).read_text())) == {"256x128x64 NN threads=2",
                                                            "256x128x64 TN threads=1"}
 
@@ -111,12 +115,13 @@ def test_auto_measures_a_shape_once_and_keeps_it_on_disk(tmp_path, monkeypatch):
 @needs_mkl
 def test_a_corrupt_choice_file_is_measured_again(tmp_path, monkeypatch):
     monkeypatch.setenv("NDWORK_CACHE_DIR", str(tmp_path / "ndwork"))
-    choices = gemm._Choices()
+    choices = gemm._Choices("gemm", tuple(gemm.CANDIDATES))
     (tmp_path / "ndwork").mkdir()
     with open(choices.path, "w") as f:
         f.write("{not json")
     a, b = _operands(256, 128, 64)
-    assert choices.pick(a, b, 2) in ("numpy", "mkl", "onednn")
+    assert choices.choose(gemm._key(a, b, 2), lambda: gemm._fastest(a, b)) in (
+        "numpy", "mkl", "onednn")
     assert json.loads(Path(choices.path).read_text())
 
 
@@ -143,4 +148,4 @@ def test_auto_gives_big_gemms_to_onednn_unless_threads_are_limited():
         assert gemm._blas_for(a[:8], b) is gemm._numpy_matmul  # under gemm.SMALL
     with ndwork.optimizations(blas="auto", threads=1):
         assert gemm._blas_for(a, b) in (gemm._numpy_matmul, gemm.mkl_matmul)
-    assert gemm._fastest(a, b, threads=1) in ("numpy", "mkl")
+    assert gemm._fastest(a, b) in ("numpy", "mkl")

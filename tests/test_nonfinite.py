@@ -83,6 +83,10 @@ def other_cases(rng):
     yield "sgd_update", (p, poisoned(rng, (40,)), np.zeros_like(p), 0.1, 0.9, 0.0)
     for kind in SCALERS:
         yield "scaler_statistics", (kind, poisoned(rng, (6, 12)), np.ones((6, 12), np.float32))
+    x = poisoned(rng, (6, 12))
+    yield "round_bf16", (x,)
+    yield "round_fp16", (x * 1e4,)  # some finite values beyond float16's range: inf
+    yield "widen_bf16", (reference("round_bf16")(x),)
 
 
 def recurrent_cases(rng):
@@ -138,7 +142,8 @@ def outputs(result, args):
     if result is None:
         return [a for a in args if isinstance(a, np.ndarray)][:1] + [args[2]]
     result = result if isinstance(result, tuple) else (result,)
-    return [np.asarray(r) for r in result if r is not None]
+    return [np.asarray(r).astype(np.float32) if np.asarray(r).itemsize == 2 else np.asarray(r)
+            for r in result if r is not None]  # low-precision outputs: their values
 
 
 @pytest.mark.parametrize("name,args", cases())

@@ -18,6 +18,7 @@ from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
 from ndwork.kernels import gemm, kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
+from ndwork.kernels.precision import to_low
 
 BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5, "causal_conv1d": 2.0,
                   "recurrent": 2.0, "slstm": 2.0, "mlstm": 2.5, "headwise_linear": 2.0}  # x the forward's
@@ -86,21 +87,53 @@ def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @_profiled
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "identity") -> Tensor:
-    """act(x @ W + b) over the last axis; x (..., in), W (in, out), b (out,)."""
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "identity",
+           hidden: bool | None = None) -> Tensor:
+    """act(x @ W + b) over the last axis; x (..., in), W (in, out), b (out,).
+
+    Under mixed precision the GEMMs take x, W and the output gradient rounded to the
+    low precision (accumulating in float32), the backward keeps x in it, and a hidden
+    layer keeps its output in it too. `hidden`: whether the output is a hidden
+    activation rather than one a head, a sum or attention reads in float32; by default,
+    whether the layer has an activation."""
     lead = x.shape[:-1]
-    x2 = x.data.reshape(-1, x.shape[-1])
-    y = kernel("linear_forward")(x2, weight.data, None if bias is None else bias.data, activation)
+    policy = active().dtypes
+    low = _gemm_precision(policy, x.stored, weight.stored)
+    x2 = x.stored.reshape(-1, x.shape[-1])  # low-precision storage: widened in the GEMM
+    if low is not None:
+        x2 = to_low(x2, low)
+    y = kernel("linear_forward")(x2, _gemm_weight(weight, low),
+                                 None if bias is None else bias.data, activation)
+    if policy.store_low and (activation != "identity" if hidden is None else hidden):
+        y = to_low(y, policy.low)
 
     def backward_fn(dy):
         dx, dw, db = kernel("linear_backward")(
-            x2, weight.data, y, dy.reshape(y.shape), activation, x.requires_grad
+            x2, _gemm_weight(weight, low), y, dy.reshape(y.shape), activation, x.requires_grad
         )
         return (None if dx is None else dx.reshape(x.shape), dw, db)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     fn = backward_fn if bias is not None else (lambda dy: backward_fn(dy)[:2])
     return Tensor(y.reshape(*lead, -1), parents, fn)
+
+
+def _gemm_weight(weight: Tensor, low):
+    """W as the GEMMs take it: rounded again for the backward rather than kept from the
+    forward (the graph then holds no copy of the weights: converting costs less)."""
+    return weight.data if low is None else to_low(weight.data, low)
+
+
+def _gemm_precision(policy, x: np.ndarray, weight: np.ndarray):
+    """The low dtype a dense layer's GEMMs take under the policy, or None: float32, on
+    the exact values of low-precision activations, where low-precision GEMMs are not
+    native here (rounding W and the gradient too would only cost copies)."""
+    if policy.low is None:
+        return None
+    if policy.per_shape:
+        rows = x.size // x.shape[-1]
+        return policy.low if gemm.low_precision_pays(rows, *weight.shape, policy.low) else None
+    return policy.low if gemm.native_low_precision(policy.low, active().threads) else None
 
 
 @_profiled

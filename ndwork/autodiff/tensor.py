@@ -7,17 +7,23 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ndwork.config import active
+from ndwork.kernels.precision import widen
 
 
 class Tensor:
-    """An array plus how to send its gradient back to the tensors it came from."""
+    """An array plus how to send its gradient back to the tensors it came from.
 
-    __slots__ = ("data", "grad", "parents", "backward_fn", "requires_grad")
+    `stored` is the array as kept: under mixed precision a hidden layer's activations
+    are kept in bfloat16 or float16 (half the memory a graph holds for its backward).
+    `data` is it in the compute dtype: what every op reads, unless it can take the
+    stored precision directly (a linear layer's GEMM)."""
+
+    __slots__ = ("stored", "grad", "parents", "backward_fn", "requires_grad")
 
     def __init__(self, data: np.ndarray, parents: Sequence[Tensor] = (),
                  backward_fn: Callable[[np.ndarray], Sequence[np.ndarray | None]] | None = None,
                  requires_grad: bool = False):
-        self.data = data
+        self.stored = data
         self.grad: np.ndarray | None = None
         self.parents = tuple(parents)
         self.backward_fn = backward_fn
@@ -29,8 +35,17 @@ class Tensor:
         self.requires_grad = requires_grad
 
     @property
+    def data(self) -> np.ndarray:
+        stored = self.stored
+        return widen(stored) if stored.itemsize == 2 else stored
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self.stored = value
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        return self.stored.shape
 
     def accumulate(self, grad: np.ndarray) -> None:
         if self.grad is None:
@@ -39,7 +54,7 @@ class Tensor:
             self.grad = self.grad + grad
 
     def __repr__(self) -> str:
-        return f"Tensor(shape={self.data.shape}, dtype={self.data.dtype})"
+        return f"Tensor(shape={self.stored.shape}, dtype={self.stored.dtype})"
 
 
 def backward(root: Tensor, seed: np.ndarray | float = 1.0) -> None:

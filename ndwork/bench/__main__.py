@@ -6,7 +6,7 @@ import importlib
 
 from ndwork.bench.common import write
 
-SUITES = ("kernels", "models", "gemm", "attention", "recurrent", "parallel", "switches", "peers", "parity",
+SUITES = ("kernels", "models", "gemm", "precision", "attention", "recurrent", "parallel", "switches", "peers", "parity",
           "latency", "fidelity", "accuracy", "probabilistic", "startup", "report")
 
 

@@ -21,6 +21,7 @@ worker held and retries its tasks. Each task runs under the driver's Optimizatio
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -33,10 +34,12 @@ from ndwork.distributed.pool import _hold, quiet_large_graphs, replicate
 from ndwork.training.trainer import (
     LocalSteps,
     TrainingDiverged,
+    apply_step,
     batch_positions,
     diverged,
     finite,
     initial_state,
+    loss_scale,
 )
 
 RESULT_TIMEOUT_S = 600
@@ -65,6 +68,8 @@ class RankSteps:
     buffers: dict
     windows: int
     switches: dict
+    skipped: int  # the rank's optimizer's skipped steps (fp16 loss scaling), in all
+    loss_scaler: object  # the rank's LossScaler after its steps, or None
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,8 +80,10 @@ def _model(class_name: str, hyperparameters: str):
     return MODELS[class_name](**json.loads(hyperparameters))
 
 
-def _rank_gradient(model_key, switches, params, buffers, panel, starts, positions, step):
-    """Mean loss and gradient of one rank's share of a global batch."""
+def _rank_gradient(model_key, switches, params, buffers, panel, starts, positions, step,
+                   scale):
+    """Mean loss and gradient of one rank's share of a global batch (the backward on the
+    loss times `scale`: fp16's loss scaling)."""
     from ndwork.training.trainer import loss_and_grad, make_batch
 
     model = _model(*model_key)
@@ -84,23 +91,26 @@ def _rank_gradient(model_key, switches, params, buffers, panel, starts, position
     with optimizations(**switches), np.errstate(over="ignore", invalid="ignore"):
         batch = make_batch(model, panel, starts)
         loss, grads = loss_and_grad(model, params, batch,
-                                    TrainingNoise(model.random_seed, step, positions), buffers)
+                                    TrainingNoise(model.random_seed, step, positions), buffers,
+                                    scale)
         return RankGradient(loss, grads, len(positions), float(batch["outsample_mask"].sum()),
                             buffers, active().switches())
 
 
-def _rank_local_steps(model_key, switches, params, moments, step, buffers, panel, batches,
-                      positions, lrs):
+def _rank_local_steps(model_key, switches, params, moments, step, skipped, loss_scaler,
+                      buffers, panel, batches, positions, lrs):
     """K optimizer steps of one rank from the last averaged state (local SGD)."""
     model = _model(*model_key)
     state = initial_state(model)
     state.params, state.buffers = params.copy(), {k: v.copy() for k, v in buffers.items()}
     state.optimizer.buffers = {k: v.copy() for k, v in moments.items()}
-    state.optimizer.step = step
+    state.optimizer.step, state.optimizer.skipped = step, skipped
+    state.loss_scaler = copy.deepcopy(loss_scaler)
     with optimizations(**switches):
         losses = LocalSteps().run(model, panel, state, batches, lrs, positions)
         return RankSteps(losses, state.params, state.optimizer.buffers, state.buffers,
-                         len(positions[0]), active().switches())
+                         len(positions[0]), active().switches(), state.optimizer.skipped,
+                         state.loss_scaler)
 
 
 def _moments(result: RankSteps) -> dict:
@@ -153,11 +163,12 @@ class DaskSteps:
         if len(batches) == 1:
             return [self.client.submit(_rank_gradient, key, switches, state.params,
                                        state.buffers, data, shares[0][rank], positions[0][rank],
-                                       step, pure=False)
+                                       step, loss_scale(state), pure=False)
                     for rank in range(self.ranks)]
         moments = self._moments or [state.optimizer.buffers] * self.ranks
         rounds = [self.client.submit(_rank_local_steps, key, switches, state.params,
-                                     moments[rank], step, state.buffers, data,
+                                     moments[rank], step, state.optimizer.skipped,
+                                     state.loss_scaler, state.buffers, data,
                                      [s[rank] for s in shares], [p[rank] for p in positions],
                                      lrs, pure=False)
                   for rank in range(self.ranks)]
@@ -206,10 +217,7 @@ class DaskSteps:
         grads = _weighted_mean([r.grads for r in results], weights, state.params.dtype)
         sizes = np.array([r.windows for r in results], dtype=np.float64)
         buffers = _averaged_buffers(state, results, sizes / sizes.sum())
-        if not (np.isfinite(loss) and np.isfinite(grads).all() and finite(buffers)):
-            raise diverged(model, state, state.optimizer.step, loss)
-        state.buffers = buffers
-        state.optimizer.update(state.params, grads, lr)
+        apply_step(model, state, loss, grads, buffers, lr)
         statistics = sum(v.nbytes for v in state.buffers.values())
         self.bytes_per_sync = 2 * (state.params.nbytes + statistics)
         return loss
@@ -225,6 +233,10 @@ class DaskSteps:
         state.params[:] = params
         state.buffers = buffers
         state.optimizer.step += len(losses)
+        # ranks skip steps on their own: the most cautious one's scaler and count go on
+        state.optimizer.skipped = max(r.skipped for r in results)
+        if state.loss_scaler is not None:
+            state.loss_scaler = min((r.loss_scaler for r in results), key=lambda s: s.scale)
         statistics = sum(v.nbytes for v in state.buffers.values())
         self.bytes_per_sync = 2 * (state.params.nbytes + statistics)
         return [float(v) for v in losses]

@@ -15,6 +15,7 @@ from ndwork.kernels import (
     normalization,
     optim,
     pooling,
+    precision,
     recurrent,
     scalers,
     xlstm,
@@ -22,7 +23,7 @@ from ndwork.kernels import (
 
 REGISTRY: dict[str, tuple] = {}
 for _module in (activations, convolution, likelihoods, linear, losses, noise, normalization, optim, pooling,
-                recurrent, scalers, xlstm):
+                precision, recurrent, scalers, xlstm):
     REGISTRY.update(_module.KERNELS)
 
 

@@ -32,6 +32,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 
 import numba
 import numpy as np
@@ -45,6 +46,7 @@ from ndwork.config import (
     numpy_blas_single_threaded,
     onednn_library,
 )
+from ndwork.kernels.precision import BF16, FP16, to_low, widen
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _log = logging.getLogger("ndwork")
@@ -73,7 +75,8 @@ def mkl_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-_DNNL_F32, _DNNL_CPU, _DNNL_IN_ORDER = 3, 1, 1
+_DNNL_CPU, _DNNL_IN_ORDER = 1, 1
+_DNNL_TYPES = {np.dtype(np.float32): 3, BF16: 2, FP16: 1}
 _DNNL_ARG_SRC, _DNNL_ARG_WEIGHTS, _DNNL_ARG_DST = 1, 33, 17
 
 
@@ -97,12 +100,12 @@ class _OneDNN:
         if status != 0:
             raise RuntimeError(f"oneDNN {what} failed with status {status}")
 
-    def _desc(self, shape, strides):
+    def _desc(self, shape, strides, dtype):
         desc = ctypes.c_void_p()
         dims = (ctypes.c_int64 * 2)(*shape)
-        steps = (ctypes.c_int64 * 2)(*(s // 4 for s in strides))
+        steps = (ctypes.c_int64 * 2)(*(s // dtype.itemsize for s in strides))
         self._ok(self.lib.dnnl_memory_desc_create_with_strides(
-            ctypes.byref(desc), 2, dims, _DNNL_F32, steps), "memory descriptor")
+            ctypes.byref(desc), 2, dims, _DNNL_TYPES[dtype], steps), "memory descriptor")
         return desc
 
     def _primitive(self, a: np.ndarray, b: np.ndarray):
@@ -111,11 +114,12 @@ class _OneDNN:
             local.cache, local.stream = {}, ctypes.c_void_p()
             self._ok(self.lib.dnnl_stream_create(ctypes.byref(local.stream), self.engine,
                                                  _DNNL_IN_ORDER), "stream")
-        key = (a.shape, a.strides, b.shape, b.strides)
+        key = (a.shape, a.strides, a.dtype, b.shape, b.strides, b.dtype)
         if key not in local.cache:
             m, n = a.shape[0], b.shape[1]
-            descs = [self._desc(a.shape, a.strides), self._desc(b.shape, b.strides),
-                     self._desc((m, n), (4 * n, 4))]
+            f32 = np.dtype(np.float32)
+            descs = [self._desc(a.shape, a.strides, a.dtype),
+                     self._desc(b.shape, b.strides, b.dtype), self._desc((m, n), (4 * n, 4), f32)]
             pd, primitive = ctypes.c_void_p(), ctypes.c_void_p()
             self._ok(self.lib.dnnl_matmul_primitive_desc_create(
                 ctypes.byref(pd), self.engine, descs[0], descs[1], None, descs[2], None),
@@ -133,7 +137,8 @@ class _OneDNN:
         return local.cache[key], local.stream
 
     def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if min(a.strides + b.strides) <= 0 or a.strides[-1] % 4 or b.strides[-1] % 4:
+        if min(a.strides + b.strides) <= 0 or a.strides[-1] % a.itemsize \
+                or b.strides[-1] % b.itemsize:
             a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
         (primitive, memories, args), stream = self._primitive(a, b)
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
@@ -172,15 +177,81 @@ SMALL, FEW_ROWS = 2**20, 2
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b by the BLAS the active `Optimizations.blas` picks for this shape (timed by
     shape into an open `ndwork.profile()`). A stack of matrices times one matrix is one
-    2-D product."""
+    2-D product. Operands in bfloat16 or float16 give a float32 product (see low_matmul)."""
     if a.ndim > 2 and b.ndim == 2:
         return matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[1])
+    if a.itemsize == 2 or b.itemsize == 2:
+        return low_matmul(a, b)
     if profiling.current() is not None:
         return profiling.current().gemm(_label(_key(a, b, active().threads)), _blas_for(a, b),
                                         a, b)
     if a.ndim == 2 and (a.shape[0] < FEW_ROWS or a.shape[0] * a.shape[1] * b.shape[-1] < SMALL):
         return a @ b  # the hot small case
     return _blas_for(a, b)(a, b)
+
+
+def low_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float32 for operands in a low precision (bfloat16 or float16, both the
+    same): oneDNN's low-precision matmul, accumulating in float32, where this CPU runs it
+    natively; else the float32 GEMM of the widened operands (the same values: widening
+    is exact; only the speed-up is lost, which native_low_precision says once)."""
+    if a.dtype == b.dtype and a.ndim == 2 and b.ndim == 2 and a.shape[0] >= FEW_ROWS \
+            and a.shape[0] * a.shape[1] * b.shape[1] >= SMALL \
+            and native_low_precision(a.dtype, active().threads):
+        if profiling.current() is not None:
+            key = _key(a, b, active().threads)
+            return profiling.current().gemm(f"{_label(key)} {a.dtype}", onednn_matmul, a, b)
+        return onednn_matmul(a, b)
+    return matmul(widen(a), widen(b))
+
+
+class PrecisionFallbackWarning(UserWarning):
+    """Low-precision GEMMs run in float32 here (the stored precision and the results'
+    values are kept; the speed-up is lost). Silence it with
+    warnings.filterwarnings("ignore", category=ndwork.PrecisionFallbackWarning)."""
+
+
+_NATIVE_ISA = {BF16: ("avx512_bf16", "amx_bf16"), FP16: ("avx512_fp16", "amx_fp16")}
+
+
+def native_low_precision(dtype: np.dtype, threads: int | None = None) -> bool:
+    """Whether GEMMs on `dtype` operands run natively here (see _native_reason); warns
+    once (PrecisionFallbackWarning) when they do not."""
+    why = _native_reason(dtype, threads)
+    if why is not None:
+        _warn_fallback("bf16" if dtype == BF16 else "fp16", why)
+    return why is None
+
+
+@functools.cache
+def _warn_fallback(name: str, why: str) -> None:
+    warnings.warn(f"ndwork: precision={name!r} keeps weights' copies and activations in "
+                  f"{name}, but its GEMMs run in float32 here: {why}. Same values, no "
+                  f"speed-up. Silence with warnings.filterwarnings('ignore', "
+                  f"category=ndwork.PrecisionFallbackWarning).",
+                  PrecisionFallbackWarning, stacklevel=4)
+
+
+@functools.cache
+def _native_reason(dtype: np.dtype, threads: int | None) -> str | None:
+    """Why GEMMs on `dtype` operands cannot run natively here, or None when they can:
+    oneDNN installed and free to use all the cores, the CPU's low-precision dot
+    products, and a primitive that oneDNN builds for them."""
+    name = "bf16" if dtype == BF16 else "fp16"
+    isa = [flag for flag in _NATIVE_ISA[dtype] if flag in cpu()["isa"]]
+    if "onednn" not in available_blas():
+        return "the optional oneDNN wheel is not installed (pip install 'ndwork[onednn]')"
+    if not isa:
+        return f"this CPU ({cpu()['model']}) has none of {', '.join(_NATIVE_ISA[dtype])}"
+    if not _onednn_usable(threads):
+        return (f"oneDNN cannot be limited to threads={threads} (run with threads=None to "
+                f"use every core)")
+    try:
+        probe = np.ones((2, 2), dtype)
+        onednn_matmul(probe, probe)
+    except RuntimeError as error:
+        return f"oneDNN has no {name} matmul for this CPU ({error})"
+    return None
 
 
 def _blas_for(a: np.ndarray, b: np.ndarray):
@@ -196,7 +267,7 @@ def _blas_for(a: np.ndarray, b: np.ndarray):
         if len(available_blas()) == 2:
             _say_others_absent()
             return _numpy_matmul
-        name = _CHOICES.pick(a, b, opts.threads)
+        name = _CHOICES.choose(_key(a, b, opts.threads), lambda: _fastest(a, b))
     return CANDIDATES[name]
 
 
@@ -240,27 +311,20 @@ def _label(key: tuple) -> str:
 MARGIN = 0.9
 
 
-def _fastest(a: np.ndarray, b: np.ndarray, threads: int | None, rounds: int = 7) -> str:
-    """numpy's BLAS unless MKL's median time over `rounds` interleaved runs (so a burst
-    of load hits both) is under MARGIN times numpy's."""
+def _fastest(a: np.ndarray, b: np.ndarray) -> str:
+    """numpy's BLAS unless MKL's median time is under MARGIN times numpy's."""
     names = [name for name in available_blas()[1:] if name != "onednn"]
-    times = {name: [] for name in names}
-    for name in names:
-        CANDIDATES[name](a, b)  # warm-up: first-call setup, caches
-    for _ in range(rounds):
-        for name in names:
-            start = time.perf_counter()
-            CANDIDATES[name](a, b)
-            times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
-    best = min(medians, key=medians.get)
-    return best if medians[best] < MARGIN * medians["numpy"] else "numpy"
+    return _fastest_of({name: functools.partial(CANDIDATES[name], a, b) for name in names},
+                       rounds=7, default="numpy")
 
 
 class _Choices:
-    """The per-shape choices: in memory, backed by one JSON file per machine fingerprint."""
+    """Measured choices by shape: in memory, backed by one JSON file per machine
+    fingerprint and kind ("gemm": the BLAS per shape, "precision": float32 or a low
+    precision per dense layer)."""
 
-    def __init__(self):
+    def __init__(self, kind: str, allowed: tuple[str, ...]):
+        self.kind, self.allowed = kind, allowed
         self._lock = threading.Lock()
         self._table: dict[str, str] | None = None  # as the file has it
         self._by_key: dict[tuple, str] = {}  # the same, keyed for the hot path
@@ -269,38 +333,42 @@ class _Choices:
     def path(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
 
-        try:
-            mkl = version("mkl")
-        except PackageNotFoundError:
-            mkl = None
+        def installed(name):
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return None
+
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        fingerprint = json.dumps([cpu()["model"], np.__version__, mkl, blas.get("name"),
-                                  blas.get("version")])
+        fingerprint = json.dumps([cpu()["model"], np.__version__, installed("mkl"),
+                                  blas.get("name"), blas.get("version")]
+                                 + ([installed("onednn-cpu-tbb")] if self.kind != "gemm" else []))
         digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:12]
         root = os.environ.get("NDWORK_CACHE_DIR") or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
             "ndwork")
-        return os.path.join(root, f"gemm-{digest}.json")
+        return os.path.join(root, f"{self.kind}-{digest}.json")
 
     def table(self) -> dict[str, str]:
         if self._table is None:
             try:
                 with open(self.path) as f:
-                    self._table = {k: v for k, v in json.load(f).items() if v in CANDIDATES}
+                    self._table = {k: v for k, v in json.load(f).items() if v in self.allowed}
             except (OSError, ValueError):
                 self._table = {}
         return self._table
 
-    def pick(self, a: np.ndarray, b: np.ndarray, threads: int | None) -> str:
-        key = _key(a, b, threads)
+    def choose(self, key: tuple, measure) -> str:
+        """The choice for `key`: remembered, else `measure()`'s, then remembered."""
         choice = self._by_key.get(key)
         if choice is None:
             with self._lock:
                 label = _label(key)
-                choice = self.table().get(label) or _fastest(a, b, threads)
+                choice = self.table().get(label) or measure()
                 if label not in self._table:
                     self._table[label] = choice
                     self._save()
+                    _log.info("ndwork: %s for %s: %s (measured)", self.kind, label, choice)
                 self._by_key[key] = choice
         return choice
 
@@ -329,13 +397,63 @@ class _Choices:
                 os.remove(self.path)
 
 
-_CHOICES = _Choices()
+_CHOICES = _Choices("gemm", tuple(CANDIDATES))
+_PRECISION_CHOICES = _Choices("precision", ("fp32", "bf16", "fp16"))
+
+
+def low_precision_pays(m: int, k: int, n: int, dtype: np.dtype) -> bool:
+    """Whether a dense layer (m rows, k inputs, n outputs) trains faster with its GEMMs
+    in `dtype` than in float32 here ("auto" precision): its forward and both backward
+    GEMMs, conversions included, timed once per shape and machine and kept with the
+    BLAS choices. False, unmeasured, where the low-precision GEMM is not native."""
+    threads = active().threads
+    if m < FEW_ROWS or m * k * n < SMALL or _native_reason(dtype, threads) is not None:
+        return False
+    name = "bf16" if dtype == BF16 else "fp16"
+    key = (m, k, n, True, True, threads or numba.config.NUMBA_NUM_THREADS)
+    return _PRECISION_CHOICES.choose(key, lambda: _faster_precision(m, k, n, dtype)) == name
+
+
+def _faster_precision(m: int, k: int, n: int, dtype: np.dtype, rounds: int = 7) -> str:
+    rng = np.random.default_rng(0)
+    x, w, dz = (rng.standard_normal(shape, dtype=np.float32) for shape in
+                ((m, k), (k, n), (m, n)))
+
+    def layer(x, w, dz):
+        return matmul(x, w), matmul(x.T, dz), matmul(dz, w.T)
+
+    name = "bf16" if dtype == BF16 else "fp16"
+    runs = {"fp32": lambda: layer(x, w, dz),
+            name: lambda: layer(to_low(x, dtype), to_low(w, dtype), to_low(dz, dtype))}
+    return _fastest_of(runs, rounds, default="fp32")
+
+
+def _fastest_of(runs: dict, rounds: int, default: str) -> str:
+    """`default` unless another run's median over `rounds` interleaved rounds (a burst of
+    load hits all of them) is under MARGIN times its."""
+    times = {name: [] for name in runs}
+    for run in runs.values():
+        run()  # warm-up: first-call setup, caches
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    best = min(medians, key=medians.get)
+    return best if medians[best] < MARGIN * medians[default] else default
 
 
 def choices() -> dict[str, str]:
-    """The measured choice per shape key ("m x k x n, transposes, threads" -> BLAS)."""
+    """The measured BLAS per shape key ("m x k x n, transposes, threads" -> BLAS)."""
     return dict(_CHOICES.table())
+
+
+def precision_choices() -> dict[str, str]:
+    """The measured precision per dense-layer shape ("m x k x n ..." -> fp32 or bf16)."""
+    return dict(_PRECISION_CHOICES.table())
 
 
 def clear_choices() -> None:
     _CHOICES.clear()
+    _PRECISION_CHOICES.clear()

@@ -2,6 +2,9 @@
 
 x: (B, in), W: (in, out), b: (out,), y: (B, out). The GEMMs go through BLAS in both
 paths (the compiled one's through `gemm.matmul`: the BLAS measured fastest per shape).
+Mixed precision: x (and y, kept by the layer) may be stored in bfloat16 or float16;
+W given in one means the GEMMs run in it: dz is rounded to it too, and they accumulate
+in float32 (the reference computes on the exactly widened operands).
 The numba path fuses bias + activation after the forward GEMM and
 activation-derivative + bias-gradient before the backward GEMMs, saving passes over
 (B, out). Activations here are the ones whose derivative follows from the output y
@@ -20,6 +23,7 @@ from ndwork.kernels.activations import (
     relu_grad,
 )
 from ndwork.kernels.gemm import matmul
+from ndwork.kernels.precision import LOW, to_low, widen
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 
@@ -33,7 +37,7 @@ def _activation_code(activation: str) -> int:
 # --- numpy reference ---------------------------------------------------------
 
 def linear_forward_reference(x, W, b, activation="identity"):
-    z = x @ W
+    z = widen(x) @ widen(W)  # low-precision operands: their exact float32 values
     if b is not None:
         z += b
     code = _activation_code(activation)
@@ -57,11 +61,13 @@ def _activation_grad_reference(y, dy, code):
 
 
 def linear_backward_reference(x, W, y, dy, activation="identity", need_dx=True):
-    """Returns (dx, dW, db); dx is None when need_dx is False (first layer)."""
-    dz = _activation_grad_reference(y, dy, _activation_code(activation))
-    dW = x.T @ dz
+    """Returns (dx, dW, db); dx is None when need_dx is False (first layer). With W in
+    a low precision (mixed precision), the GEMMs take dz rounded to it too."""
+    dz = _activation_grad_reference(widen(y), dy, _activation_code(activation))
     db = dz.sum(axis=0)
-    dx = dz @ W.T if need_dx else None
+    dz_gemm = widen(to_low(dz, W.dtype)) if W.dtype in LOW else dz
+    dW = widen(x).T @ dz_gemm
+    dx = dz_gemm @ widen(W).T if need_dx else None
     return dx, dW, db
 
 
@@ -115,7 +121,9 @@ def linear_forward(x, W, b, activation="identity"):
 def linear_backward(x, W, y, dy, activation="identity", need_dx=True):
     dy = np.ascontiguousarray(dy)
     dz = np.empty_like(dy)
-    db = _activation_grad_and_bias(y, dy, _activation_code(activation), dz)
+    db = _activation_grad_and_bias(widen(y), dy, _activation_code(activation), dz)
+    if W.dtype in LOW:
+        dz = to_low(dz, W.dtype)
     dW = matmul(x.T, dz)
     dx = matmul(dz, W.T) if need_dx else None
     return dx, dW, db

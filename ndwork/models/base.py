@@ -71,9 +71,12 @@ UNSUPPORTED_TRAINER_OPTIONS = {
 # Lightning's precision (or ndwork's own name) -> Optimizations.precision, for the
 # precisions ndwork has
 LIGHTNING_PRECISIONS = {32: "fp32", "32": "fp32", "32-true": "fp32", "fp32": "fp32",
-                        64: "fp64", "64": "fp64", "64-true": "fp64", "fp64": "fp64"}
-# ... and those it does not have yet (the mixed-precision issue adds them)
-PLANNED_PRECISIONS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true", "bf16", "16", 16)
+                        64: "fp64", "64": "fp64", "64-true": "fp64", "fp64": "fp64",
+                        "bf16-mixed": "bf16", "bf16": "bf16", "16-mixed": "fp16", 16: "fp16",
+                        "16": "fp16", "fp16": "fp16", "auto": "auto"}
+# Lightning's "true" low precisions keep the weights themselves in it; ndwork keeps
+# float32 master weights always, so these train as the mixed ones (and say so)
+TRUE_PRECISIONS = {"bf16-true": "bf16", "16-true": "fp16"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "GELU": "gelu", "ELU": "elu"}
 
@@ -88,11 +91,12 @@ def _precision(value) -> str | None:
     """Lightning's `precision` as an Optimizations.precision (None: not given)."""
     if value is None or value in LIGHTNING_PRECISIONS:
         return LIGHTNING_PRECISIONS.get(value)
-    if value in PLANNED_PRECISIONS:
-        warnings.warn(f"precision={value!r}: ndwork has no mixed precision yet, so this model "
-                      f"trains in fp32 (ndwork.optimizations(precision=...) will select it).",
-                      UserWarning, stacklevel=4)
-        return None
+    if value in TRUE_PRECISIONS:
+        mixed = TRUE_PRECISIONS[value]
+        warnings.warn(f"precision={value!r}: ndwork keeps float32 master weights, so this "
+                      f"model trains as precision={mixed!r} (mixed: GEMMs and activations in "
+                      f"{mixed}); pass precision={mixed!r} to say so.", UserWarning, stacklevel=4)
+        return mixed
     raise ValueError(f"precision={value!r} is not a precision ndwork knows; use one of "
                      f"{sorted(map(str, LIGHTNING_PRECISIONS))} (Lightning's names) or leave it out.")
 
@@ -160,7 +164,8 @@ class BaseModel:
     dataloader_kwargs: accepted; ndwork has no data loader (batches are gathered from
     arrays in the training process), so its options do nothing and say so.
     enable_progress_bar: tqdm bar during fit (NeuralForecast's trainer option).
-    precision: Lightning's precision ("32", "32-true"), trained under the matching
+    precision: Lightning's precision ("32-true", "bf16-mixed", "16-mixed", ...) or
+    ndwork's ("fp32", "bf16", "fp16", "auto"), trained and forecast under the matching
     Optimizations.precision; other Lightning trainer options warn once and are unused.
     """
 

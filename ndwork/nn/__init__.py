@@ -101,11 +101,13 @@ class Linear:
         self.bias = spec.add(f"{name}.bias", (out_features,), "uniform", bound) if bias else None
         self.in_features, self.out_features = in_features, out_features
 
-    def __call__(self, p: dict[str, Tensor], x: Tensor, activation: str = "identity") -> Tensor:
+    def __call__(self, p: dict[str, Tensor], x: Tensor, activation: str = "identity",
+                 hidden: bool | None = None) -> Tensor:
+        """hidden: see ops.linear (mixed precision keeps hidden activations low)."""
         bias = p[self.bias] if self.bias else None
         if activation in FUSED_ACTIVATIONS:
-            return ops.linear(x, p[self.weight], bias, activation)
-        return ops.activation(ops.linear(x, p[self.weight], bias), activation)
+            return ops.linear(x, p[self.weight], bias, activation, hidden)
+        return ops.activation(ops.linear(x, p[self.weight], bias, hidden=hidden), activation)
 
 
 class LayerNorm:
@@ -130,7 +132,7 @@ class MLPStack:
         self.activation, self.dropout = activation, dropout
 
     def __call__(self, p, x: Tensor, rng=None) -> Tensor:
-        x = self.first(p, x)
+        x = self.first(p, x, hidden=True)  # it feeds the next Linear
         for layer in self.hidden:
             x = ops.dropout(layer(p, x, self.activation), self.dropout, rng)
         return self.out(p, x)

@@ -25,10 +25,16 @@ class Optimizer:
             raise ValueError(f"optimizer_kwargs {sorted(unknown)} are not known for {kind!r}; "
                              f"use {sorted(KNOWN_KWARGS[kind])}.")
         self.kind, self.kwargs = kind, kwargs
-        self.step = 0
+        self.step = 0  # steps taken ...
+        self.skipped = 0  # ... of which skipped (fp16 loss scaling): not in Adam's count
         dtype = dtype or active().dtypes.param  # moments live beside the master weights
         self.buffers = {name: np.zeros(size, dtype) for name in
                         (("m", "v") if kind in ("adam", "adamw") else ("momentum",))}
+
+    def skip(self) -> None:
+        """A step that changes nothing (its gradient overflowed under loss scaling)."""
+        self.step += 1
+        self.skipped += 1
 
     def update(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
         self.step += 1
@@ -39,7 +45,8 @@ class Optimizer:
             return
         beta1, beta2 = self.kwargs.get("betas", (0.9, 0.999))
         weight_decay = self.kwargs.get("weight_decay", 0.01 if self.kind == "adamw" else 0.0)
-        kernel("adam_update")(params, grads, self.buffers["m"], self.buffers["v"], self.step, lr,
+        kernel("adam_update")(params, grads, self.buffers["m"], self.buffers["v"],
+                              self.step - self.skipped, lr,
                               beta1, beta2, self.kwargs.get("eps", 1e-8), weight_decay,
                               self.kind == "adamw")
 

@@ -14,6 +14,7 @@ from ndwork.config import active, keep_freed_memory_for_reuse, kernel_blas_singl
 from ndwork.data import Panel, WindowSampler, gather_windows, scale_windows
 from ndwork.kernels.gemm import quiet_numpy_blas
 from ndwork.models.base import BaseModel
+from ndwork.training.loss_scaling import LossScaler
 from ndwork.training.optimizers import Optimizer, learning_rate
 
 
@@ -88,17 +89,22 @@ def forward(model: BaseModel, params: np.ndarray, batch: dict, rng: TrainingNois
 
 
 def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
-                  rng: TrainingNoise | None = None,
-                  buffers: dict | None = None) -> tuple[float, np.ndarray]:
+                  rng: TrainingNoise | None = None, buffers: dict | None = None,
+                  loss_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """One training step's loss and its gradient with respect to the flat parameters.
 
     Pure in params and batch (rng only drives dropout); a model with running
-    statistics (BatchNorm) updates `buffers` in place when rng is given."""
+    statistics (BatchNorm) updates `buffers` in place when rng is given. The backward
+    runs on the loss times `loss_scale` (fp16's loss scaling); the gradient returned is
+    divided by it again."""
     keep_freed_memory_for_reuse()  # once per process: wherever steps run (dask workers too)
     out, p = forward(model, params, batch, rng, buffers)
     loss = model.loss(out, batch)
-    backward(loss)
-    return float(loss.data), layout(model).gather_grads({k: p[k] for k in model.spec.shapes})
+    backward(loss, loss_scale)
+    grads = layout(model).gather_grads({k: p[k] for k in model.spec.shapes})
+    if loss_scale != 1.0:
+        grads *= 1.0 / loss_scale
+    return float(loss.data), grads
 
 
 def model_outputs(model: BaseModel, params: np.ndarray, batch: dict, buffers: dict | None = None,
@@ -191,6 +197,8 @@ class TrainState:
     bad_checks: int = 0  # ... and checks since it last improved
     done: bool = False  # this fit finished (max_steps, early stop, or a callback's stop)
     diverged: str = ""  # why the last fit stopped early with the last finite state, if it did
+    precision: str = "fp32"  # the Optimizations.precision it last trained under
+    loss_scaler: LossScaler | None = None  # fp16's dynamic loss scaling
 
     def restart(self) -> None:
         """Begin a new fit from the current weights and optimizer state (warm start)."""
@@ -264,11 +272,46 @@ def make_batch(model: BaseModel, panel: Panel, windows: np.ndarray) -> dict:
     return batch
 
 
-def diverged(model: BaseModel, state: TrainState, step: int, loss: float) -> TrainingDiverged:
+def diverged(model: BaseModel, state: TrainState, step: int, loss: float,
+             why: str = "") -> TrainingDiverged:
+    what = why or f"the training loss became {loss}"
+    advice = ("Lower learning_rate, use scaler_type='robust' or 'standard', or check the "
+              "data.")
+    if active().precision == "fp16":
+        advice = ("Under precision='fp16' values beyond 65,504 overflow: scale the data "
+                  "(scaler_type='standard' or 'robust'), or use precision='bf16' (float32's "
+                  "range) or 'fp32'. " + advice)
     return TrainingDiverged(
-        f"{model!r}: the training loss became {loss} at step {step + 1}; training stopped "
-        f"and the model keeps the parameters of step {step}. Lower learning_rate, use "
-        f"scaler_type='robust' or 'standard', or check the data.", state)
+        f"{model!r}: {what} at step {step + 1}; training stopped and the model keeps the "
+        f"parameters of step {step}. {advice}", state)
+
+
+def loss_scale(state: TrainState) -> float:
+    return 1.0 if state.loss_scaler is None else state.loss_scaler.scale
+
+
+def apply_step(model: BaseModel, state: TrainState, loss: float, grads: np.ndarray,
+               buffers: dict, lr: float) -> None:
+    """Apply one step's gradient to the state; under fp16 loss scaling, skip a step whose
+    gradient overflowed (the optimizer's step still advances). Raises TrainingDiverged
+    when the loss, the running statistics or an unscaled gradient is not finite."""
+    if not (np.isfinite(loss) and finite(buffers)):
+        raise diverged(model, state, state.optimizer.step, loss)
+    finite_grads = bool(np.isfinite(grads).all())
+    if state.loss_scaler is None:
+        if not finite_grads:
+            raise diverged(model, state, state.optimizer.step, loss,
+                           "the gradient stopped being finite")
+    else:
+        try:
+            applied = state.loss_scaler.update(finite_grads)
+        except FloatingPointError as error:
+            raise diverged(model, state, state.optimizer.step, loss, str(error)) from None
+        if not applied:
+            state.optimizer.skip()
+            return
+    state.buffers = buffers
+    state.optimizer.update(state.params, grads, lr)
 
 
 def finite(buffers: dict) -> bool:
@@ -295,11 +338,9 @@ class LocalSteps:
             noise = TrainingNoise(model.random_seed, state.optimizer.step, windows)
             buffers = {k: v.copy() for k, v in state.buffers.items()}  # kept if the step is
             with np.errstate(over="ignore", invalid="ignore"):  # finite, checked below
-                loss, grads = loss_and_grad(model, state.params, batch, noise, buffers)
-            if not (np.isfinite(loss) and np.isfinite(grads).all() and finite(buffers)):
-                raise diverged(model, state, state.optimizer.step, loss)
-            state.buffers = buffers
-            state.optimizer.update(state.params, grads, lr)
+                loss, grads = loss_and_grad(model, state.params, batch, noise, buffers,
+                                            loss_scale(state))
+            apply_step(model, state, loss, grads, buffers, lr)
             losses.append(loss)
         return losses
 
@@ -321,6 +362,11 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     gradient is not finite; the state then holds the last finite parameters.
     """
     state = state or initial_state(model)
+    state.precision = active().precision
+    if state.precision != "fp16":
+        state.loss_scaler = None
+    elif state.loss_scaler is None:
+        state.loss_scaler = LossScaler()
     backend = backend or LocalSteps()
     if model.MULTIVARIATE:
         check_aligned(model, panel)
