@@ -6,8 +6,9 @@ import importlib
 
 from ndwork.bench.common import write
 
-SUITES = ("kernels", "models", "gemm", "precision", "attention", "recurrent", "parallel", "switches", "peers", "parity",
-          "latency", "fidelity", "accuracy", "probabilistic", "startup", "report")
+SUITES = ("kernels", "models", "gemm", "precision", "attention", "recurrent", "parallel",
+          "switches", "peers", "parity", "latency", "fidelity", "accuracy", "probabilistic",
+          "startup", "report")
 
 
 def main(argv=None) -> None:
