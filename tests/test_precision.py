@@ -2,6 +2,7 @@
 references, the dtype policy in training, fp16 loss scaling, checkpoints, memory."""
 
 import json
+import re
 import tracemalloc
 import warnings
 
@@ -355,7 +356,9 @@ def test_auto_measures_each_layer_shape_once(tmp_path, monkeypatch):
     if gemm._native_reason(BF16, None) is not None:  # nothing to measure here
         assert chosen == {}
         return
-    assert chosen and set(chosen.values()) <= {"fp32", "bf16"}
+    assert chosen and {v.split()[0] for v in chosen.values()} <= {"fp32", "bf16"}
+    assert all(re.fullmatch(r"bf16 \(\d+\.\d\dx fp32\)|fp32 \(bf16 \d+\.\d\dx\)", v)
+               for v in chosen.values())  # the measured factor beside the choice
     assert all(label.startswith("256x") for label in chosen)
     monkeypatch.setattr(gemm, "_faster_precision", lambda *a: pytest.fail("measured twice"))
     with ndwork.optimizations(precision="auto"):

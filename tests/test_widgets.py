@@ -32,6 +32,14 @@ def test_toggles_change_the_optimizations(panels):
     assert "kernels=numpy" in options.status.value
     options.workers.value = 2
     assert options.fit_kwargs() == {"distributed": 2}
+    options.precision.value = "bf16"  # says whether its GEMMs are native here, and why not
+    assert options.optimizations.precision == "bf16"
+    assert "activations in bf16, bf16 GEMMs in float32: oneDNN cannot be limited to threads=1" \
+        in options.status.value or "the optional oneDNN wheel is not installed" \
+        in options.status.value or "has none of" in options.status.value
+    options.threads.value = options.threads.max
+    options.precision.value = "auto"
+    assert "auto: " in options.status.value and "per layer shape, measured" in options.status.value
 
 
 def test_train_updates_the_loss_figure_and_the_forecast(panels):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 
 import ipywidgets as w
 
 import ndwork
 from ndwork.config import PRECISIONS
+from ndwork.kernels.gemm import precision_summary
 
 
 class OptimizationPanel:
@@ -53,4 +55,6 @@ class OptimizationPanel:
         o = self.optimizations
         where = f"{self.workers.value} dask workers" if self.workers.value else "this process"
         self.status.value = (f"<code>kernels={o.kernels} attention={o.attention} "
-                             f"threads={o.threads} precision={o.precision}</code> on {where}")
+                             f"threads={o.threads} precision={o.precision}</code> on {where}"
+                             f"<br><small>{html.escape(precision_summary(o.precision, o.threads))}"
+                             f"</small>")
