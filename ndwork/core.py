@@ -31,6 +31,7 @@ from ndwork.training.trainer import (
     TrainState,
     build_batch,
     check_aligned,
+    inference_weights,
     initial_state,
     predict_windows,
     train,
@@ -393,7 +394,7 @@ class NeuralForecast:
                                               w["available"])
             sampled = model.loss.is_distribution_output or model.loss.quantile_input
             with model.precision_scope():
-                y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                y_hat = predict_windows(model, inference_weights(state), batch, shift, scale, state.buffers,
                                         quantiles=request.quantiles if request and sampled
                                         else None)
             if scaling is not None:
@@ -622,7 +623,7 @@ class NeuralForecast:
         as the next window's latest values."""
         def predict(batch, shift, scale):
             with model.precision_scope():
-                return predict_windows(model, state.params, batch, shift, scale, state.buffers,
+                return predict_windows(model, inference_weights(state), batch, shift, scale, state.buffers,
                                        quantiles=quantiles)
 
         recursive = isinstance(model, Recursive) and model.recurrent
@@ -712,15 +713,15 @@ class NeuralForecast:
         """(quantile positions (Q,), values (S, h, Q)) of the model's forecast."""
         loss = model.loss
         if loss.is_distribution_output or loss.quantile_input:
-            y_hat = panel.unscaled_target(predict_windows(model, state.params, batch, shift,
+            y_hat = panel.unscaled_target(predict_windows(model, inference_weights(state), batch, shift,
                                                           scale, state.buffers, quantiles=grid))
             start = 1 if loss.is_distribution_output else 0
             return np.asarray(grid), y_hat[..., start:start + len(grid)].astype(np.float64)
         if loss.outputsize_multiplier > 1:  # MQLoss, HuberMQLoss: their own quantiles
-            y_hat = panel.unscaled_target(predict_windows(model, state.params, batch, shift,
+            y_hat = panel.unscaled_target(predict_windows(model, inference_weights(state), batch, shift,
                                                           scale, state.buffers))
             return np.asarray(loss.quantiles, np.float64), y_hat.astype(np.float64)
-        y_hat = panel.unscaled_target(predict_windows(model, state.params, batch, shift, scale,
+        y_hat = panel.unscaled_target(predict_windows(model, inference_weights(state), batch, shift, scale,
                                                       state.buffers))
         try:
             bands, _ = self._columns(model, y_hat, Request(quantiles=grid), panel)

@@ -70,6 +70,16 @@ def test_widening_is_exact_and_to_low_keeps_low_arrays(rng):
     assert np.array_equal(to_low(low, FP16), low.astype(np.float32).astype(np.float16))
 
 
+@pytest.mark.parametrize("m, k, n", [(1, 24, 1024), (1, 1023, 511), (3, 512, 12), (1, 2, 3)])
+def test_bf16_weights_matmul_matches_fp64_of_the_rounded_weights(m, k, n, rng):
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = to_low(rng.standard_normal((k, n)).astype(np.float32), BF16)
+    want = x.astype(np.float64) @ widen(w).astype(np.float64)
+    assert_close_f32(compiled("bf16_weights_matmul")(x, w), want)
+    assert_close_f32(reference("bf16_weights_matmul")(x, w), want)
+    assert_close_f32(gemm.matmul(x, w), want)  # a small product with bf16 weights
+
+
 def _fp64_of_rounded(a, b):
     return widen(a).astype(np.float64) @ widen(b).astype(np.float64)
 
@@ -168,6 +178,25 @@ def _batch(nf, windows=256):
     model = nf.models[0]
     sampler_windows = np.stack([np.arange(windows) % 100, np.zeros(windows, int)], axis=1)
     return trainer.make_batch(model, nf.panel, sampler_windows)
+
+
+def test_bf16_forecasts_read_a_bfloat16_copy_made_once_per_step():
+    df = _panel()
+    nf = NeuralForecast([NHITS(h=12, input_size=24, max_steps=3, scaler_type="standard",
+                               enable_progress_bar=False)], freq="MS").fit(df)
+    state = nf.states[0]
+    fp32 = nf.predict()["NHITS"].to_numpy()
+    with ndwork.optimizations(precision="bf16"):
+        first = trainer.inference_weights(state)
+        assert first.dtype == BF16 and trainer.inference_weights(state) is first
+        bf16 = nf.predict()["NHITS"].to_numpy()
+    assert trainer.inference_weights(state) is state.params  # fp32: the master weights
+    np.testing.assert_allclose(bf16, fp32, rtol=1e-2)  # bf16 weights: ~3 significant digits
+    nf.fit(df, use_init_models=False)  # a warm start changes the weights in place ...
+    with ndwork.optimizations(precision="bf16"):
+        again = trainer.inference_weights(nf.states[0])
+    assert again is not first  # ... and moves the step: a fresh copy
+    assert np.array_equal(again, to_low(nf.states[0].params, BF16))
 
 
 def test_model_precision_option_takes_lightning_names():

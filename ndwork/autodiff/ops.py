@@ -100,11 +100,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
     policy = active().dtypes
     low = _gemm_precision(policy, x.stored, weight.stored)
     x2 = x.stored.reshape(-1, x.shape[-1])  # low-precision storage: widened in the GEMM
-    if low is not None:
+    if weight.stored.itemsize == 2:  # a forecast's bfloat16 weights take x as it comes
+        low = None
+    elif low is not None:
         x2 = to_low(x2, low)
     y = kernel("linear_forward")(x2, _gemm_weight(weight, low),
                                  None if bias is None else bias.data, activation)
-    if policy.store_low and (activation != "identity" if hidden is None else hidden):
+    keeps_graph = x.requires_grad or weight.requires_grad  # else nothing to save memory for
+    if policy.store_low and keeps_graph and (
+            activation != "identity" if hidden is None else hidden):
         y = to_low(y, policy.low)
 
     def backward_fn(dy):
@@ -119,8 +123,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
 
 
 def _gemm_weight(weight: Tensor, low):
-    """W as the GEMMs take it: rounded again for the backward rather than kept from the
-    forward (the graph then holds no copy of the weights: converting costs less)."""
+    """W as the GEMMs take it: a forecast's bfloat16 weights as they are; else rounded
+    again for the backward rather than kept from the forward (the graph then holds no
+    copy of the weights: converting costs less)."""
+    if weight.stored.itemsize == 2:
+        return weight.stored
     return weight.data if low is None else to_low(weight.data, low)
 
 

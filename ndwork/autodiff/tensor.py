@@ -110,10 +110,13 @@ class Parameters:
     def constants(self, flat: np.ndarray) -> dict[str, Tensor]:
         """Views of flat as tensors that take no gradient (inference): made once for the
         last flat array asked for (a forecast runs with the same one each call), and
-        following it as it changes in place."""
+        following it as it changes in place. From a bfloat16 flat (a forecast's weights,
+        made once per optimizer step) the vectors are widened once here: only matrices
+        stay low, for the dense layers to read as they are."""
         cached = getattr(self, "_constants", None)
         if cached is None or cached[0] is not flat:
-            cached = (flat, {name: Tensor(view) for name, view in self.views(flat).items()})
+            cached = (flat, {name: Tensor(view if view.ndim >= 2 else widen(view))
+                             for name, view in self.views(flat).items()})
             self._constants = cached
         return cached[1]
 

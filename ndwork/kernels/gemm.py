@@ -46,7 +46,7 @@ from ndwork.config import (
     numpy_blas_single_threaded,
     onednn_library,
 )
-from ndwork.kernels.precision import BF16, FP16, to_low, widen
+from ndwork.kernels.precision import BF16, FP16, matmul_bf16_weights, to_low, widen
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _log = logging.getLogger("ndwork")
@@ -194,10 +194,16 @@ def low_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b in float32 for operands in a low precision (bfloat16 or float16, both the
     same): oneDNN's low-precision matmul, accumulating in float32, where this CPU runs it
     natively; else the float32 GEMM of the widened operands (the same values: widening
-    is exact; only the speed-up is lost, which native_low_precision says once)."""
-    if a.dtype == b.dtype and a.ndim == 2 and b.ndim == 2 and a.shape[0] >= FEW_ROWS \
-            and a.shape[0] * a.shape[1] * b.shape[1] >= SMALL \
-            and native_low_precision(a.dtype, active().threads):
+    is exact; only the speed-up is lost, which native_low_precision says once). A small
+    product with bfloat16 weights (a forecast's) reads them as they are, at half the
+    bytes."""
+    small = a.ndim != 2 or b.ndim != 2 or a.shape[0] < FEW_ROWS \
+        or a.shape[0] * a.shape[1] * b.shape[1] < SMALL
+    if small and b.dtype == BF16 and a.ndim == 2 and b.ndim == 2:  # a forecast's weights
+        return matmul_bf16_weights(widen(a), b)
+    if not small and b.dtype == BF16 and native_low_precision(BF16, active().threads):
+        a = to_low(a, BF16)  # a batch forecast's float32 activations
+    if not small and a.dtype == b.dtype and native_low_precision(a.dtype, active().threads):
         if profiling.current() is not None:
             key = _key(a, b, active().threads)
             return profiling.current().gemm(f"{_label(key)} {a.dtype}", onednn_matmul, a, b)

@@ -14,8 +14,12 @@ and their references are bit-identical, which the tests check on every class of 
 """
 
 import numpy as np
+from llvmlite import ir
 from ml_dtypes import bfloat16
+from numba.core import types
+from numba.extending import intrinsic
 
+from ndwork.config import active
 from ndwork.kernels._jit import jit
 
 BF16, FP16 = np.dtype(bfloat16), np.dtype(np.float16)
@@ -34,6 +38,10 @@ def round_fp16_reference(x: np.ndarray) -> np.ndarray:
 
 def widen_bf16_reference(x: np.ndarray) -> np.ndarray:
     return (x.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def bf16_weights_matmul_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.float32) @ widen_bf16_reference(w)
 
 
 # --- numba path ----------------------------------------------------------------
@@ -83,6 +91,48 @@ def _widen_bf16_bits(bits, out):
         out[i] = np.uint32(bits[i]) << 16
 
 
+@intrinsic
+def _float32_of_bits(typingctx, bits):
+    """The float32 whose bits are `bits` (uint32): a bitcast, which numba has no
+    function for; LLVM vectorizes it with the loop around it."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
+@jit
+def _bf16_weights_matmul(x, w_bits, out):
+    """out = x @ W, W (k, n) given as bfloat16 bits, widened in registers as it streams
+    (four rows of W per pass over out). For a few rows of x (a forecast): the weights
+    stream from memory at half float32's bytes."""
+    m, k = x.shape
+    n = w_bits.shape[1]
+    out[:] = 0.0
+    for i in range(m):
+        p = 0
+        while p + 4 <= k:
+            x0, x1, x2, x3 = x[i, p], x[i, p + 1], x[i, p + 2], x[i, p + 3]
+            for j in range(n):
+                out[i, j] += (x0 * _float32_of_bits(np.uint32(w_bits[p, j]) << 16)
+                              + x1 * _float32_of_bits(np.uint32(w_bits[p + 1, j]) << 16)
+                              + x2 * _float32_of_bits(np.uint32(w_bits[p + 2, j]) << 16)
+                              + x3 * _float32_of_bits(np.uint32(w_bits[p + 3, j]) << 16))
+            p += 4
+        for q in range(p, k):
+            for j in range(n):
+                out[i, j] += x[i, q] * _float32_of_bits(np.uint32(w_bits[q, j]) << 16)
+
+
+def bf16_weights_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (m, k) float32 @ w (k, n) bfloat16, in float32."""
+    out = np.empty((x.shape[0], w.shape[1]), np.float32)
+    if not w.flags.c_contiguous:
+        w = np.ascontiguousarray(w)
+    _bf16_weights_matmul(x, w.view(np.uint16), out)
+    return out
+
+
 def round_bf16(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     out = np.empty(x.shape, BF16)
@@ -108,24 +158,32 @@ KERNELS = {
     "round_bf16": (round_bf16, round_bf16_reference),
     "round_fp16": (round_fp16, round_fp16_reference),
     "widen_bf16": (widen_bf16, widen_bf16_reference),
+    "bf16_weights_matmul": (bf16_weights_matmul, bf16_weights_matmul_reference),
 }
+
+
+def _kernel(name: str):
+    """ndwork.kernels.kernel(name), which this module cannot import (the package imports
+    it): the side Optimizations.kernels selects."""
+    return KERNELS[name][0 if active().kernels == "numba" else 1]
 
 
 def to_low(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """x rounded to `dtype` (bfloat16 or float16); x itself when it already is."""
     if x.dtype == dtype:
         return x
-    from ndwork.kernels import kernel
-
-    return kernel("round_bf16" if dtype == BF16 else "round_fp16")(widen(x))
+    return _kernel("round_bf16" if dtype == BF16 else "round_fp16")(widen(x))
 
 
 def widen(x: np.ndarray) -> np.ndarray:
     """A low-precision x as float32 (exact); any other x as it is."""
     if x.dtype == BF16:
-        from ndwork.kernels import kernel
-
-        return kernel("widen_bf16")(x)
+        return _kernel("widen_bf16")(x)
     if x.dtype == FP16:
         return x.astype(np.float32)
     return x
+
+
+def matmul_bf16_weights(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w in float32 for float32 x and bfloat16 w (a forecast's weights)."""
+    return _kernel("bf16_weights_matmul")(x, w)

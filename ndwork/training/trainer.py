@@ -13,6 +13,7 @@ from ndwork.autodiff.tensor import Parameters, Tensor, backward
 from ndwork.config import active, keep_freed_memory_for_reuse, kernel_blas_single_threaded
 from ndwork.data import Panel, WindowSampler, gather_windows, scale_windows
 from ndwork.kernels.gemm import quiet_numpy_blas
+from ndwork.kernels.precision import BF16, to_low, widen
 from ndwork.models.base import BaseModel
 from ndwork.training.loss_scaling import LossScaler
 from ndwork.training.optimizers import Optimizer, learning_rate
@@ -139,8 +140,8 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     loss = model.loss
     if model.scaler_type == "revin":  # NeuralForecast's RevIN: learnt shift and scale
         views = layout(model).views(params)
-        shift = shift + views["scaler.revin_bias"][0]
-        scale = scale * (np.maximum(views["scaler.revin_weight"][0], 0) + 1e-6)
+        shift = shift + widen(views["scaler.revin_bias"])[0]
+        scale = scale * (np.maximum(widen(views["scaler.revin_weight"])[0], 0) + 1e-6)
 
     def point_outputs(inputs):  # a point or quantile loss's outputs in the scaled units
         raw = model_outputs(model, params, inputs, buffers, windows_per_series)
@@ -199,11 +200,28 @@ class TrainState:
     diverged: str = ""  # why the last fit stopped early with the last finite state, if it did
     precision: str = "fp32"  # the Optimizations.precision it last trained under
     loss_scaler: LossScaler | None = None  # fp16's dynamic loss scaling
+    # the weights' bfloat16 copy forecasts read, with the params and step it was made at
+    inference_copy: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def restart(self) -> None:
         """Begin a new fit from the current weights and optimizer state (warm start)."""
         self.fit_start, self.best_valid, self.bad_checks, self.done, self.diverged = (
             self.optimizer.step, np.inf, 0, False, "")
+
+
+def inference_weights(state: TrainState) -> np.ndarray:
+    """The weights a forecast reads: the float32 master weights, or under bf16 their
+    bfloat16 copy (a forecast then streams half the bytes; the dense layers read it as
+    it is), made once per optimizer step: every change to the weights is one.
+    fp16 forecasts read the float32 weights (its activations are float16)."""
+    policy = active().dtypes
+    if not policy.store_low or policy.low != BF16:
+        return state.params
+    step = None if state.optimizer is None else state.optimizer.step
+    cached = state.inference_copy
+    if cached is None or cached[0] is not state.params or cached[1] != step:
+        cached = state.inference_copy = (state.params, step, to_low(state.params, BF16))
+    return cached[2]
 
 
 def initial_state(model: BaseModel) -> TrainState:
@@ -235,13 +253,13 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
     valid = model.valid_loss or model.loss
     per_series = 1 if model.MULTIVARIATE else len(offsets)
     if valid.is_distribution_output:  # its likelihood, on the raw outputs
-        raw = model_outputs(model, state.params, batch, state.buffers, per_series)
+        raw = model_outputs(model, inference_weights(state), batch, state.buffers, per_series)
         return float(valid.value_raw(raw, target, mask, shift, scale))
     if model.loss.is_distribution_output and valid.outputsize_multiplier == 1:
-        raw = model_outputs(model, state.params, batch, state.buffers, per_series)
+        raw = model_outputs(model, inference_weights(state), batch, state.buffers, per_series)
         y_hat = model.loss.mean(raw, shift, scale)[..., None]  # NF: the distribution's mean
     else:
-        y_hat = predict_windows(model, state.params, batch, shift, scale, state.buffers,
+        y_hat = predict_windows(model, inference_weights(state), batch, shift, scale, state.buffers,
                                 per_series)
         if model.loss.is_distribution_output:  # a quantile loss on the sampled quantiles
             y_hat = y_hat[..., 1:1 + len(model.loss.quantiles)]
