@@ -260,7 +260,8 @@ def test_every_kernel_has_a_reference_and_a_test():
     tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
               "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "nll", "maxpool",
               "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics",
-              "round_bf16", "round_fp16", "widen_bf16", "bf16_weights_matmul"}  # test_precision.py
+              "round_bf16", "round_fp16", "widen_bf16", "widen_fp16",
+              "bf16_weights_matmul"}  # test_precision.py
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref
         assert name.removesuffix("_forward").removesuffix("_backward") in tested, name

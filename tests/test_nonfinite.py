@@ -87,6 +87,7 @@ def other_cases(rng):
     yield "round_bf16", (x,)
     yield "round_fp16", (x * 1e4,)  # some finite values beyond float16's range: inf
     yield "widen_bf16", (reference("round_bf16")(x),)
+    yield "widen_fp16", (reference("round_fp16")(x),)
     yield "bf16_weights_matmul", (x, reference("round_bf16")(rng.normal(size=(12, 7))))
 
 

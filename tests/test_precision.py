@@ -58,6 +58,17 @@ def test_every_float16_exponent_rounds_as_numpy(rng):
                               x.astype(np.float16).view(np.uint16))
 
 
+@pytest.mark.parametrize("name, dtype", [("widen_bf16", BF16), ("widen_fp16", FP16)])
+def test_widening_kernels_are_exact_on_every_16_bit_value(name, dtype):
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(dtype)
+    want = every.astype(np.float32).view(np.uint32)
+    for implementation in (compiled(name), reference(name)):
+        got = implementation(every).view(np.uint32)
+        nan = np.isnan(want.view(np.float32))
+        assert np.array_equal(got[~nan], want[~nan])  # signed zeros, subnormals, infinities
+        assert np.isnan(got.view(np.float32)[nan]).all()
+
+
 def test_widening_is_exact_and_to_low_keeps_low_arrays(rng):
     x = rng.standard_normal((33, 17)).astype(np.float32)
     low = to_low(x, BF16)

@@ -20,7 +20,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ndwork.config import active
-from ndwork.kernels._jit import jit
+from ndwork.kernels._jit import jit, jit_exact
 
 BF16, FP16 = np.dtype(bfloat16), np.dtype(np.float16)
 LOW = (BF16, FP16)
@@ -40,11 +40,26 @@ def widen_bf16_reference(x: np.ndarray) -> np.ndarray:
     return (x.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
+def widen_fp16_reference(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32)
+
+
 def bf16_weights_matmul_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32) @ widen_bf16_reference(w)
 
 
 # --- numba path ----------------------------------------------------------------
+
+@intrinsic
+def _float32_of_bits(typingctx, bits):
+    """The float32 whose bits are `bits` (uint32): a bitcast, which numba has no
+    function for; LLVM vectorizes it with the loop around it."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
 
 @jit
 def _round_bf16_bits(bits, out):
@@ -85,20 +100,26 @@ def _round_fp16_bits(bits, out):
             out[i] = sign | (((exponent - 0x38000000) >> 13) + (significand >> 13))
 
 
+@jit_exact  # IEEE arithmetic: a negative zero stays one
+def _widen_fp16_bits(bits, out):
+    for i in range(bits.size):
+        h = np.uint32(bits[i])
+        sign = (h & 0x8000) << 16
+        exponent = (h >> 10) & 0x1F
+        mantissa = h & 0x3FF
+        if exponent == 0:  # zero or subnormal: mantissa * 2^-24, exact in float32
+            value = np.float32(mantissa) * np.float32(5.9604644775390625e-08)
+            out[i] = -value if sign else value
+        elif exponent == 0x1F:  # inf, NaN (payload kept)
+            out[i] = _float32_of_bits(sign | 0x7F800000 | (mantissa << 13))
+        else:
+            out[i] = _float32_of_bits(sign | ((exponent + 112) << 23) | (mantissa << 13))
+
+
 @jit
 def _widen_bf16_bits(bits, out):
     for i in range(bits.size):
         out[i] = np.uint32(bits[i]) << 16
-
-
-@intrinsic
-def _float32_of_bits(typingctx, bits):
-    """The float32 whose bits are `bits` (uint32): a bitcast, which numba has no
-    function for; LLVM vectorizes it with the loop around it."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.uint32), codegen
 
 
 @jit
@@ -147,6 +168,13 @@ def round_fp16(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def widen_fp16(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, np.float32)
+    _widen_fp16_bits(x.reshape(-1).view(np.uint16), out.reshape(-1))
+    return out
+
+
 def widen_bf16(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x)
     out = np.empty(x.shape, np.float32)
@@ -158,6 +186,7 @@ KERNELS = {
     "round_bf16": (round_bf16, round_bf16_reference),
     "round_fp16": (round_fp16, round_fp16_reference),
     "widen_bf16": (widen_bf16, widen_bf16_reference),
+    "widen_fp16": (widen_fp16, widen_fp16_reference),
     "bf16_weights_matmul": (bf16_weights_matmul, bf16_weights_matmul_reference),
 }
 
@@ -180,7 +209,7 @@ def widen(x: np.ndarray) -> np.ndarray:
     if x.dtype == BF16:
         return _kernel("widen_bf16")(x)
     if x.dtype == FP16:
-        return x.astype(np.float32)
+        return _kernel("widen_fp16")(x)
     return x
 
 
