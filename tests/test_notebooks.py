@@ -106,8 +106,10 @@ def test_benchmark_report(tmp_path):
              if o.get("output_type") == "stream"]
     assert not [t for t in texts if "Warning" in t or "warn" in t.lower()], texts
     # (e) progress per suite
-    assert any("[1/6] switches ..." in t for t in texts)
-    assert "recurrent" in out["suites"]
+    assert any("[1/7] switches ..." in t for t in texts)
+    assert "recurrent" in out["suites"] and "precision" in out["suites"]
+    assert "mixed precision: half the memory" in claims
+    assert configs["mixed precision alone"]["precision"] == "bf16"
 
 
 def test_probabilistic(tmp_path):

@@ -84,6 +84,5 @@ def render(results: dict) -> str:
     return (f"{w['model']} h={w['h']} input_size={w['input_size']} hidden={w['hidden_size']}, "
             f"{w['windows_batch_size']} windows a step, {w['max_steps']} steps, median of "
             f"{w['repeats']}:\n"
-            + table(results["rows"], ["configuration", "kernels", "attention", "threads",
-                                      "fit s", "speed-up vs all off", "last train loss",
-                                      "note"]))
+            + table(results["rows"], ["configuration", "kernels", "attention", "threads", "precision",
+                                      "fit s", "speed-up vs all off", "last train loss"]))
