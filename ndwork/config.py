@@ -86,7 +86,8 @@ def _mkl_path() -> str | None:
 
 @functools.cache
 def mkl_library():
-    """oneMKL's runtime library with cblas_sgemm typed (loaded at first use), or None.
+    """oneMKL's runtime library with its float32, bf16 and fp16 GEMMs typed (loaded at
+    first use), or None.
 
     Its threads run on TBB (numba's layer here too), not on a second OpenMP pool."""
     if _mkl_path() is None:
@@ -96,10 +97,12 @@ def mkl_library():
         lib = ctypes.CDLL(_mkl_path())
     except OSError:
         return None
-    lib.cblas_sgemm.restype = None
-    lib.cblas_sgemm.argtypes = [ctypes.c_int] * 6 + [
-        ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+    for name in ("cblas_sgemm", "cblas_gemm_bf16bf16f32", "cblas_gemm_f16f16f32"):
+        function = getattr(lib, name)
+        function.restype = None
+        function.argtypes = [ctypes.c_int] * 6 + [
+            ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+            ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
     lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
     return lib
 

@@ -201,3 +201,21 @@ def test_a_script_without_the_main_guard_gets_one_clear_error(tmp_path):
     run = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0 and "trained" in run.stdout, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_fp16_loss_scaling_runs_on_the_workers(client, panel, sync_every):
+    """Both distributed paths carry the loss scaler: gradients averaged on the driver
+    (one step a round) and local steps on the workers (the most cautious scale wins)."""
+    import warnings
+
+    import ndwork
+
+    with ndwork.optimizations(precision="fp16"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ndwork.PrecisionFallbackWarning)
+        nf = NeuralForecast([mlp(steps=8)], "D").fit(panel, distributed=client,
+                                                     sync_every=sync_every, verbose=False)
+    state = nf.states[0]
+    assert nf.worker_switches["precision"] == "fp16" and state.precision == "fp16"
+    assert state.loss_scaler is not None and state.loss_scaler.scale == 2.0**16
+    assert state.optimizer.step == 8 and np.isfinite(state.params).all()

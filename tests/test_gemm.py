@@ -149,3 +149,15 @@ def test_auto_gives_big_gemms_to_onednn_unless_threads_are_limited():
     with ndwork.optimizations(blas="auto", threads=1):
         assert gemm._blas_for(a, b) in (gemm._numpy_matmul, gemm.mkl_matmul)
     assert gemm._fastest(a, b) in ("numpy", "mkl")
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mkl_low_precision_gemm_equals_fp64_of_the_rounded_inputs(dtype, rng):
+    from ndwork.kernels.precision import BF16, FP16, to_low, widen
+
+    low = BF16 if dtype == "bf16" else FP16
+    a, b = (to_low(x, low) for x in _operands(200, 96, 130))
+    want = widen(a).astype(np.float64) @ widen(b).astype(np.float64)
+    for left, right in ((a, b), (np.ascontiguousarray(a.T).T, b)):
+        assert_close_f32(gemm.mkl_low_matmul(left, right), want)

@@ -4,7 +4,8 @@ same data and threads, in one run; ratios of fit time, predict latency and MAE.
 Needs the `peers` extra (neuralforecast, torch); `make peers` builds that environment.
 NeuralForecast runs in a process of its own (spawned once for the run).
 NeuralForecast runs with accelerator='cpu', logger=False, enable_progress_bar=False,
-enable_checkpointing=False, and also with precision='bf16-mixed' for the default MLP.
+enable_checkpointing=False; the default MLP and NHITS also train in bf16 on both sides
+(ndwork's precision="bf16", NeuralForecast's precision='bf16-mixed').
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ CONFIGS = [
     ("DeepAR default", "DeepAR", {}, "air", 60),
     ("DeepNPTS default", "DeepNPTS", {}, "air", 200),
 ]
+# trained in bf16 too: ndwork's precision="bf16" against NeuralForecast's "bf16-mixed"
+BF16_CONFIGS = ("MLP default", "NHITS default")
 NF_TRAINER = dict(accelerator="cpu", logger=False, enable_progress_bar=False,
                   enable_checkpointing=False, enable_model_summary=False)
 
@@ -177,11 +180,15 @@ def run(quick: bool = False) -> dict:
                    "MAE ratio": ours["mae"] / theirs["mae"],
                    "ndwork predict ms": ours["predict_ms"], "NF predict ms": theirs["predict_ms"],
                    "predict speed-up": theirs["predict_ms"] / ours["predict_ms"]}
-            if name == "MLP default":
+            if name in BF16_CONFIGS:  # mixed precision on both sides
                 bf16 = peer(model_name, kwargs, steps, data, precision="bf16-mixed")
-                row["NF bf16 steps/s"] = bf16["steps_per_s"]
-                row["NF bf16 MAE"] = bf16["mae"]
-                row["vs NF bf16"] = bf16["fit_s"] / ours["fit_s"]
+                with ndwork.optimizations(threads=THREADS, precision="bf16"):
+                    ours_bf16 = _measure(_fit_ndwork, model_name, kwargs, steps, data, repeat)
+                row.update({"ndwork bf16 steps/s": ours_bf16["steps_per_s"],
+                            "NF bf16 steps/s": bf16["steps_per_s"],
+                            "bf16 vs NF bf16": bf16["fit_s"] / ours_bf16["fit_s"],
+                            "ndwork bf16 vs fp32": ours["fit_s"] / ours_bf16["fit_s"],
+                            "ndwork bf16 MAE": ours_bf16["mae"], "NF bf16 MAE": bf16["mae"]})
             rows.append(row)
     from threadpoolctl import threadpool_info
 
@@ -196,7 +203,8 @@ def run(quick: bool = False) -> dict:
 def render(results: dict) -> str:
     cols = ["config", "steps", "ndwork steps/s", "NF steps/s", "fit speed-up", "ndwork MAE",
             "NF MAE", "MAE ratio", "ndwork predict ms", "NF predict ms", "predict speed-up",
-            "NF bf16 steps/s", "vs NF bf16", "NF fails"]
+            "ndwork bf16 steps/s", "NF bf16 steps/s", "bf16 vs NF bf16", "ndwork bf16 vs fp32",
+            "ndwork bf16 MAE", "NF bf16 MAE", "NF fails"]
     return (table(results["rows"], cols)
             + f"\n\nCPU {results.get('cpu', {}).get('model')} "
               f"{results.get('cpu', {}).get('isa')}; threads={results['threads']} torch "

@@ -19,6 +19,7 @@ import numpy as np
 import ndwork
 from ndwork import NeuralForecast
 from ndwork.bench.common import cpu, latencies, table
+from ndwork.config import available_blas, keep_freed_memory_for_reuse
 from ndwork.datasets import synthetic_panel, us_employment
 from ndwork.kernels import gemm
 from ndwork.kernels.precision import BF16, FP16, to_low
@@ -65,6 +66,9 @@ def gemms(repeat: int) -> list[dict]:
                 row[f"{name} native GFLOP/s"] = flops / _median_seconds(
                     functools.partial(gemm.onednn_matmul, al, bl), repeat)
                 row[f"{name} / fp32"] = row[f"{name} native GFLOP/s"] / row["fp32 GFLOP/s"]
+            if "mkl" in available_blas():  # a candidate, measured: oneMKL's own
+                row[f"{name} MKL GFLOP/s"] = flops / _median_seconds(
+                    functools.partial(gemm.mkl_low_matmul, al, bl), repeat)
         rows.append(row)
     return rows
 
@@ -120,6 +124,7 @@ def accuracy(steps: int, seeds: int) -> list[dict]:
                 merged = test.merge(fc, on=["unique_id", "ds"])
                 maes.append(float(np.abs(merged["y"] - merged[name]).mean()))
             row[f"{precision} MAE"] = float(np.mean(maes))
+            row[f"{precision} MAE by seed"] = [round(m, 2) for m in maes]
             if precision != "fp32":
                 row[f"{precision} MAE / fp32"] = row[f"{precision} MAE"] / row["fp32 MAE"]
         rows.append(row)
@@ -185,10 +190,12 @@ def predictions(calls: int) -> list[dict]:
 def run(quick: bool = False, steps: int | None = None, repeat: int | None = None,
         seeds: int | None = None) -> dict:
     """quick: the smallest sizes (tests); else `steps` per fit (60), the best of `repeat`
-    alternating rounds (3), and MAE over `seeds` fits of 300 steps (3)."""
+    alternating rounds (3), and MAE over `seeds` fits of 300 steps (5: one seed's MAE on
+    this panel varies by +-20%)."""
     steps = steps or (5 if quick else 60)
     repeat = repeat or (1 if quick else 3)
-    seeds = seeds or (1 if quick else 3)
+    seeds = seeds or (1 if quick else 5)
+    keep_freed_memory_for_reuse()  # as training does: fresh arrays then cost no page faults
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gemm.PrecisionFallbackWarning)
         results = {
@@ -206,7 +213,7 @@ def run(quick: bool = False, steps: int | None = None, repeat: int | None = None
 
 def render(results: dict) -> str:
     def columns(rows):
-        return list(dict.fromkeys(k for r in rows for k in r))
+        return list(dict.fromkeys(k for r in rows for k in r if not k.endswith("by seed")))
 
     parts = [f"CPU {results['cpu']['model']} {results['cpu']['isa']}; low-precision GEMMs: "
              f"{results['native']}"]

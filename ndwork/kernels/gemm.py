@@ -75,6 +75,22 @@ def mkl_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def mkl_low_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float32 for two bfloat16 or two float16 operands by oneMKL's
+    cblas_gemm_bf16bf16f32 / cblas_gemm_f16f16f32 (measured by `bench precision`; slower
+    than its float32 GEMM on the AMD EPYC measured here, so not dispatched to)."""
+    lib = mkl_library()
+    (m, k), n = a.shape, b.shape[1]
+    a, trans_a, lda = _operand(a)
+    b, trans_b, ldb = _operand(b)
+    out = np.empty((m, n), dtype=np.float32)
+    gemm = lib.cblas_gemm_bf16bf16f32 if a.dtype == BF16 else lib.cblas_gemm_f16f16f32
+    lib.MKL_Set_Num_Threads_Local(numba.get_num_threads())
+    gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
+         0.0, out.ctypes.data, n)
+    return out
+
+
 _DNNL_CPU, _DNNL_IN_ORDER = 1, 1
 _DNNL_TYPES = {np.dtype(np.float32): 3, BF16: 2, FP16: 1}
 _DNNL_ARG_SRC, _DNNL_ARG_WEIGHTS, _DNNL_ARG_DST = 1, 33, 17

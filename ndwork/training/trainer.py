@@ -426,7 +426,9 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
                         state.bad_checks += 1
                 bar.update(1)
                 if (step - state.fit_start) % 10 == 1:
-                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                    skipped = {} if state.loss_scaler is None else {
+                        "skipped": state.loss_scaler.skipped}  # fp16 overflow steps
+                    bar.set_postfix(loss=f"{loss:.4g}", **skipped, refresh=False)
                 if callback is not None and callback(step, loss, valid):
                     stop = True
                 patience = model.early_stop_patience_steps
