@@ -406,6 +406,49 @@ def test_auto_measures_each_layer_shape_once(tmp_path, monkeypatch):
     gemm._PRECISION_CHOICES.__dict__.pop("path", None)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_on_low_precision_inputs_equals_fp64_of_the_rounded_inputs(causal, rng):
+    """q, k, v stored in bf16 (as the projections keep them under mixed precision):
+    flash attention's output and gradients equal float64 attention of their values."""
+    from ndwork.autodiff import ops
+    from ndwork.kernels.attention import naive_attention_backward, naive_attention_forward
+
+    q, k, v = (to_low(rng.standard_normal((2, 2, 300, 32)).astype(np.float32), BF16)
+               for _ in range(3))
+    exact = [widen(t).astype(np.float64) for t in (q, k, v)]
+    dout = rng.standard_normal((2, 2, 300, 32))
+    want, lse = naive_attention_forward(*exact, causal)
+    want_grads = naive_attention_backward(*exact, want, lse, dout, causal)
+    tensors = [Tensor(t, requires_grad=True) for t in (q, k, v)]
+    with ndwork.optimizations(precision="bf16", attention="flash"):
+        out = ops.attention(*tensors, causal)
+        got_grads = out.backward_fn(dout.astype(np.float32))
+    assert out.stored.dtype == np.float32
+    assert_close_f32(out.data, want)
+    for got, expected in zip(got_grads, want_grads, strict=True):
+        assert_close_f32(got, expected)
+
+
+def test_transformer_keeps_attention_inputs_low():
+    from ndwork.models import VanillaTransformer
+
+    df = _panel()
+    model = VanillaTransformer(h=12, input_size=24, max_steps=1, hidden_size=32, n_head=2,
+                               windows_batch_size=64, scaler_type="standard",
+                               enable_progress_bar=False)
+    nf = NeuralForecast([model], freq="MS").fit(df)
+    batch = _batch(nf, 64)
+    with ndwork.optimizations(precision="bf16"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", gemm.PrecisionFallbackWarning)
+        out, _ = trainer.forward(model, nf.states[0].params, batch, None)
+        fit = NeuralForecast([model], freq="MS").fit(df)
+    attention_inputs = [parent for node in _graph(out) if node.backward_fn is not None
+                        and getattr(node.backward_fn, "__qualname__", "").startswith("attention")
+                        for parent in node.parents]
+    assert attention_inputs and {t.stored.dtype for t in attention_inputs} == {BF16}
+    assert np.isfinite(fit.predict()["VanillaTransformer"]).all()
+
+
 def test_tensor_data_is_always_the_compute_dtype():
     low = to_low(np.linspace(-1, 1, 7, dtype=np.float32), BF16)
     t = Tensor(low)

@@ -98,13 +98,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
     whether the layer has an activation."""
     lead = x.shape[:-1]
     policy = active().dtypes
-    low = _gemm_precision(policy, x.stored, weight.stored)
-    x2 = x.stored.reshape(-1, x.shape[-1])  # low-precision storage: widened in the GEMM
-    if weight.stored.itemsize == 2:  # a forecast's bfloat16 weights take x as it comes
-        low = None
-    elif low is not None:
-        x2 = to_low(x2, low)
-    y = kernel("linear_forward")(x2, _gemm_weight(weight, low),
+    low = None if weight.stored.itemsize == 2 else _gemm_precision(policy, x.stored, weight.stored)
+    y = kernel("linear_forward")(_gemm_operand(x, low), _gemm_weight(weight, low),
                                  None if bias is None else bias.data, activation)
     keeps_graph = x.requires_grad or weight.requires_grad  # else nothing to save memory for
     if policy.store_low and keeps_graph and (
@@ -113,7 +108,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
 
     def backward_fn(dy):
         dx, dw, db = kernel("linear_backward")(
-            x2, _gemm_weight(weight, low), y, dy.reshape(y.shape), activation, x.requires_grad
+            _gemm_operand(x, low), _gemm_weight(weight, low), y, dy.reshape(y.shape),
+            activation, x.requires_grad
         )
         return (None if dx is None else dx.reshape(x.shape), dw, db)
 
@@ -122,10 +118,17 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
     return Tensor(y.reshape(*lead, -1), parents, fn)
 
 
+def _gemm_operand(x: Tensor, low):
+    """x as (rows, in) for the GEMMs: as stored (low-precision storage is widened inside
+    the GEMM), or rounded to `low`, again for the backward rather than kept from the
+    forward (the graph then holds no second copy of x)."""
+    x2 = x.stored.reshape(-1, x.shape[-1])
+    return x2 if low is None else to_low(x2, low)
+
+
 def _gemm_weight(weight: Tensor, low):
-    """W as the GEMMs take it: a forecast's bfloat16 weights as they are; else rounded
-    again for the backward rather than kept from the forward (the graph then holds no
-    copy of the weights: converting costs less)."""
+    """W as the GEMMs take it: a forecast's bfloat16 weights as they are; else, like x,
+    rounded again for the backward."""
     if weight.stored.itemsize == 2:
         return weight.stored
     return weight.data if low is None else to_low(weight.data, low)
@@ -317,13 +320,14 @@ def put_rows(base: Tensor, index: np.ndarray, rows: Tensor) -> Tensor:
 
 @_profiled
 def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
-    return Tensor(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.shape),))
+    """A view, in x's stored precision."""
+    return Tensor(x.stored.reshape(shape), (x,), lambda g: (g.reshape(x.shape),))
 
 
 @_profiled
 def transpose(x: Tensor, axes: tuple[int, ...]) -> Tensor:
     inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-    return Tensor(x.data.transpose(axes), (x,), lambda g: (g.transpose(inverse),))
+    return Tensor(x.stored.transpose(axes), (x,), lambda g: (g.transpose(inverse),))
 
 
 @_profiled
@@ -399,7 +403,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
               key_padding_mask: np.ndarray | None = None) -> Tensor:
     """softmax(q kᵀ / sqrt(d)) v over (B, H, N, d); flash or naive per Optimizations.attention.
 
-    Saves only the output and the per-row log-sum-exp for the backward."""
+    Saves only the output and the per-row log-sum-exp for the backward. Under mixed
+    precision q, k and v come stored in the low precision (the projections keep them so):
+    the graph holds them at half the bytes, and the kernels compute on their exact values
+    with float32 accumulators and log-sum-exp."""
     forward, backward = ATTENTION[active().attention]
     out, lse = forward(q.data, k.data, v.data, causal, key_padding_mask)
 

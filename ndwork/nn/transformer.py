@@ -35,9 +35,10 @@ class MultiHeadAttention:
     def __call__(self, p, x_q: Tensor, x_kv: Tensor, causal: bool = False,
                  key_padding_mask: np.ndarray | None = None) -> Tensor:
         b, n, c = x_q.shape
-        q = self._heads(self.query(p, x_q))
-        k = self._heads(self.key(p, x_kv))
-        v = self._heads(self.value(p, x_kv))
+        # mixed precision keeps q, k, v in the low precision: attention's inputs
+        q = self._heads(self.query(p, x_q, hidden=True))
+        k = self._heads(self.key(p, x_kv, hidden=True))
+        v = self._heads(self.value(p, x_kv, hidden=True))
         heads = ops.attention(q, k, v, causal, key_padding_mask)
         merged = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (b, n, c))
         return self.out(p, merged)
