@@ -3,7 +3,6 @@ references, the dtype policy in training, fp16 loss scaling, checkpoints, memory
 
 import json
 import re
-import tracemalloc
 import warnings
 
 import ml_dtypes
@@ -14,6 +13,7 @@ from conftest import assert_close_f32
 import ndwork
 from ndwork import NeuralForecast
 from ndwork.autodiff.tensor import Tensor
+from ndwork.bench.precision import step as step_memory
 from ndwork.datasets import air_passengers
 from ndwork.kernels import compiled, gemm, reference
 from ndwork.kernels.precision import BF16, FP16, to_low, widen
@@ -349,24 +349,6 @@ def test_inconsistent_precision_metadata_is_a_clear_error(tmp_path, edit, proble
         NeuralForecast.load(tmp_path / "run")
 
 
-def _graph_and_peak_bytes(model, params, batch) -> tuple[int, int]:
-    """Bytes the graph holds after the forward (what the backward will read), and the
-    step's peak above what existed before it."""
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        out, _ = trainer.forward(model, params, batch, None)
-        loss = model.loss(out, batch)
-        held = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.reset_peak()
-        trainer.backward(loss)
-        peak = tracemalloc.get_traced_memory()[1] - before
-        del out, loss
-    finally:
-        tracemalloc.stop()
-    return held, peak
-
-
 @pytest.mark.parametrize("Model", [MLP, NHITS])
 def test_low_precision_halves_what_the_graph_keeps_and_lowers_the_peak(Model):
     """At 1,024 windows, NeuralForecast's hidden sizes: the graph's saved activations
@@ -376,11 +358,11 @@ def test_low_precision_halves_what_the_graph_keeps_and_lowers_the_peak(Model):
                   scaler_type="standard", enable_progress_bar=False)
     nf = NeuralForecast([model], freq="MS").fit(df)
     params, batch = nf.states[0].params, _batch(nf, 1024)
-    fp32 = _graph_and_peak_bytes(model, params, batch)
+    fp32 = step_memory(model, params, batch)
     for precision in ("bf16", "fp16"):
         with ndwork.optimizations(precision=precision), warnings.catch_warnings():
             warnings.simplefilter("ignore", gemm.PrecisionFallbackWarning)
-            held, peak = _graph_and_peak_bytes(model, params, batch)
+            held, peak = step_memory(model, params, batch)
         assert held <= 0.6 * fp32[0], (precision, held, fp32)
         assert peak < fp32[1], (precision, peak, fp32)
 

@@ -38,13 +38,7 @@ STEP_FRACTION = {"VanillaTransformer": 0.1}
 
 
 def _median_seconds(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return latencies(fn, repeat)["median_s"]
 
 
 def gemms(repeat: int) -> list[dict]:
