@@ -23,7 +23,7 @@ from ndwork.kernels.activations import (
     relu_grad,
 )
 from ndwork.kernels.gemm import matmul
-from ndwork.kernels.precision import LOW, to_low, widen
+from ndwork.kernels.precision import BF16, LOW, bf16_of_float32, float32_of_bf16, to_low, widen
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 
@@ -109,6 +109,33 @@ def _activation_grad_and_bias(y, dy, code, dz):
     return db.astype(dy.dtype)
 
 
+@jit
+def _activation_grad_and_bias_bf16(y_bits, dy, code, dz_bits):
+    """_activation_grad_and_bias for a bfloat16 y (bits in, widened in registers) that
+    writes dz rounded to bfloat16 (the GEMMs' operand) and sums db from the float32 dz:
+    one pass instead of widening y, writing dz and rounding it."""
+    n, m = dy.shape
+    db = np.zeros(m, dtype=np.float64)
+    y = np.empty(m, dtype=np.float32)
+    dz = np.empty(m, dtype=np.float32)
+    for i in range(n):
+        for j in range(m):
+            y[j] = float32_of_bf16(y_bits[i, j])
+        if code == 1:
+            for j in range(m):
+                dz[j] = relu_grad(y[j], dy[i, j])
+        elif code == 2:
+            _tanh_bwd(y, dy[i], dz)
+        elif code == 3:
+            _sigmoid_bwd(y, dy[i], dz)
+        else:
+            dz[:] = dy[i]
+        for j in range(m):
+            db[j] += dz[j]
+            dz_bits[i, j] = bf16_of_float32(dz[j])
+    return db.astype(dy.dtype)
+
+
 def linear_forward(x, W, b, activation="identity"):
     code = _activation_code(activation)
     z = matmul(x, W)
@@ -120,10 +147,15 @@ def linear_forward(x, W, b, activation="identity"):
 
 def linear_backward(x, W, y, dy, activation="identity", need_dx=True):
     dy = np.ascontiguousarray(dy)
-    dz = np.empty_like(dy)
-    db = _activation_grad_and_bias(widen(y), dy, _activation_code(activation), dz)
-    if W.dtype in LOW:
-        dz = to_low(dz, W.dtype)
+    code = _activation_code(activation)
+    if W.dtype == BF16 and y.dtype == BF16 and y.flags.c_contiguous:  # fused, one pass
+        dz = np.empty(dy.shape, BF16)
+        db = _activation_grad_and_bias_bf16(y.view(np.uint16), dy, code, dz.view(np.uint16))
+    else:
+        dz = np.empty_like(dy)
+        db = _activation_grad_and_bias(widen(y), dy, code, dz)
+        if W.dtype in LOW:
+            dz = to_low(dz, W.dtype)
     dW = matmul(x.T, dz)
     dx = matmul(dz, W.T) if need_dx else None
     return dx, dW, db

@@ -60,15 +60,40 @@ def _float32_of_bits(typingctx, bits):
     return types.float32(types.uint32), codegen
 
 
+@intrinsic
+def _bits_of_float32(typingctx, value):
+    """The bits (uint32) of a float32: the bitcast the other way."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@jit
+def bf16_bits(u):
+    """float32 bits -> bfloat16 bits, rounded to nearest even; NaN stays NaN, quiet,
+    with its sign."""
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return np.uint16(((u >> 16) & 0x8000) | 0x7FC0)
+    # add just under half an ulp, plus one when the kept lowest bit is odd
+    return np.uint16((u + 0x7FFF + ((u >> 16) & 1)) >> 16)
+
+
+@jit
+def float32_of_bf16(bits):
+    return _float32_of_bits(np.uint32(bits) << 16)
+
+
+@jit
+def bf16_of_float32(value):
+    return bf16_bits(_bits_of_float32(np.float32(value)))
+
+
 
 @jit
 def _round_bf16_bits(bits, out):
     for i in range(bits.size):
-        u = bits[i]
-        if (u & 0x7FFFFFFF) > 0x7F800000:  # NaN: the quiet NaN of its sign
-            out[i] = ((u >> 16) & 0x8000) | 0x7FC0
-        else:  # add just under half an ulp, plus one when the kept lowest bit is odd
-            out[i] = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        out[i] = bf16_bits(bits[i])
 
 
 @jit
@@ -135,14 +160,14 @@ def _bf16_weights_matmul(x, w_bits, out):
         while p + 4 <= k:
             x0, x1, x2, x3 = x[i, p], x[i, p + 1], x[i, p + 2], x[i, p + 3]
             for j in range(n):
-                out[i, j] += (x0 * _float32_of_bits(np.uint32(w_bits[p, j]) << 16)
-                              + x1 * _float32_of_bits(np.uint32(w_bits[p + 1, j]) << 16)
-                              + x2 * _float32_of_bits(np.uint32(w_bits[p + 2, j]) << 16)
-                              + x3 * _float32_of_bits(np.uint32(w_bits[p + 3, j]) << 16))
+                out[i, j] += (x0 * float32_of_bf16(w_bits[p, j])
+                              + x1 * float32_of_bf16(w_bits[p + 1, j])
+                              + x2 * float32_of_bf16(w_bits[p + 2, j])
+                              + x3 * float32_of_bf16(w_bits[p + 3, j]))
             p += 4
         for q in range(p, k):
             for j in range(n):
-                out[i, j] += x[i, q] * _float32_of_bits(np.uint32(w_bits[q, j]) << 16)
+                out[i, j] += x[i, q] * float32_of_bf16(w_bits[q, j])
 
 
 def bf16_weights_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
