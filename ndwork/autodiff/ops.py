@@ -92,10 +92,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
     """act(x @ W + b) over the last axis; x (..., in), W (in, out), b (out,).
 
     Under mixed precision the GEMMs take x, W and the output gradient rounded to the
-    low precision (accumulating in float32), the backward keeps x in it, and a hidden
-    layer keeps its output in it too. `hidden`: whether the output is a hidden
-    activation rather than one a head, a sum or attention reads in float32; by default,
-    whether the layer has an activation."""
+    low precision (accumulating in float32; the backward rounds x and W again rather
+    than the graph holding rounded copies), and a hidden layer keeps its output in it.
+    `hidden`: whether the output is a hidden activation rather than one a head, a sum or
+    attention reads in float32; by default, whether the layer has an activation."""
     lead = x.shape[:-1]
     policy = active().dtypes
     low = None if weight.stored.itemsize == 2 else _gemm_precision(policy, x.stored, weight.stored)
