@@ -94,8 +94,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
     Under mixed precision the GEMMs take x, W and the output gradient rounded to the
     low precision (accumulating in float32; the backward rounds x and W again rather
     than the graph holding rounded copies), and a hidden layer keeps its output in it.
-    `hidden`: whether the output is a hidden activation rather than one a head, a sum or
-    attention reads in float32; by default, whether the layer has an activation."""
+    `hidden`: whether the output is kept like a hidden activation (attention's q, k, v
+    are) rather than read in float32 by a head or a sum; by default, whether the layer
+    has an activation."""
     lead = x.shape[:-1]
     policy = active().dtypes
     low = None if weight.stored.itemsize == 2 else _gemm_precision(policy, x.stored, weight.stored)
