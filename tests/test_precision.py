@@ -436,3 +436,22 @@ def test_tensor_data_is_always_the_compute_dtype():
     t = Tensor(low)
     assert t.stored is low and t.data.dtype == np.float32 and t.shape == (7,)
     assert np.array_equal(t.data, low.astype(np.float32))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_every_model_trains_and_forecasts_under_mixed_precision(precision):
+    from ndwork.models import MODELS
+
+    df = _panel()
+    failed = {}
+    for name, cls in MODELS.items():
+        kwargs = dict(h=6, input_size=24, max_steps=2, enable_progress_bar=False)
+        if getattr(cls, "MULTIVARIATE", False):
+            kwargs["n_series"] = 1
+        with ndwork.optimizations(precision=precision), warnings.catch_warnings():
+            warnings.simplefilter("ignore", gemm.PrecisionFallbackWarning)
+            nf = NeuralForecast([cls(**kwargs)], "MS").fit(df)
+            forecast = nf.predict()[name].to_numpy()
+        if nf.states[0].params.dtype != np.float32 or not np.isfinite(forecast).all():
+            failed[name] = forecast[:3]
+    assert not failed
