@@ -204,8 +204,8 @@ class Optimizations:
                precision accumulating in float32, hidden activations kept in it; fp16
                adds dynamic loss scaling); "auto" (each dense layer's GEMM in bf16 where
                that measured faster than float32 on this machine, activations float32);
-               or "fp64" (for verification: gradient and fidelity checks). See
-               ndwork.precision.
+               or "fp64" (for verification: gradient and fidelity checks). The
+               README's "Mixed precision" says what each does.
     blas:      the BLAS of the compiled kernels' float32 GEMMs: "numpy" (numpy's own,
                OpenBLAS in its wheels), "mkl" or "onednn" (optional wheels), or "auto"
                (the fastest per shape, measured once per machine: see

@@ -160,4 +160,4 @@ def test_mkl_low_precision_gemm_equals_fp64_of_the_rounded_inputs(dtype, rng):
     a, b = (to_low(x, low) for x in _operands(200, 96, 130))
     want = widen(a).astype(np.float64) @ widen(b).astype(np.float64)
     for left, right in ((a, b), (np.ascontiguousarray(a.T).T, b)):
-        assert_close_f32(gemm.mkl_low_matmul(left, right), want)
+        assert_close_f32(gemm.mkl_matmul(left, right), want)

@@ -62,7 +62,7 @@ def gemms(repeat: int) -> list[dict]:
                 row[f"{name} / fp32"] = row[f"{name} native GFLOP/s"] / row["fp32 GFLOP/s"]
             if "mkl" in available_blas():  # a candidate, measured: oneMKL's own
                 row[f"{name} MKL GFLOP/s"] = flops / _median_seconds(
-                    functools.partial(gemm.mkl_low_matmul, al, bl), repeat)
+                    functools.partial(gemm.mkl_matmul, al, bl), repeat)
         rows.append(row)
     return rows
 

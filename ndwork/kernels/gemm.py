@@ -39,6 +39,7 @@ import numpy as np
 
 from ndwork import profiling
 from ndwork.config import (
+    Optimizations,
     active,
     available_blas,
     cpu,
@@ -46,7 +47,7 @@ from ndwork.config import (
     numpy_blas_single_threaded,
     onednn_library,
 )
-from ndwork.kernels.precision import BF16, FP16, matmul_bf16_weights, to_low, widen
+from ndwork.kernels.precision import BF16, FP16, NAMES, matmul_bf16_weights, to_low, widen
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _log = logging.getLogger("ndwork")
@@ -63,28 +64,17 @@ def _operand(x: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 
 def mkl_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for 2-D float32 operands by oneMKL (either may be a transposed view)."""
+    """a @ b in float32 for two float32, two bfloat16 or two float16 2-D operands (either
+    may be a transposed view) by oneMKL: cblas_sgemm, cblas_gemm_bf16bf16f32 or
+    cblas_gemm_f16f16f32. The low-precision two are measured by `bench precision` and
+    not dispatched to: slower than MKL's own float32 GEMM on the AMD EPYC measured."""
     lib = mkl_library()
     (m, k), n = a.shape, b.shape[1]
     a, trans_a, lda = _operand(a)
     b, trans_b, ldb = _operand(b)
     out = np.empty((m, n), dtype=np.float32)
-    lib.MKL_Set_Num_Threads_Local(numba.get_num_threads())
-    lib.cblas_sgemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda,
-                    b.ctypes.data, ldb, 0.0, out.ctypes.data, n)
-    return out
-
-
-def mkl_low_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b in float32 for two bfloat16 or two float16 operands by oneMKL's
-    cblas_gemm_bf16bf16f32 / cblas_gemm_f16f16f32 (measured by `bench precision`; slower
-    than its float32 GEMM on the AMD EPYC measured here, so not dispatched to)."""
-    lib = mkl_library()
-    (m, k), n = a.shape, b.shape[1]
-    a, trans_a, lda = _operand(a)
-    b, trans_b, ldb = _operand(b)
-    out = np.empty((m, n), dtype=np.float32)
-    gemm = lib.cblas_gemm_bf16bf16f32 if a.dtype == BF16 else lib.cblas_gemm_f16f16f32
+    gemm = {BF16: lib.cblas_gemm_bf16bf16f32, FP16: lib.cblas_gemm_f16f16f32}.get(
+        a.dtype, lib.cblas_sgemm)
     lib.MKL_Set_Num_Threads_Local(numba.get_num_threads())
     gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
          0.0, out.ctypes.data, n)
@@ -241,7 +231,7 @@ def native_low_precision(dtype: np.dtype, threads: int | None = None) -> bool:
     once (PrecisionFallbackWarning) when they do not."""
     why = _native_reason(dtype, threads)
     if why is not None:
-        _warn_fallback("bf16" if dtype == BF16 else "fp16", why)
+        _warn_fallback(NAMES[dtype], why)
     return why is None
 
 
@@ -259,7 +249,7 @@ def _native_reason(dtype: np.dtype, threads: int | None) -> str | None:
     """Why GEMMs on `dtype` operands cannot run natively here, or None when they can:
     oneDNN installed and free to use all the cores, the CPU's low-precision dot
     products, and a primitive that oneDNN builds for them."""
-    name = "bf16" if dtype == BF16 else "fp16"
+    name = NAMES[dtype]
     isa = [flag for flag in _NATIVE_ISA[dtype] if flag in cpu()["isa"]]
     if "onednn" not in available_blas():
         return "the optional oneDNN wheel is not installed (pip install 'ndwork[onednn]')"
@@ -432,7 +422,7 @@ def low_precision_pays(m: int, k: int, n: int, dtype: np.dtype) -> bool:
     threads = active().threads
     if m < FEW_ROWS or m * k * n < SMALL or _native_reason(dtype, threads) is not None:
         return False
-    name = "bf16" if dtype == BF16 else "fp16"
+    name = NAMES[dtype]
     key = (m, k, n, True, True, threads or numba.config.NUMBA_NUM_THREADS)
     return _PRECISION_CHOICES.choose(key, lambda: _faster_precision(m, k, n, dtype)) == name
 
@@ -442,9 +432,9 @@ def precision_summary(precision: str, threads: int | None = None) -> str:
     and for "auto" each measured layer shape's choice and factor."""
     if precision in ("fp32", "fp64"):
         return f"{precision}: every array and GEMM in {precision}"
-    dtype = FP16 if precision == "fp16" else BF16
+    dtype = Optimizations(precision=precision).dtypes.low
     why = _native_reason(dtype, threads)
-    name = "fp16" if precision == "fp16" else "bf16"
+    name = NAMES[dtype]
     gemms = f"{name} GEMMs native (oneDNN)" if why is None else f"{name} GEMMs in float32: {why}"
     if precision != "auto":
         return f"{precision}: float32 master weights, activations in {name}, {gemms}"
@@ -463,7 +453,7 @@ def _faster_precision(m: int, k: int, n: int, dtype: np.dtype, rounds: int = 7) 
     def layer(x, w, dz):
         return matmul(x, w), matmul(x.T, dz), matmul(dz, w.T)
 
-    name = "bf16" if dtype == BF16 else "fp16"
+    name = NAMES[dtype]
     runs = {"fp32": lambda: layer(x, w, dz),
             name: lambda: layer(to_low(x, dtype), to_low(w, dtype), to_low(dz, dtype))}
     medians = {}

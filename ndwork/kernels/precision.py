@@ -24,6 +24,7 @@ from ndwork.kernels._jit import jit, jit_exact
 
 BF16, FP16 = np.dtype(bfloat16), np.dtype(np.float16)
 LOW = (BF16, FP16)
+NAMES = {BF16: "bf16", FP16: "fp16"}  # as Optimizations.precision calls them
 
 
 # --- numpy reference ---------------------------------------------------------
@@ -226,7 +227,7 @@ def to_low(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """x rounded to `dtype` (bfloat16 or float16); x itself when it already is."""
     if x.dtype == dtype:
         return x
-    return _kernel("round_bf16" if dtype == BF16 else "round_fp16")(widen(x))
+    return _kernel(f"round_{NAMES[dtype]}")(widen(x))
 
 
 def widen(x: np.ndarray) -> np.ndarray:
