@@ -171,8 +171,10 @@ def _to_ndwork_layout(name: str, value: np.ndarray, shape: tuple) -> np.ndarray:
         return value[:, 0, :].T  # xLSTM's per-channel convolution (C, 1, K) -> (K, C)
     if value.ndim == 3 and ("xlstm." in name or "_recurrent_kernel_" in name):
         return value.transpose(0, 2, 1)  # head-wise weights (heads, out, in) -> (heads, in, out)
-    if "weight" not in name.rsplit(".", 1)[-1] or "embeddings." in name:
-        return value  # raw parameters (positional tables, embeddings): the same layout
+    if value.ndim > 3 or "weight" not in name.rsplit(".", 1)[-1] or "embeddings." in name:
+        return value.reshape(shape)  # raw parameters (positional tables, embeddings, ...)
+    if "norm" in name.rsplit(".", 2)[-2]:  # normalizations' weights (TSMixerx's LayerNorm
+        return value.reshape(shape)  # over (h, C), RevIN's (1, 1, N)): the same layout
     value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T
     if value.shape != tuple(shape) and value.size == np.prod(shape):
         value = value.reshape(shape)  # a kernel of width 1, or one input channel, dropped here

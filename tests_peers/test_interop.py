@@ -17,7 +17,10 @@ H, INPUT = 12, 24
 BOTH = {"MLP": {}, "NHITS": {}, "NBEATS": {}, "NBEATSx": {}, "TiDE": {}, "DLinear": {},
         "NLinear": {}, "PatchTST": {}, "VanillaTransformer": {}, "Informer": {"factor": 8},
         "iTransformer": {"n_series": 2}, "RNN": {}, "LSTM": {}, "GRU": {}, "TCN": {},
-        "BiTCN": {}, "DilatedRNN": {}, "DeepAR": {"loss": "MAE"}, "DeepNPTS": {}, "xLSTM": {}}
+        "BiTCN": {}, "DilatedRNN": {}, "DeepAR": {"loss": "MAE"}, "DeepNPTS": {}, "xLSTM": {},
+        "TSMixer": {"n_series": 2}, "TSMixerx": {"n_series": 2}, "XLinear": {"n_series": 2},
+        "MLPMultivariate": {"n_series": 2}, "SOFTS": {"n_series": 2},
+        "SOFTSSharp": {"n_series": 2}}
 TOLERANCE = 1e-4
 
 
@@ -60,3 +63,34 @@ def test_without_neuralforecast_it_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "neuralforecast", None)
     with pytest.raises(ValueError, match="install it"):
         from_neuralforecast(tmp_path)
+
+
+# the multivariate models that read exogenous variables: their layouts of (window,
+# variable, time, series) against NeuralForecast's
+MULTIVARIATE_EXOG = ["TSMixerx", "MLPMultivariate", "XLinear"]
+
+
+@pytest.mark.parametrize("name", MULTIVARIATE_EXOG)
+def test_multivariate_exogenous_layouts_match_neuralforecast(name, panel, tmp_path):
+    import neuralforecast
+    import neuralforecast.models
+
+    rng = np.random.default_rng(0)
+    # two variables per stream: with one, variable-major and time-major orders agree
+    df = panel.assign(**{c: rng.normal(size=len(panel)) for c in ("f", "g", "x", "z")})
+    static = pd.DataFrame({"unique_id": df.unique_id.unique(), "s": [1.0, -2.0],
+                           "t": [0.5, 3.0]})
+    train, future = df.groupby("unique_id").head(len(df) // 2 - H), df.groupby(
+        "unique_id").tail(H)[["unique_id", "ds", "f", "g"]]
+    options = dict(h=H, input_size=INPUT, n_series=2, max_steps=2, scaler_type="robust",
+                   futr_exog_list=["f", "g"], hist_exog_list=["x", "z"],
+                   stat_exog_list=["s", "t"])
+    peer = getattr(neuralforecast.models, name)(**options, **NF_QUIET)
+    nf = neuralforecast.NeuralForecast([peer], freq="MS")
+    nf.fit(train, static_df=static)
+    expected = nf.predict(futr_df=future)
+    nf.save(str(tmp_path / "nf"), overwrite=True)
+    got = from_neuralforecast(tmp_path / "nf").predict(futr_df=future)
+    theirs, mine = expected[name].to_numpy(), got[name].to_numpy()
+    error = np.abs(mine - theirs).max() / np.abs(theirs).max()
+    assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"

@@ -55,6 +55,10 @@ class TrainingNoise:
         cells = mix64(keys[:, None] ^ mix64(np.arange(width, dtype=np.uint64))[None, :])
         return ((cells >> np.uint64(11)).astype(np.float64) * 2.0 ** -53).reshape(shape)
 
+    def coin(self, p: float) -> bool:
+        """True with probability p, one toss for the whole batch (the same on every rank)."""
+        return bool(np.random.default_rng(int(self._next_key())).random() < p)
+
     def integers(self, low: int, high: int, size) -> np.ndarray:
         """Integers shared by the whole batch (the same on every rank)."""
         return np.random.default_rng(int(self._next_key())).integers(low, high, size)

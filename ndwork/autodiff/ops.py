@@ -375,10 +375,10 @@ def interpolate(x: Tensor, size: int) -> Tensor:
 
 
 @_profiled
-def layernorm(x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+def layernorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
     lead = x.shape[:-1]
     x2 = x.data.reshape(-1, x.shape[-1])
-    y, mean, rstd = kernel("layernorm_forward")(x2, gamma.data, beta.data)
+    y, mean, rstd = kernel("layernorm_forward")(x2, gamma.data, beta.data, eps)
 
     def backward_fn(g):
         dx, dgamma, dbeta = kernel("layernorm_backward")(

@@ -1,4 +1,5 @@
-"""LayerNorm over the last axis: x (R, C), gamma and beta (C,).
+"""LayerNorm over the last axis: x (R, C), gamma and beta (C,), eps added to the
+variance (torch's 1e-5 by default; TSMixer's BatchNorm uses 1e-3).
 
 The forward caches mean and rstd (R,) for the backward, as llm.c does.
 """
@@ -12,10 +13,10 @@ from ndwork.kernels._jit import jit
 EPS = 1e-5
 
 
-def layernorm_forward_reference(x, gamma, beta):
+def layernorm_forward_reference(x, gamma, beta, eps=EPS):
     mean = x.mean(axis=1)
     centered = x - mean[:, None]
-    rstd = 1 / np.sqrt((centered * centered).mean(axis=1) + EPS)
+    rstd = 1 / np.sqrt((centered * centered).mean(axis=1) + eps)
     return centered * rstd[:, None] * gamma + beta, mean, rstd
 
 
@@ -30,7 +31,7 @@ def layernorm_backward_reference(x, gamma, mean, rstd, dy):
 
 
 @jit
-def _ln_fwd(x, gamma, beta, out, mean, rstd):
+def _ln_fwd(x, gamma, beta, eps, out, mean, rstd):
     rows, cols = x.shape
     for r in range(rows):
         s = 0.0
@@ -40,7 +41,7 @@ def _ln_fwd(x, gamma, beta, out, mean, rstd):
         v = 0.0
         for c in range(cols):
             v += (x[r, c] - m) ** 2
-        rs = 1.0 / math.sqrt(v / cols + EPS)
+        rs = 1.0 / math.sqrt(v / cols + eps)
         mean[r] = m
         rstd[r] = rs
         for c in range(cols):
@@ -69,12 +70,12 @@ def _ln_bwd(x, gamma, mean, rstd, dy, dx):
     return sums
 
 
-def layernorm_forward(x, gamma, beta):
+def layernorm_forward(x, gamma, beta, eps=EPS):
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
     mean = np.empty(x.shape[0], x.dtype)
     rstd = np.empty(x.shape[0], x.dtype)
-    _ln_fwd(x, gamma, beta, out, mean, rstd)
+    _ln_fwd(x, gamma, beta, float(eps), out, mean, rstd)
     return out, mean, rstd
 
 

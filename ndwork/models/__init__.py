@@ -11,22 +11,30 @@ from ndwork.models.informer import Informer
 from ndwork.models.itransformer import iTransformer
 from ndwork.models.lstm import LSTM
 from ndwork.models.mlp import MLP
+from ndwork.models.mlpmultivariate import MLPMultivariate
 from ndwork.models.nbeats import NBEATS
 from ndwork.models.nbeatsx import NBEATSx
 from ndwork.models.nhits import NHITS
 from ndwork.models.nlinear import NLinear
 from ndwork.models.patchtst import PatchTST
 from ndwork.models.rnn import RNN
+from ndwork.models.softs import SOFTS
+from ndwork.models.softssharp import SOFTSSharp
 from ndwork.models.tcn import TCN
 from ndwork.models.tide import TiDE
+from ndwork.models.tsmixer import TSMixer
+from ndwork.models.tsmixerx import TSMixerx
 from ndwork.models.vanillatransformer import VanillaTransformer
+from ndwork.models.xlinear import XLinear
 from ndwork.models.xlstm import xLSTM
 
 MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, NHITS, TiDE,
                                          VanillaTransformer, PatchTST, Informer,
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
-                                         xLSTM, DeepAR, DeepNPTS)}
+                                         xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
+                                         MLPMultivariate, SOFTS, SOFTSSharp, XLinear)}
 
 __all__ = ["GRU", "LSTM", "MLP", "MODELS", "NBEATS", "NHITS", "RNN", "TCN", "BaseModel", "BiTCN",
-           "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "Informer", "NBEATSx", "NLinear",
-           "PatchTST", "TiDE", "VanillaTransformer", "iTransformer", "xLSTM"]
+           "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "Informer", "MLPMultivariate", "NBEATSx",
+           "NLinear", "PatchTST", "SOFTS", "SOFTSSharp", "TSMixer", "TSMixerx", "TiDE",
+           "VanillaTransformer", "XLinear", "iTransformer", "xLSTM"]

@@ -125,6 +125,14 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def n_series_option(n_series) -> int:
+    """A multivariate model's n_series, checked."""
+    if isinstance(n_series, bool) or not isinstance(n_series, int | np.integer) or n_series < 1:
+        raise ValueError(f"n_series must be a positive integer (the number of aligned series "
+                         f"in the data), got {n_series!r}.")
+    return int(n_series)
+
+
 class BaseModel:
     """Training hyper-parameters, as in NeuralForecast:
 

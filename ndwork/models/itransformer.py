@@ -3,7 +3,7 @@
 import numpy as np
 
 from ndwork.autodiff import ops
-from ndwork.models.base import BaseModel
+from ndwork.models.base import BaseModel, n_series_option
 from ndwork.nn import LayerNorm, Linear
 from ndwork.nn.transformer import EncoderLayer
 
@@ -29,9 +29,8 @@ class iTransformer(BaseModel):  # noqa: N801 (NeuralForecast's name)
                  n_heads: int = 8, e_layers: int = 2, d_layers: int = 1, d_ff: int = 2048,
                  factor: int = 1, dropout: float = 0.1, use_norm: bool = True, **kwargs):
         super().__init__(h, input_size, **kwargs)
-        if not isinstance(n_series, int) or n_series < 1:
-            raise ValueError(f"n_series must be a positive integer, got {n_series!r}.")
-        self.n_series, self.hidden_size, self.n_heads = n_series, hidden_size, n_heads
+        self.n_series = n_series_option(n_series)
+        self.hidden_size, self.n_heads = hidden_size, n_heads
         self.e_layers, self.d_layers, self.d_ff, self.factor = e_layers, d_layers, d_ff, factor
         self.dropout, self.use_norm = dropout, use_norm
         spec = self.spec

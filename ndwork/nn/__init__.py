@@ -111,12 +111,23 @@ class Linear:
 
 
 class LayerNorm:
-    def __init__(self, spec: ParameterSpec, name: str, features: int):
-        self.gamma = spec.add(f"{name}.weight", (features,), "constant", 1.0)
-        self.beta = spec.add(f"{name}.bias", (features,), "constant", 0.0)
+    """torch's LayerNorm; `shape` several axes (TSMixerx's (h, C)) normalizes over
+    them together, with weights of that shape."""
+
+    def __init__(self, spec: ParameterSpec, name: str, features: int | tuple[int, ...]):
+        shape = (features,) if isinstance(features, int) else tuple(features)
+        self.gamma = spec.add(f"{name}.weight", shape, "constant", 1.0)
+        self.beta = spec.add(f"{name}.bias", shape, "constant", 0.0)
+        self.size = int(np.prod(shape))
 
     def __call__(self, p: dict[str, Tensor], x: Tensor) -> Tensor:
-        return ops.layernorm(x, p[self.gamma], p[self.beta])
+        gamma, beta = p[self.gamma], p[self.beta]
+        if len(gamma.shape) == 1:
+            return ops.layernorm(x, gamma, beta)
+        lead = x.shape[:len(x.shape) - len(gamma.shape)]
+        flat = ops.layernorm(ops.reshape(x, (*lead, self.size)), ops.reshape(gamma, (self.size,)),
+                             ops.reshape(beta, (self.size,)))
+        return ops.reshape(flat, x.shape)
 
 
 class MLPStack:
@@ -144,14 +155,13 @@ class BatchNorm:
     running statistics. The running statistics live in p beside the parameters, as
     arrays the training forward updates in place."""
 
-    EPS = 1e-5  # torch's default; equal to the LayerNorm kernel's, which this reuses
-
-    def __init__(self, spec: ParameterSpec, name: str, features: int, momentum: float = 0.1):
+    def __init__(self, spec: ParameterSpec, name: str, features: int, momentum: float = 0.1,
+                 eps: float = 1e-5):
         self.gamma = spec.add(f"{name}.weight", (features,), "constant", 1.0)
         self.beta = spec.add(f"{name}.bias", (features,), "constant", 0.0)
         self.mean = spec.add_buffer(f"{name}.running_mean", np.zeros(features))
         self.var = spec.add_buffer(f"{name}.running_var", np.ones(features))
-        self.momentum = momentum
+        self.momentum, self.eps = momentum, eps
 
     def __call__(self, p, x: Tensor, training: bool) -> Tensor:
         shape, channels = x.shape, x.shape[-1]
@@ -167,10 +177,11 @@ class BatchNorm:
             # per-channel normalization = LayerNorm of the transpose, without its affine part
             ones = ops.constant(np.ones(rows, data.dtype))
             zeros = ops.constant(np.zeros(rows, data.dtype))
-            xhat = ops.transpose(ops.layernorm(ops.transpose(x2, (1, 0)), ones, zeros), (1, 0))
+            xhat = ops.transpose(ops.layernorm(ops.transpose(x2, (1, 0)), ones, zeros, self.eps),
+                                 (1, 0))
         else:
             mean = p[self.mean].astype(x.data.dtype)
-            inv_std = (1 / np.sqrt(p[self.var] + self.EPS)).astype(x.data.dtype)
+            inv_std = (1 / np.sqrt(p[self.var] + self.eps)).astype(x.data.dtype)
             xhat = ops.mul(ops.sub(x2, ops.constant(mean)), ops.constant(inv_std))
         y = ops.add(ops.mul(xhat, p[self.gamma]), p[self.beta])
         return ops.reshape(y, shape)
