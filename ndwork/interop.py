@@ -173,8 +173,9 @@ def _to_ndwork_layout(name: str, value: np.ndarray, shape: tuple) -> np.ndarray:
         return value.transpose(0, 2, 1)  # head-wise weights (heads, out, in) -> (heads, in, out)
     if value.ndim > 3 or "weight" not in name.rsplit(".", 1)[-1] or "embeddings." in name:
         return value.reshape(shape)  # raw parameters (positional tables, embeddings, ...)
-    if "norm" in name.rsplit(".", 2)[-2]:  # normalizations' weights (TSMixerx's LayerNorm
-        return value.reshape(shape)  # over (h, C), RevIN's (1, 1, N)): the same layout
+    module = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+    if "norm" in module:  # normalizations' weights (TSMixerx's LayerNorm over (h, C),
+        return value.reshape(shape)  # RevIN's (1, 1, N)): the same layout
     value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T
     if value.shape != tuple(shape) and value.size == np.prod(shape):
         value = value.reshape(shape)  # a kernel of width 1, or one input channel, dropped here

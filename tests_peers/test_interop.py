@@ -20,7 +20,8 @@ BOTH = {"MLP": {}, "NHITS": {}, "NBEATS": {}, "NBEATSx": {}, "TiDE": {}, "DLinea
         "BiTCN": {}, "DilatedRNN": {}, "DeepAR": {"loss": "MAE"}, "DeepNPTS": {}, "xLSTM": {},
         "TSMixer": {"n_series": 2}, "TSMixerx": {"n_series": 2}, "XLinear": {"n_series": 2},
         "MLPMultivariate": {"n_series": 2}, "SOFTS": {"n_series": 2},
-        "SOFTSSharp": {"n_series": 2}}
+        "SOFTSSharp": {"n_series": 2}, "RMoK": {"n_series": 2}, "KAN": {},
+        "StemGNN": {"n_series": 2}}
 TOLERANCE = 1e-4
 
 
@@ -67,7 +68,7 @@ def test_without_neuralforecast_it_says_what_to_install(monkeypatch, tmp_path):
 
 # the multivariate models that read exogenous variables: their layouts of (window,
 # variable, time, series) against NeuralForecast's
-MULTIVARIATE_EXOG = ["TSMixerx", "MLPMultivariate", "XLinear"]
+MULTIVARIATE_EXOG = ["TSMixerx", "MLPMultivariate", "XLinear", "KAN"]
 
 
 @pytest.mark.parametrize("name", MULTIVARIATE_EXOG)

@@ -230,10 +230,86 @@ def log(x: Tensor) -> Tensor:
 
 
 @_profiled
+def sqrt(x: Tensor) -> Tensor:
+    y = np.sqrt(x.data)
+    return Tensor(y, (x,), lambda g: (g / (2 * y),))
+
+
+@_profiled
+def rfft(x: Tensor, axis: int) -> Tensor:
+    """numpy.fft.rfft of real x along `axis`: n // 2 + 1 frequencies there, as a last
+    axis of size 2 (real, imaginary), torch's view_as_real layout."""
+    n = x.shape[axis]
+    y = np.fft.rfft(x.data, axis=axis)
+
+    def backward_fn(g):  # the adjoint: a half spectrum's inverse transform, unnormalized
+        z = g[..., 0] + 1j * g[..., 1]
+        half = np.ones(y.shape[axis])
+        half[1:(n + 1) // 2] = 0.5  # frequencies counted twice by irfft's Hermitian sum
+        z = z * half.reshape([-1 if a == axis % x.data.ndim else 1 for a in range(z.ndim)])
+        return ((n * np.fft.irfft(z, n, axis=axis)).astype(x.data.dtype),)
+
+    return Tensor(_real_pair(y, x.data.dtype), (x,), backward_fn)
+
+
+@_profiled
+def fft(x: Tensor, axis: int) -> Tensor:
+    """numpy.fft.fft of real x along `axis` (all n frequencies), as a last axis of size 2
+    (real, imaginary)."""
+    y = np.fft.fft(x.data, axis=axis)
+    return Tensor(_real_pair(y, x.data.dtype), (x,),
+                  lambda g: (np.fft.fft(g[..., 0] - 1j * g[..., 1], axis=axis).real.astype(
+                      x.data.dtype),))
+
+
+@_profiled
+def irfft(z: Tensor, n: int, axis: int) -> Tensor:
+    """numpy.fft.irfft (length n along `axis`) of z (..., 2) (real, imaginary): reads
+    the first n // 2 + 1 frequencies, the imaginary parts of the zero and Nyquist ones
+    ignored, as numpy and torch do."""
+    spectrum = z.data[..., 0] + 1j * z.data[..., 1]
+    y = np.fft.irfft(spectrum, n, axis=axis).astype(z.data.dtype)
+    m = spectrum.shape[axis]
+
+    def backward_fn(g):
+        grad = np.fft.rfft(g, axis=axis)  # n // 2 + 1 frequencies
+        weight = np.full(grad.shape[axis], 2.0 / n)
+        weight[0] = 1.0 / n
+        if n % 2 == 0:
+            weight[-1] = 1.0 / n
+        shape = [-1 if a == axis % g.ndim else 1 for a in range(g.ndim)]
+        grad = grad * weight.reshape(shape)
+        if m > grad.shape[axis]:  # frequencies irfft did not read
+            pad = [(0, 0)] * g.ndim
+            pad[axis % g.ndim] = (0, m - grad.shape[axis])
+            grad = np.pad(grad, pad)
+        else:
+            grad = np.take(grad, np.arange(m), axis=axis)
+        return (_real_pair(grad, z.data.dtype),)
+
+    return Tensor(y, (z,), backward_fn)
+
+
+def _real_pair(complex_values: np.ndarray, dtype) -> np.ndarray:
+    return np.stack([complex_values.real, complex_values.imag], axis=-1).astype(dtype)
+
+
+@_profiled
 def softplus(x: Tensor) -> Tensor:
     """log(1 + exp(x)), computed without overflow."""
     return Tensor(np.logaddexp(0, x.data).astype(x.data.dtype), (x,),
                   lambda g: (g / (1 + np.exp(-x.data)),))
+
+
+@_profiled
+def expand(x: Tensor, function) -> Tensor:
+    """An elementwise function, or a basis of them: `function(values)` returns f(x) of
+    shape x.shape + extra (extra = () for one function, (K,) for K basis functions of
+    each element) and its derivative in x of the same shape; the backward sums the
+    output gradient times it over the extra axes (KAN's splines, RMoK's experts)."""
+    y, slope = function(x.data)
+    extra = tuple(range(x.data.ndim, y.ndim))
+    return Tensor(y, (x,), lambda g: ((g * slope).sum(axis=extra) if extra else g * slope,))
 
 
 @_profiled

@@ -9,6 +9,7 @@ from ndwork.models.dlinear import DLinear
 from ndwork.models.gru import GRU
 from ndwork.models.informer import Informer
 from ndwork.models.itransformer import iTransformer
+from ndwork.models.kan import KAN
 from ndwork.models.lstm import LSTM
 from ndwork.models.mlp import MLP
 from ndwork.models.mlpmultivariate import MLPMultivariate
@@ -17,9 +18,11 @@ from ndwork.models.nbeatsx import NBEATSx
 from ndwork.models.nhits import NHITS
 from ndwork.models.nlinear import NLinear
 from ndwork.models.patchtst import PatchTST
+from ndwork.models.rmok import RMoK
 from ndwork.models.rnn import RNN
 from ndwork.models.softs import SOFTS
 from ndwork.models.softssharp import SOFTSSharp
+from ndwork.models.stemgnn import StemGNN
 from ndwork.models.tcn import TCN
 from ndwork.models.tide import TiDE
 from ndwork.models.tsmixer import TSMixer
@@ -32,9 +35,10 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          VanillaTransformer, PatchTST, Informer,
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
-                                         MLPMultivariate, SOFTS, SOFTSSharp, XLinear)}
+                                         MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
+                                         StemGNN)}
 
 __all__ = ["GRU", "LSTM", "MLP", "MODELS", "NBEATS", "NHITS", "RNN", "TCN", "BaseModel", "BiTCN",
-           "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "Informer", "MLPMultivariate", "NBEATSx",
-           "NLinear", "PatchTST", "SOFTS", "SOFTSSharp", "TSMixer", "TSMixerx", "TiDE",
+           "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "Informer", "KAN", "MLPMultivariate", "NBEATSx",
+           "NLinear", "PatchTST", "RMoK", "SOFTS", "SOFTSSharp", "StemGNN", "TSMixer", "TSMixerx", "TiDE",
            "VanillaTransformer", "XLinear", "iTransformer", "xLSTM"]

@@ -15,6 +15,7 @@ class MLPMultivariate(BaseModel):
 
     EXOGENOUS_FUTR = EXOGENOUS_HIST = EXOGENOUS_STAT = EXOGENOUS_CAT = True
     MULTIVARIATE = True
+    DEFAULTS = dict(windows_batch_size=32, inference_windows_batch_size=32)
 
     def __init__(self, h: int, input_size: int, n_series: int, num_layers: int = 2,
                  hidden_size: int = 1024, **kwargs):

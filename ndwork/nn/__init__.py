@@ -42,7 +42,8 @@ class ParameterSpec:
     def initialize(self, rng: np.random.Generator, dtype=None) -> np.ndarray:
         """Draw every parameter: "uniform" U(-scale, scale) (torch's Linear default with
         scale = 1/sqrt(fan_in)), "normal" N(0, scale), "constant" scale, "fixed" the
-        given array of values."""
+        given array of values, "draw" the values of the function scale(rng) (an
+        initialization of its own: KAN's least-squares spline fit to noise)."""
         parts = []
         for name, shape in self.shapes.items():
             init, scale = self.inits[name]
@@ -50,6 +51,8 @@ class ParameterSpec:
                 parts.append(rng.uniform(-scale, scale, size=shape).ravel())
             elif init == "normal":
                 parts.append(rng.normal(0, scale, size=shape).ravel())
+            elif init == "draw":
+                parts.append(np.asarray(scale(rng), float).reshape(-1))
             elif init == "fixed":
                 parts.append(np.broadcast_to(np.asarray(scale, float), shape).ravel())
             else:
