@@ -21,7 +21,7 @@ BOTH = {"MLP": {}, "NHITS": {}, "NBEATS": {}, "NBEATSx": {}, "TiDE": {}, "DLinea
         "TSMixer": {"n_series": 2}, "TSMixerx": {"n_series": 2}, "XLinear": {"n_series": 2},
         "MLPMultivariate": {"n_series": 2}, "SOFTS": {"n_series": 2},
         "SOFTSSharp": {"n_series": 2}, "RMoK": {"n_series": 2}, "KAN": {},
-        "StemGNN": {"n_series": 2}}
+        "StemGNN": {"n_series": 2}, "TimeMixer": {"n_series": 2}}
 TOLERANCE = 1e-4
 
 
@@ -93,5 +93,45 @@ def test_multivariate_exogenous_layouts_match_neuralforecast(name, panel, tmp_pa
     nf.save(str(tmp_path / "nf"), overwrite=True)
     got = from_neuralforecast(tmp_path / "nf").predict(futr_df=future)
     theirs, mine = expected[name].to_numpy(), got[name].to_numpy()
+    error = np.abs(mine - theirs).max() / np.abs(theirs).max()
+    assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"
+
+
+# a second configuration of each model of the multivariate issue: parameter counts and
+# forecasts against NeuralForecast's at options other than the defaults
+SECOND = {
+    "TSMixer": dict(n_block=3, ff_dim=16, revin=False, dropout=0.2),
+    "TSMixerx": dict(n_block=1, ff_dim=8, dropout=0.3, revin=False),
+    "MLPMultivariate": dict(num_layers=3, hidden_size=64),
+    "SOFTS": dict(hidden_size=32, d_core=16, e_layers=3, d_ff=64, use_norm=False),
+    "SOFTSSharp": dict(hidden_size=32, d_core=16, e_layers=1, d_ff=64, pe_keep_prob=0.8),
+    "XLinear": dict(hidden_size=32, temporal_ff=64, channel_ff=4, use_norm=False),
+    "TimeMixer": dict(channel_independence=1, decomp_method="dft_decomp", top_k=3,
+                      down_sampling_layers=2, down_sampling_method="max", d_model=16,
+                      e_layers=2, d_ff=24),
+    "StemGNN": dict(multi_layer=2, leaky_rate=0.1),
+    "RMoK": dict(taylor_order=4, jacobi_degree=3, wavelet_function="morlet",
+                 revin_affine=False),
+    "KAN": dict(n_hidden_layers=2, hidden_size=[32, 16], grid_size=4, spline_order=2,
+                grid_range=[-2, 2]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECOND))
+def test_a_second_configuration_matches_neuralforecast(name, panel, tmp_path):
+    import neuralforecast
+    import neuralforecast.models
+
+    options = dict(h=H, input_size=INPUT, max_steps=2, scaler_type="robust", **SECOND[name])
+    if name != "KAN":
+        options["n_series"] = 2
+    peer = getattr(neuralforecast.models, name)(**options, **NF_QUIET)
+    nf = neuralforecast.NeuralForecast([peer], freq="MS")
+    nf.fit(panel)
+    expected = nf.predict()
+    nf.save(str(tmp_path / "nf"), overwrite=True)
+    ours = from_neuralforecast(tmp_path / "nf")
+    assert ours.models[0].num_parameters() == sum(p.numel() for p in peer.parameters())
+    theirs, mine = expected[name].to_numpy(), ours.predict()[name].to_numpy()
     error = np.abs(mine - theirs).max() / np.abs(theirs).max()
     assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"

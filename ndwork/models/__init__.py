@@ -25,6 +25,7 @@ from ndwork.models.softssharp import SOFTSSharp
 from ndwork.models.stemgnn import StemGNN
 from ndwork.models.tcn import TCN
 from ndwork.models.tide import TiDE
+from ndwork.models.timemixer import TimeMixer
 from ndwork.models.tsmixer import TSMixer
 from ndwork.models.tsmixerx import TSMixerx
 from ndwork.models.vanillatransformer import VanillaTransformer
@@ -36,9 +37,10 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
                                          MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
-                                         StemGNN)}
+                                         StemGNN, TimeMixer)}
 
-__all__ = ["GRU", "LSTM", "MLP", "MODELS", "NBEATS", "NHITS", "RNN", "TCN", "BaseModel", "BiTCN",
-           "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "Informer", "KAN", "MLPMultivariate", "NBEATSx",
-           "NLinear", "PatchTST", "RMoK", "SOFTS", "SOFTSSharp", "StemGNN", "TSMixer", "TSMixerx", "TiDE",
-           "VanillaTransformer", "XLinear", "iTransformer", "xLSTM"]
+__all__ = ["BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "GRU", "Informer", "KAN",
+           "LSTM", "MLP", "MLPMultivariate", "MODELS", "NBEATS", "NBEATSx", "NHITS", "NLinear",
+           "PatchTST", "RMoK", "RNN", "SOFTS", "SOFTSSharp", "StemGNN", "TCN", "TSMixer",
+           "TSMixerx", "TiDE", "TimeMixer", "VanillaTransformer", "XLinear", "iTransformer",
+           "xLSTM"]

@@ -1,22 +1,10 @@
 """DLinear: split the window into a moving-average trend and a remainder, one linear
 map each."""
 
-import numpy as np
-
 from ndwork.autodiff import ops
-from ndwork.config import active
 from ndwork.models.base import BaseModel
 from ndwork.nn import Linear
-
-
-def moving_average_matrix(length: int, window: int) -> np.ndarray:
-    """(length, length) matrix A with x @ A = the edge-padded moving average of x."""
-    half = (window - 1) // 2
-    matrix = np.zeros((length, length), dtype=active().dtypes.compute)
-    for t in range(length):
-        for j in range(t - half, t + half + 1):
-            matrix[min(max(j, 0), length - 1), t] += 1.0 / window
-    return matrix
+from ndwork.nn.decomposition import moving_average_matrix
 
 
 class DLinear(BaseModel):
