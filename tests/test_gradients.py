@@ -212,3 +212,47 @@ def test_causal_conv1d(kernels, kernel_size, dilation, rng):
     w = rng.normal(size=(kernel_size, 3, 4))
     b = rng.normal(size=4)
     check_gradients(lambda x, w, b: ops.causal_conv1d(x, w, b, dilation), x, w, b)
+
+
+def test_layernorm_eps(kernels, rng):
+    """TSMixer's BatchNorm: the variance's eps is an argument (1e-3 there)."""
+    x, gamma, beta = rng.normal(size=(3, 5)), rng.normal(size=5), rng.normal(size=5)
+    check_gradients(lambda x, g, b: ops.layernorm(x, g, b, 1e-3), x, gamma, beta)
+    out = ops.layernorm(Tensor(x), Tensor(np.ones(5)), Tensor(np.zeros(5)), 1e-3).data
+    centered = x - x.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(out, centered / np.sqrt((centered ** 2).mean(1, keepdims=True)
+                                                        + 1e-3), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [5, 6])
+def test_fourier_transforms(n, rng):
+    x = rng.normal(size=(3, n, 2))
+    check_gradients(lambda x: ops.rfft(x, 1), x)
+    check_gradients(lambda x: ops.fft(x, 1), x)
+    np.testing.assert_allclose(ops.rfft(Tensor(x), 1).data[..., 1], np.fft.rfft(x, axis=1).imag)
+    for m in (n // 2 + 1, n, 2):  # irfft reads n // 2 + 1 frequencies: pads or truncates
+        z = rng.normal(size=(3, m, 2, 2))
+        check_gradients(lambda z: ops.irfft(z, n, 1), z)
+        np.testing.assert_allclose(ops.irfft(Tensor(z), n, 1).data,
+                                   np.fft.irfft(z[..., 0] + 1j * z[..., 1], n, axis=1))
+    check_gradients(ops.sqrt, rng.uniform(0.5, 2, size=(4, 3)))
+
+
+def test_expand_bases(rng):
+    """KAN's and RMoK's basis functions: derivatives against finite differences."""
+    from ndwork.nn.kan import WAVELETS, bspline_basis, jacobi_basis, power_basis, silu
+
+    x = rng.uniform(-1.2, 1.2, size=(4, 3))
+    grid = np.arange(-3, 9) * 0.4 - 1
+    check_gradients(lambda x: ops.expand(x, lambda v: bspline_basis(v, grid, 3)), x)
+    check_gradients(lambda x: ops.expand(x, lambda v: power_basis(v, 4)), x)
+    check_gradients(lambda x: ops.expand(x, lambda v: jacobi_basis(v, 5, 1.0, 1.0)), x)
+    check_gradients(lambda x: ops.expand(x, lambda v: jacobi_basis(v, 3, 0.5, 2.0)), x)
+    check_gradients(lambda x: ops.expand(x, silu), x)
+    for name, wavelet in WAVELETS.items():  # (meyer: |x| off its kinks at 0, 1/2 and 1)
+        v = rng.uniform(-1.7, 1.7, size=(4, 3))
+        v = np.where(np.min(np.abs(np.abs(v)[..., None] - [0, 0.5, 1]), -1) < 0.01, 0.3, v)
+        check_gradients(lambda v, w=wavelet: ops.expand(v, w), v)
+    # B-splines of order k on a uniform grid sum to one inside it
+    inside = rng.uniform(-1, 1, size=(5, 2))
+    np.testing.assert_allclose(bspline_basis(inside, grid, 3)[0].sum(-1), 1.0, rtol=1e-12)

@@ -1,0 +1,207 @@
+"""The multivariate and mixer models (TSMixer, TSMixerx, MLPMultivariate, SOFTS,
+SOFTSSharp, TimeMixer, StemGNN, RMoK, XLinear) and KAN: NeuralForecast's parameter
+counts, whole-model gradients, training and forecasting over aligned series."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ndwork import NeuralForecast
+from ndwork.autodiff.noise import TrainingNoise
+from ndwork.data import Panel, gather_windows
+from ndwork.datasets import synthetic_panel
+from ndwork.losses import MSE
+from ndwork.models import (
+    KAN,
+    SOFTS,
+    MLPMultivariate,
+    RMoK,
+    SOFTSSharp,
+    StemGNN,
+    TimeMixer,
+    TSMixer,
+    TSMixerx,
+    XLinear,
+)
+from ndwork.training.trainer import build_batch, loss_and_grad
+
+# NeuralForecast 3.3, h=12, input_size=24, n_series=4 (KAN: univariate), defaults otherwise
+NEURALFORECAST_PARAMETER_COUNTS = {
+    TSMixer: 3_436, TSMixerx: 41_548, MLPMultivariate: 1_198_128, SOFTS: 6_848_012,
+    SOFTSSharp: 6_848_014, TimeMixer: 27_256, StemGNN: 4_221_980, RMoK: 4_476,
+    XLinear: 138_524, KAN: 184_320,
+}
+SMALL = {
+    TSMixer: dict(ff_dim=6, dropout=0.3),
+    TSMixerx: dict(ff_dim=6, dropout=0.2),
+    MLPMultivariate: dict(hidden_size=12),
+    SOFTS: dict(hidden_size=8, d_core=4, d_ff=8, e_layers=1),
+    SOFTSSharp: dict(hidden_size=8, d_core=4, d_ff=8, e_layers=1),
+    TimeMixer: dict(d_model=6, d_ff=8, e_layers=2, moving_avg=5),
+    StemGNN: dict(multi_layer=1, dropout_rate=0.2),
+    RMoK: dict(taylor_order=3, jacobi_degree=3),
+    XLinear: dict(hidden_size=8, temporal_ff=8, channel_ff=6, temporal_dropout=0.1),
+    KAN: dict(hidden_size=6, grid_size=3),
+}
+N_SERIES = 3
+EXOG = dict(futr_exog_list=["f", "g"], hist_exog_list=["x"], stat_exog_list=["s"])
+EXOGENOUS = [cls for cls in SMALL if cls.EXOGENOUS_FUTR]
+
+
+def build(cls, **options):
+    if cls.MULTIVARIATE:
+        options.setdefault("n_series", N_SERIES)
+    return cls(**options)
+
+
+@pytest.mark.parametrize("cls,count", NEURALFORECAST_PARAMETER_COUNTS.items(),
+                         ids=lambda v: v.__name__ if isinstance(v, type) else str(v))
+def test_parameter_count_matches_neuralforecast(cls, count):
+    options = dict(h=12, input_size=24)
+    if cls.MULTIVARIATE:
+        options["n_series"] = 4
+    assert cls(**options).num_parameters() == count
+
+
+def aligned_frame(n_series=N_SERIES, length=80, seed=0):
+    df = synthetic_panel(n_series, length, seed)
+    rng = np.random.default_rng(seed)
+    for col in ("f", "g", "x"):
+        df[col] = rng.normal(size=len(df)).astype(np.float32)
+    static = pd.DataFrame({"unique_id": df.unique_id.unique(),
+                           "s": np.arange(n_series, dtype=float)})
+    return df, static
+
+
+def aligned_batch(model, windows=3, seed=0):
+    """A float64 batch of `windows` time offsets, each with every series (window-major)."""
+    df, static = aligned_frame()
+    cols = list(dict.fromkeys(model.futr_exog_list + model.hist_exog_list))
+    panel = Panel.from_frame(df, "D", cols, static, model.stat_exog_list, dtype=np.float64)
+    n = N_SERIES if model.MULTIVARIATE else 1
+    span = model.input_size + model.h
+    offsets = np.random.default_rng(seed).choice(panel.lengths[0] - span, windows, replace=False)
+    series = np.tile(np.arange(n), windows) if model.MULTIVARIATE else np.arange(windows) % 3
+    starts = panel.indptr[series] + np.repeat(offsets, n)
+    w = gather_windows(panel, starts, span, series)
+    batch, _, _ = build_batch(model, w["y"], w["temporal"], cols, panel.static[w["series"]],
+                              model.stat_exog_list, model.input_size)
+    return batch, windows
+
+
+GRADIENT_CASES = [(cls, False, training) for cls in SMALL for training in (False, True)] + \
+    [(cls, True, False) for cls in EXOGENOUS]
+
+
+@pytest.mark.parametrize("cls,exog,training", GRADIENT_CASES, ids=lambda v: (
+    v.__name__ if isinstance(v, type) else None))
+def test_whole_model_gradient(cls, exog, training):
+    """float64 central differences at 30 random parameters; training: dropout, batch
+    statistics and SOFTS's drawn pooling from one seeded TrainingNoise in every call."""
+    model = build(cls, h=4, input_size=12, loss=MSE(), scaler_type="standard", **SMALL[cls],
+                  **(EXOG if exog else {}))
+    batch, windows = aligned_batch(model)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    params += np.random.default_rng(1).normal(0, 0.05, params.size)  # off symmetric inits
+
+    def run(flat):
+        rng = TrainingNoise(0, 0, np.arange(windows)) if training else None
+        return loss_and_grad(model, flat, batch, rng, model.spec.initial_buffers())
+
+    _, grads = run(params)
+    rng = np.random.default_rng(2)
+    for i in rng.choice(params.size, 30, replace=False):
+        up, down = params.copy(), params.copy()
+        up[i] += 1e-6
+        down[i] -= 1e-6
+        numeric = (run(up)[0] - run(down)[0]) / 2e-6
+        assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-7), f"parameter {i}"
+
+
+@pytest.mark.parametrize("cls", list(SMALL), ids=lambda c: c.__name__)
+def test_trains_forecasts_saves_and_cross_validates(cls, tmp_path):
+    df, _ = aligned_frame(length=120, seed=3)
+    df = df[["unique_id", "ds", "y"]]
+    kwargs = dict(h=6, input_size=12, max_steps=25, learning_rate=3e-3, scaler_type="standard",
+                  val_check_steps=10, **SMALL[cls])
+    nf = NeuralForecast([build(cls, **kwargs)], "D").fit(df, val_size=6, verbose=False)
+    losses = [loss for _, loss in nf.states[0].train_losses]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    fcst = nf.predict()
+    name = cls.__name__
+    assert list(fcst.columns) == ["unique_id", "ds", name]
+    assert len(fcst) == N_SERIES * 6 and np.isfinite(fcst[name]).all()
+    nf.save(tmp_path / "run")
+    pd.testing.assert_frame_equal(fcst, NeuralForecast.load(tmp_path / "run").predict())
+    again = NeuralForecast([build(cls, **kwargs)], "D").fit(df, val_size=6, verbose=False)
+    pd.testing.assert_frame_equal(fcst, again.predict())
+    cv = nf.cross_validation(df, n_windows=2, step_size=6, verbose=False)
+    assert len(cv) == 2 * N_SERIES * 6 and np.isfinite(cv[name]).all()
+
+
+MIXERS = [TSMixer, TSMixerx, MLPMultivariate, SOFTS, SOFTSSharp, TimeMixer, StemGNN, XLinear]
+
+
+@pytest.mark.parametrize("cls", MIXERS, ids=lambda c: c.__name__)
+def test_series_mix(cls):
+    """A change in one series' history changes another series' forecast."""
+    df, _ = aligned_frame(length=100, seed=7)
+    df = df[["unique_id", "ds", "y"]]
+    nf = NeuralForecast([build(cls, h=4, input_size=12, max_steps=3, **SMALL[cls])], "D")
+    nf.fit(df, verbose=False)
+    changed = df.copy()
+    first = changed.unique_id == "s0"
+    changed.loc[first, "y"] += np.random.default_rng(0).normal(0, 5, int(first.sum())).astype(
+        np.float32)
+    keep = nf.predict().unique_id == "s1"
+    assert not np.allclose(nf.predict()[cls.__name__][keep],
+                           nf.predict(df=changed)[cls.__name__][keep])
+
+
+def test_without_mixing_series_stay_apart():
+    """RMoK and a channel-independent TimeMixer forecast each series from its own window."""
+    df, _ = aligned_frame(length=100, seed=7)
+    df = df[["unique_id", "ds", "y"]]
+    changed = df.copy()
+    first = changed.unique_id == "s0"
+    changed.loc[first, "y"] *= 1.7
+    for model in (RMoK(h=4, input_size=12, n_series=3, max_steps=3),
+                  TimeMixer(h=4, input_size=12, n_series=3, max_steps=3, channel_independence=1,
+                            **SMALL[TimeMixer])):
+        nf = NeuralForecast([model], "D").fit(df, verbose=False)
+        keep = nf.predict().unique_id != "s0"
+        np.testing.assert_allclose(nf.predict()[repr(model)][keep],
+                                   nf.predict(df=changed)[repr(model)][keep], rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [cls for cls in SMALL if cls.MULTIVARIATE],
+                         ids=lambda c: c.__name__)
+def test_needs_aligned_series_and_their_number(cls):
+    df, _ = aligned_frame(length=60, seed=9)
+    df = df[["unique_id", "ds", "y"]]
+    ragged = df[~((df.unique_id == "s2") & (df.ds < df.ds.min() + pd.Timedelta(days=3)))]
+    model = build(cls, h=4, input_size=12, max_steps=2, **SMALL[cls])
+    with pytest.raises(ValueError, match="same timestamps"):
+        NeuralForecast([model], "D").fit(ragged, verbose=False)
+    with pytest.raises(ValueError, match="n_series=3, the data has 2"):
+        NeuralForecast([model], "D").fit(df[df.unique_id != "s2"], verbose=False)
+
+
+@pytest.mark.parametrize("cls,options,match", [
+    (TSMixer, dict(n_series=0), "n_series must be a positive integer"),
+    (TimeMixer, dict(n_series=2, down_sampling_method="conv"), "re-draws its weights"),
+    (TimeMixer, dict(n_series=2, decomp_method="fft"), "decomp_method"),
+    (TimeMixer, dict(n_series=2, moving_avg=4), "odd positive integer"),
+    (StemGNN, dict(n_series=2, n_stacks=3), "exactly 2 stacks"),
+    (RMoK, dict(n_series=2, wavelet_function="haar"), "wavelet_function"),
+    (KAN, dict(n_hidden_layers=2, hidden_size=[8]), "n_hidden_layers=2 sizes"),
+    (SOFTSSharp, dict(n_series=2, pe_keep_prob=1.5), "probability"),
+])
+def test_bad_options_say_what_to_fix(cls, options, match):
+    with pytest.raises(ValueError, match=match):
+        cls(h=4, input_size=12, **options)
+
+
+def test_xlinear_warns_when_channel_ff_does_not_mix_whole_series():
+    with pytest.warns(UserWarning, match="not a multiple of n_series"):
+        XLinear(h=4, input_size=12, n_series=3, channel_ff=8)
