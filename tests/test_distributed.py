@@ -11,7 +11,7 @@ distributed = pytest.importorskip("distributed")
 from ndwork import NeuralForecast  # noqa: E402
 from ndwork.datasets import synthetic_panel  # noqa: E402
 from ndwork.distributed import connect  # noqa: E402
-from ndwork.models import MLP, NHITS  # noqa: E402
+from ndwork.models import MLP, NHITS, XLinear  # noqa: E402
 
 SAME_TRAJECTORY_ATOL = 1e-5
 FAULT_LOSS_RTOL = 0.10
@@ -50,6 +50,21 @@ def test_sync_every_step_with_dropout_equals_single_process(client, panel):
     np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
     without = NeuralForecast([model(0.0)], "D").fit(panel, verbose=False)
     assert np.abs(losses(without) - losses(alone)).max() > 1e-3  # dropout did act
+
+
+def test_a_multivariate_model_splits_its_windows_across_workers(client, panel):
+    """Each rank holds all series of its share of the windows: the trajectory (dropout
+    keyed per window) equals one process's."""
+    def model():
+        return XLinear(h=6, input_size=24, n_series=8, max_steps=8, hidden_size=16,
+                       temporal_ff=16, temporal_dropout=0.2, windows_batch_size=16,
+                       scaler_type="standard")
+
+    alone = NeuralForecast([model()], "D").fit(panel, verbose=False)
+    spread = NeuralForecast([model()], "D").fit(panel, distributed=client, verbose=False)
+    np.testing.assert_allclose(losses(spread), losses(alone), atol=SAME_TRAJECTORY_ATOL)
+    np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
+    assert spread.worker_switches is not None  # it ran on the workers
 
 
 @pytest.mark.parametrize("sync_every", [1, 4])

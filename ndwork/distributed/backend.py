@@ -126,6 +126,15 @@ def _averaged_buffers(state, results, weights) -> dict:
             for name, value in state.buffers.items()}
 
 
+def _shares(model, starts: np.ndarray, ranks: int) -> list[np.ndarray]:
+    """A step's windows, one share of whole windows per rank, as batch_positions splits
+    them: a multivariate window is n_series consecutive rows, so each rank holds all
+    series of its windows (the work splits by windows in time)."""
+    rows = model.n_series if model.MULTIVARIATE else 1
+    windows = starts.reshape(-1, rows, *starts.shape[1:])
+    return [share.reshape(-1, *starts.shape[1:]) for share in np.array_split(windows, ranks)]
+
+
 class DaskSteps:
     """Runs rounds of training steps on a dask client with `ranks` logical ranks."""
 
@@ -157,7 +166,7 @@ class DaskSteps:
         switches = active().switches()
         data = self._panel(panel)
         step = state.optimizer.step
-        shares = [np.array_split(starts, self.ranks) for starts in batches]
+        shares = [_shares(model, starts, self.ranks) for starts in batches]
         positions = [np.array_split(batch_positions(model, starts), self.ranks)
                      for starts in batches]
         if len(batches) == 1:
@@ -176,8 +185,6 @@ class DaskSteps:
         return rounds
 
     def run(self, model, panel, state, batches, lrs) -> list[float]:
-        if model.MULTIVARIATE:  # a window is n_series rows: shares would split windows
-            return LocalSteps().run(model, panel, state, batches, lrs)
         from distributed import KilledWorker
         from distributed.comm.core import CommClosedError
 
