@@ -22,7 +22,7 @@ from ndwork.data.frames import is_polars, to_pandas, to_polars
 from ndwork.data.local_scalers import LocalScaling, check_scaler_type
 from ndwork.kernels.gemm import quiet_numpy_blas
 from ndwork.losses import HuberQLoss, QuantileLoss
-from ndwork.models import MODELS, BaseModel
+from ndwork.models import HINT, MODELS, BaseModel
 from ndwork.models.rnn import Recursive
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
@@ -55,8 +55,12 @@ class NeuralForecast:
                  local_scaler_type: str | None = None,
                  local_static_scaler_type: str | None = None):
         models = list(models)
-        if not models or not all(isinstance(m, BaseModel) for m in models):
+        if not models or not all(isinstance(m, BaseModel | HINT) for m in models):
             raise ValueError("models must be a non-empty list of ndwork models, e.g. [NHITS(...)].")
+        if local_scaler_type and any(isinstance(m, HINT) for m in models):
+            raise ValueError("HINT reconciles forecasts in the data's own units (sums of "
+                             "series); leave local_scaler_type out and scale per window with "
+                             "the model's scaler_type instead.")
         names = [repr(m) for m in models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names {names} repeat; give each an alias=.")

@@ -249,7 +249,7 @@ def test_expand_bases(rng):
     check_gradients(lambda x: ops.expand(x, lambda v: jacobi_basis(v, 5, 1.0, 1.0)), x)
     check_gradients(lambda x: ops.expand(x, lambda v: jacobi_basis(v, 3, 0.5, 2.0)), x)
     check_gradients(lambda x: ops.expand(x, silu), x)
-    for name, wavelet in WAVELETS.items():  # (meyer: |x| off its kinks at 0, 1/2 and 1)
+    for wavelet in WAVELETS.values():  # (meyer: |x| off its kinks at 0, 1/2 and 1)
         v = rng.uniform(-1.7, 1.7, size=(4, 3))
         v = np.where(np.min(np.abs(np.abs(v)[..., None] - [0, 0.5, 1]), -1) < 0.01, 0.3, v)
         check_gradients(lambda v, w=wavelet: ops.expand(v, w), v)

@@ -135,3 +135,16 @@ def test_a_second_configuration_matches_neuralforecast(name, panel, tmp_path):
     theirs, mine = expected[name].to_numpy(), ours.predict()[name].to_numpy()
     error = np.abs(mine - theirs).max() / np.abs(theirs).max()
     assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("reconciliation", ["BottomUp", "MinTraceOLS", "MinTraceWLS"])
+def test_hint_reconciliation_matrices_are_neuralforecasts(reconciliation):
+    from neuralforecast.models import hint
+
+    from ndwork.datasets import us_employment_hierarchy
+    from ndwork.models.hint import RECONCILIATIONS
+
+    S = us_employment_hierarchy()[1].to_numpy()
+    theirs = {"BottomUp": hint.get_bottomup_P, "MinTraceOLS": hint.get_mintrace_ols_P,
+              "MinTraceWLS": hint.get_mintrace_wls_P}[reconciliation](S)
+    np.testing.assert_allclose(RECONCILIATIONS[reconciliation](S), theirs, atol=1e-12)

@@ -24,6 +24,50 @@ def us_employment() -> pd.DataFrame:
     return df[["unique_id", "ds", "y"]].astype({"y": np.float32})
 
 
+# The Current Employment Statistics hierarchy of us_employment's series: each aggregate
+# is the sum of the listed series (to the reported rounding)
+EMPLOYMENT_PARTS = {
+    "nonfarm": ["private", "government"],
+    "private": ["goods_producing", "private_service_providing"],
+    "service_providing": ["private_service_providing", "government"],
+    "goods_producing": ["mining_and_logging", "construction", "manufacturing"],
+    "manufacturing": ["durable_goods", "nondurable_goods"],
+    "private_service_providing": ["trade_transportation_utilties", "information",
+                                  "financial_activities", "professional_and_business_services",
+                                  "education_and_health_services", "leisure_and_hospitality",
+                                  "other_services"],
+    "trade_transportation_utilties": ["wholesale_trade", "retail_trade",
+                                      "transportation_and_warehousing", "utilities"],
+}
+
+
+def us_employment_hierarchy() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """us_employment as a public hierarchy (U.S. nonfarm employment by supersector, the
+    Bureau of Labor Statistics' own aggregation): 7 aggregates over 15 bottom series.
+    Returns (df, S, tags) as hierarchicalforecast does: the long frame, the summing
+    matrix S (a frame: one row per series, one column per bottom series, rows in the
+    data's sorted order, bottom series last) and {level: unique_ids}. unique_id is
+    "aggregate/<name>" or "bottom/<name>", so sorting puts the bottom series last,
+    as HINT's reconciliations expect."""
+    df = us_employment()
+    parts = EMPLOYMENT_PARTS
+
+    def leaves(name):
+        return [leaf for part in parts[name] for leaf in leaves(part)] if name in parts else [name]
+
+    bottom = sorted({leaf for name in parts for leaf in leaves(name)})
+    aggregates = sorted(parts)
+    ids = {name: f"aggregate/{name}" for name in aggregates} | \
+        {name: f"bottom/{name}" for name in bottom}
+    rows = [[float(b in leaves(name)) for b in bottom] for name in aggregates + bottom]
+    S = pd.DataFrame(rows, index=[ids[n] for n in aggregates + bottom],
+                     columns=[ids[b] for b in bottom])
+    df = df.assign(unique_id=df.unique_id.map(ids)).sort_values(["unique_id", "ds"])
+    tags = {"Aggregate": np.array([ids[n] for n in aggregates]),
+            "Bottom": np.array([ids[b] for b in bottom])}
+    return df.reset_index(drop=True), S, tags
+
+
 def synthetic_panel(n_series: int = 100, length: int = 500, seed: int = 0,
                     freq: str = "D") -> pd.DataFrame:
     """Deterministic panel of trend + two seasonalities + AR(1) noise, long format."""

@@ -7,6 +7,7 @@ from ndwork.models.deepnpts import DeepNPTS
 from ndwork.models.dilated_rnn import DilatedRNN
 from ndwork.models.dlinear import DLinear
 from ndwork.models.gru import GRU
+from ndwork.models.hint import HINT
 from ndwork.models.informer import Informer
 from ndwork.models.itransformer import iTransformer
 from ndwork.models.kan import KAN
@@ -37,10 +38,10 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
                                          MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
-                                         StemGNN, TimeMixer)}
+                                         StemGNN, TimeMixer, HINT)}
 
-__all__ = ["BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "GRU", "Informer", "KAN",
-           "LSTM", "MLP", "MLPMultivariate", "MODELS", "NBEATS", "NBEATSx", "NHITS", "NLinear",
-           "PatchTST", "RMoK", "RNN", "SOFTS", "SOFTSSharp", "StemGNN", "TCN", "TSMixer",
-           "TSMixerx", "TiDE", "TimeMixer", "VanillaTransformer", "XLinear", "iTransformer",
-           "xLSTM"]
+__all__ = ["BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "GRU", "HINT", "Informer",
+           "KAN", "LSTM", "MLP", "MLPMultivariate", "MODELS", "NBEATS", "NBEATSx", "NHITS",
+           "NLinear", "PatchTST", "RMoK", "RNN", "SOFTS", "SOFTSSharp", "StemGNN", "TCN",
+           "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "VanillaTransformer", "XLinear",
+           "iTransformer", "xLSTM"]

@@ -156,12 +156,18 @@ def predict_windows(model: BaseModel, params: np.ndarray, batch: dict, shift: np
     elif model.TRAJECTORIES:  # autoregressive sample paths
         paths = trajectories(model, params, batch, np.random.default_rng(model.random_seed))
         raw = model_outputs(model, params, batch, buffers) if loss.return_params else None
-        out = loss.summarize(paths, quantiles, raw, shift, scale)
+        out = loss.summarize(reconciled(model, paths), quantiles, raw, shift, scale)
     else:
         raw = model_outputs(model, params, batch, buffers, windows_per_series)
-        out = loss.forecast(raw, shift, scale, np.random.default_rng(model.random_seed),
-                            quantiles)
+        draws, args = loss.sample(raw, shift, scale, loss.num_samples,
+                                  np.random.default_rng(model.random_seed))
+        out = loss.summarize(reconciled(model, draws), quantiles, args=args)
     return out.astype(active().dtypes.output, copy=False)
+
+
+def reconciled(model, draws: np.ndarray) -> np.ndarray:
+    """Sample draws (W, h, n), reconciled across the hierarchy when the model is HINT."""
+    return model.reconcile(draws) if hasattr(model, "reconcile") else draws
 
 
 def trajectories(model: BaseModel, params: np.ndarray, batch: dict,
@@ -388,6 +394,8 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     backend = backend or LocalSteps()
     if model.MULTIVARIATE:
         check_aligned(model, panel)
+    if hasattr(model, "reconcile"):  # HINT: S's rows are the data's series
+        model.check_series(panel.n_series)
     train_lengths = panel.lengths - val_size - test_size
     train_panel = panel.head(train_lengths) if val_size or test_size else panel
     sampler = WindowSampler(train_panel, train_lengths, *model.windows("train"), model.step_size,
