@@ -238,21 +238,33 @@ def test_fourier_transforms(n, rng):
     check_gradients(ops.sqrt, rng.uniform(0.5, 2, size=(4, 3)))
 
 
-def test_expand_bases(rng):
+def test_expand_bases(kernels, rng):
     """KAN's and RMoK's basis functions: derivatives against finite differences."""
-    from ndwork.nn.kan import WAVELETS, bspline_basis, jacobi_basis, power_basis, silu
+    from ndwork.kernels import kernel
+    from ndwork.nn.kan import silu
 
     x = rng.uniform(-1.2, 1.2, size=(4, 3))
     grid = np.arange(-3, 9) * 0.4 - 1
-    check_gradients(lambda x: ops.expand(x, lambda v: bspline_basis(v, grid, 3)), x)
-    check_gradients(lambda x: ops.expand(x, lambda v: power_basis(v, 4)), x)
-    check_gradients(lambda x: ops.expand(x, lambda v: jacobi_basis(v, 5, 1.0, 1.0)), x)
-    check_gradients(lambda x: ops.expand(x, lambda v: jacobi_basis(v, 3, 0.5, 2.0)), x)
+    check_gradients(lambda x: ops.expand(x, lambda v: kernel("bspline_basis")(v, grid, 3)), x)
+    check_gradients(lambda x: ops.expand(x, lambda v: kernel("power_basis")(v, 4)), x)
+    for a, b in ((1.0, 1.0), (0.5, 2.0)):
+        check_gradients(lambda x, a=a, b=b: ops.expand(
+            x, lambda v: kernel("jacobi_basis")(v, 5, a, b)), x)
     check_gradients(lambda x: ops.expand(x, silu), x)
-    for wavelet in WAVELETS.values():  # (meyer: |x| off its kinks at 0, 1/2 and 1)
-        v = rng.uniform(-1.7, 1.7, size=(4, 3))
-        v = np.where(np.min(np.abs(np.abs(v)[..., None] - [0, 0.5, 1]), -1) < 0.01, 0.3, v)
-        check_gradients(lambda v, w=wavelet: ops.expand(v, w), v)
     # B-splines of order k on a uniform grid sum to one inside it
     inside = rng.uniform(-1, 1, size=(5, 2))
-    np.testing.assert_allclose(bspline_basis(inside, grid, 3)[0].sum(-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(kernel("bspline_basis")(inside, grid, 3)[0].sum(-1), 1.0,
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("wavelet", ["mexican_hat", "morlet", "dog", "meyer", "shannon"])
+def test_wavelet_layer(kernels, wavelet, rng):
+    x = rng.uniform(-1.5, 1.5, size=(4, 3))
+    translation, scale = rng.normal(0, 0.3, size=(2, 3)), rng.uniform(0.6, 1.4, size=(2, 3))
+    weights = rng.normal(size=(3, 2))
+    window = np.hamming(3) if wavelet == "shannon" else np.ones(3)
+    if wavelet == "meyer":  # |s| off its kinks at 0, 1/2 and 1
+        s = np.abs((x[:, None, :] - translation) / scale)
+        assert np.min(np.abs(s[..., None] - [0, 0.5, 1])) > 1e-3, "move the draw off the kinks"
+    check_gradients(lambda x, t, s, w: ops.wavelet_layer(x, t, s, w, wavelet, window), x,
+                    translation, scale, weights)

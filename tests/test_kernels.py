@@ -255,13 +255,42 @@ def test_mlstm_kernels(b, heads, s, d, floor, rng):
         assert_close_f32(got, ref)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kan_bases(dtype, rng):
+    x = rng.uniform(-1.3, 1.3, (17, 5)).astype(dtype)
+    grid = np.arange(-3, 9) * 0.4 - 1
+    for name, args in (("bspline_basis", (grid, 3)), ("bspline_basis", (grid[1:-1], 2)),
+                       ("power_basis", (4,)), ("jacobi_basis", (6, 1.0, 1.0)),
+                       ("jacobi_basis", (3, 0.5, 2.0))):
+        (values, slopes), (values_ref, slopes_ref) = both(name, x, *args)
+        assert values.dtype == dtype and values.shape == values_ref.shape
+        assert_close_f32(values, values_ref)
+        assert_close_f32(slopes, slopes_ref)
+
+
+@pytest.mark.parametrize("wavelet", [0, 1, 2, 3, 4])
+def test_wavelet_layer_kernels(wavelet, rng):
+    x = rng.uniform(-2, 2, (9, 6)).astype(np.float32)
+    translation = rng.normal(0, 0.3, (4, 6)).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, (4, 6)).astype(np.float32)
+    weights, window = rng.normal(size=(6, 4)).astype(np.float32), np.hamming(6).astype(np.float32)
+    args = (x, translation, scale, weights, window, wavelet)
+    y, y_ref = both("wavelet_layer_forward", *args)
+    assert_close_f32(y, y_ref)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    for got, ref in zip(*both("wavelet_layer_backward", *args, dy), strict=True):
+        assert got.dtype == np.float32
+        assert_close_f32(got, ref)
+
+
 def test_every_kernel_has_a_reference_and_a_test():
     # "nll": tests/test_probabilistic.py
     tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
               "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "nll", "maxpool",
               "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics",
               "round_bf16", "round_fp16", "widen_bf16", "widen_fp16",
-              "bf16_weights_matmul"}  # test_precision.py
+              "bf16_weights_matmul",  # test_precision.py
+              "bspline_basis", "power_basis", "jacobi_basis", "wavelet_layer"}
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref
         assert name.removesuffix("_forward").removesuffix("_backward") in tested, name

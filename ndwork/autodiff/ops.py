@@ -18,6 +18,7 @@ from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
 from ndwork.kernels import gemm, kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
+from ndwork.kernels.kan import WAVELETS
 from ndwork.kernels.precision import to_low
 
 BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5, "causal_conv1d": 2.0,
@@ -310,6 +311,19 @@ def expand(x: Tensor, function) -> Tensor:
     y, slope = function(x.data)
     extra = tuple(range(x.data.ndim, y.ndim))
     return Tensor(y, (x,), lambda g: ((g * slope).sum(axis=extra) if extra else g * slope,))
+
+
+@_profiled
+def wavelet_layer(x: Tensor, translation: Tensor, scale: Tensor, weights: Tensor, wavelet: str,
+                  window: np.ndarray) -> Tensor:
+    """RMoK's wavelet KAN, fused: x (R, I), translation and scale (O, I), weights (I, O)
+    -> y (R, O), y[r, o] = sum_i weights[i, o] window[i] psi((x[r, i] - translation[o, i])
+    / scale[o, i]) (ndwork.kernels.kan's wavelets)."""
+    code = WAVELETS.index(wavelet)
+    args = (translation.data, scale.data, weights.data, window, code)
+    y = kernel("wavelet_layer_forward")(x.data, *args)
+    return Tensor(y, (x, translation, scale, weights),
+                  lambda g: kernel("wavelet_layer_backward")(x.data, *args, g))
 
 
 @_profiled

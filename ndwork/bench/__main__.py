@@ -1,5 +1,5 @@
-"""python -m ndwork.bench SUITE [--quick] [--out DIR]: run a benchmark suite, print its
-table and write DIR/SUITE.json."""
+"""python -m ndwork.bench SUITE [--quick] [--only TEXT] [--out DIR]: run a benchmark
+suite, print its table and write DIR/SUITE.json (DIR/SUITE-TEXT.json with --only)."""
 
 import argparse
 import importlib
@@ -15,12 +15,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ndwork.bench", description=__doc__)
     parser.add_argument("suite", choices=SUITES)
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--only", help="peers: only the configurations whose name contains "
+                                        "this text (e.g. panel7)")
     parser.add_argument("--out", default="results", help="folder for the JSON results")
     args = parser.parse_args(argv)
     module = importlib.import_module(f"ndwork.bench.{args.suite}")
-    results = module.run(quick=args.quick)
+    if args.only and args.suite != "peers":
+        parser.error("--only selects configurations of the peers suite")
+    results = module.run(quick=args.quick, **({"only": args.only} if args.only else {}))
     print(module.render(results))
-    print(f"\nwrote {write(args.suite, results, args.out)}")
+    name = f"{args.suite}-{args.only}" if args.only else args.suite
+    print(f"\nwrote {write(name, results, args.out)}")
 
 
 if __name__ == "__main__":

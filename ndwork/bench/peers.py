@@ -18,14 +18,18 @@ import numpy as np
 
 import ndwork
 from ndwork.bench.common import latencies, table
-from ndwork.datasets import air_passengers, synthetic_panel
+from ndwork.datasets import air_passengers, synthetic_panel, us_employment
 
 THREADS = 2
 # the datasets: (frame, freq, h, input_size); the panel is the recurrent issue's
 # "128-series panel (h=24, input 96)"
 DATASETS = {"air": (air_passengers, "MS", 12, 24),
             "synthetic": (lambda: synthetic_panel(64, 600, seed=0), "D", 12, 24),
-            "panel128": (lambda: synthetic_panel(128, 600, seed=0), "D", 24, 96)}
+            "panel128": (lambda: synthetic_panel(128, 600, seed=0), "D", 24, 96),
+            # the multivariate issue's: a 7-series aligned panel (h=24, input 96) for
+            # speed, a public aligned panel (22 series of 120 months) for accuracy
+            "panel7": (lambda: synthetic_panel(7, 600, seed=0), "D", 24, 96),
+            "employment": (us_employment, "MS", 12, 24)}
 # (name, model, hyper-parameters, dataset, steps): defaults at 1,024 windows a step are
 # compute-bound; small networks at 64 windows on AirPassengers are overhead-bound.
 CONFIGS = [
@@ -56,6 +60,13 @@ CONFIGS = [
     # the probabilistic models at NeuralForecast's defaults (DeepAR: StudentT, 100 paths)
     ("DeepAR default", "DeepAR", {}, "air", 60),
     ("DeepNPTS default", "DeepNPTS", {}, "air", 200),
+    # the multivariate models at NeuralForecast's defaults: speed on 7 aligned series,
+    # accuracy on a public panel of 22 (and KAN, univariate, beside them)
+    *[(f"{m} panel7", m, {}, "panel7", 100) for m in ("TSMixer", "TSMixerx", "MLPMultivariate",
+                                                      "TimeMixer", "SOFTS", "RMoK")],
+    *[(f"{m} employment", m, {}, "employment", 200)
+      for m in ("TSMixer", "TSMixerx", "MLPMultivariate", "TimeMixer", "SOFTS", "SOFTSSharp",
+                "RMoK", "XLinear", "StemGNN", "KAN")],
 ]
 # trained in bf16 too: ndwork's precision="bf16" against NeuralForecast's "bf16-mixed"
 BF16_CONFIGS = ("MLP default", "NHITS default")
@@ -76,12 +87,19 @@ def _mae(fcst, test, column) -> float:
     return float(np.abs(merged[column] - merged["y"]).mean())
 
 
+def _multivariate(model_name: str, train) -> dict:
+    """n_series for a multivariate model (the same flag on both sides)."""
+    from ndwork.models import MODELS
+
+    return {"n_series": train.unique_id.nunique()} if MODELS[model_name].MULTIVARIATE else {}
+
+
 def _fit_ndwork(model_name, kwargs, steps, train, freq, h, input_size, seed=1):
     from ndwork import NeuralForecast
     from ndwork.models import MODELS
 
     model = MODELS[model_name](h=h, input_size=input_size, max_steps=steps, scaler_type="standard",
-                               random_seed=seed, **kwargs)
+                               random_seed=seed, **kwargs, **_multivariate(model_name, train))
     nf = NeuralForecast([model], freq)
     start = time.perf_counter()
     nf.fit(train, verbose=False)
@@ -94,7 +112,8 @@ def _fit_neuralforecast(model_name, kwargs, steps, train, freq, h, input_size, s
 
     cls = getattr(neuralforecast.models, model_name)
     model = cls(h=h, input_size=input_size, max_steps=steps, scaler_type="standard",
-                random_seed=seed, **kwargs, **{**NF_TRAINER, **trainer})
+                random_seed=seed, **kwargs, **_multivariate(model_name, train),
+                **{**NF_TRAINER, **trainer})
     nf = neuralforecast.NeuralForecast(models=[model], freq=freq)
     start = time.perf_counter()
     nf.fit(train)
@@ -113,8 +132,9 @@ def _measure(fit, model_name, kwargs, steps, data, repeat):
         maes.append(_mae(nf.predict(), test, model_name))
         time.sleep(0.3)  # let BLAS and OpenMP threads that spin after work go idle
     mae = statistics.mean(maes)
-    one = fit(model_name, kwargs, 5, train[train.unique_id == train.unique_id[0]], freq, h,
-              input_size)[0]
+    if not _multivariate(model_name, train):  # latency of one series' forecast
+        train = train[train.unique_id == train.unique_id[0]]
+    one = fit(model_name, kwargs, 5, train, freq, h, input_size)[0]  # (a multivariate: all)
     lat = latencies(one.predict, calls=100)
     return {"fit_s": statistics.median(times), "steps_per_s": steps / statistics.median(times),
             "mae": mae, "predict_ms": lat["median_s"] * 1e3, "predict_p99_ms": lat["p99_s"] * 1e3}
@@ -143,9 +163,10 @@ def _measure_peer(model_name, kwargs, steps, data, repeat, trainer):
                     data, repeat)
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, only: str | None = None) -> dict:
     """NeuralForecast runs in a process of its own, as its users run it: no state of one
-    library (ndwork's allocator settings, torch's thread pools) reaches the other."""
+    library (ndwork's allocator settings, torch's thread pools) reaches the other.
+    only: run the configurations whose name contains it."""
     try:
         import torch
     except ImportError as e:
@@ -162,6 +183,8 @@ def run(quick: bool = False) -> dict:
                                        trainer).result()
 
         for name, model_name, kwargs, data, steps in CONFIGS:
+            if only and only not in name:
+                continue
             steps = max(10, steps // 10) if quick else steps
             with ndwork.optimizations(threads=THREADS):
                 ours = _measure(_fit_ndwork, model_name, kwargs, steps, data, repeat)

@@ -8,6 +8,7 @@ from ndwork.config import active
 from ndwork.kernels import (
     activations,
     convolution,
+    kan,
     likelihoods,
     linear,
     losses,
@@ -22,8 +23,8 @@ from ndwork.kernels import (
 )
 
 REGISTRY: dict[str, tuple] = {}
-for _module in (activations, convolution, likelihoods, linear, losses, noise, normalization, optim, pooling,
-                precision, recurrent, scalers, xlstm):
+for _module in (activations, convolution, kan, likelihoods, linear, losses, noise, normalization,
+                optim, pooling, precision, recurrent, scalers, xlstm):
     REGISTRY.update(_module.KERNELS)
 
 

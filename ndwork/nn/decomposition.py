@@ -3,6 +3,8 @@ and TimeMixer's top-k Fourier split."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ndwork.autodiff import ops
@@ -10,13 +12,21 @@ from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
 
 
-def moving_average_matrix(length: int, window: int) -> np.ndarray:
-    """(length, length) matrix A with x @ A = the edge-padded moving average of x."""
+def moving_average_matrix(length: int, window: int, dtype=None) -> np.ndarray:
+    """(length, length) matrix A with x @ A = the edge-padded moving average of x
+    (read-only: cached, every forward of a decomposing model reads it)."""
+    return _moving_average_matrix(length, window, np.dtype(dtype or active().dtypes.compute))
+
+
+@functools.lru_cache(maxsize=64)
+def _moving_average_matrix(length: int, window: int, dtype: np.dtype) -> np.ndarray:
     half = (window - 1) // 2
-    matrix = np.zeros((length, length), dtype=active().dtypes.compute)
-    for t in range(length):
-        for j in range(t - half, t + half + 1):
-            matrix[min(max(j, 0), length - 1), t] += 1.0 / window
+    t = np.arange(length)
+    sources = np.clip(t[None, :] + np.arange(-half, half + 1)[:, None], 0, length - 1)
+    matrix = np.zeros((length, length))
+    np.add.at(matrix, (sources, np.broadcast_to(t, sources.shape)), 1.0 / window)
+    matrix = matrix.astype(dtype)
+    matrix.flags.writeable = False
     return matrix
 
 
@@ -30,8 +40,8 @@ def check_window(window: int, name: str = "moving_avg") -> int:
 def moving_average_split(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     """x (B, T, C) -> (remainder, trend): NeuralForecast's SeriesDecomp over time, the
     ends repeated (window - 1) / 2 times."""
-    matrix = moving_average_matrix(x.shape[1], window).T.astype(x.data.dtype)
-    trend = ops.matmul(ops.constant(np.ascontiguousarray(matrix)), x)
+    matrix = _moving_average_matrix(x.shape[1], window, np.dtype(x.data.dtype)).T
+    trend = ops.matmul(ops.constant(matrix), x)
     return ops.sub(x, trend), trend
 
 

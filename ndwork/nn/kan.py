@@ -1,7 +1,7 @@
 """Kolmogorov-Arnold layers: learnt functions of each input as weighted sums of basis
 functions, as NeuralForecast's KAN (B-splines) and RMoK (Taylor, Jacobi, wavelet
-experts) define them. Each basis returns its values and their derivatives together
-(exactly what autodiff of NeuralForecast's recursions gives); ops.expand applies it.
+experts) define them. The bases are kernels (ndwork.kernels.kan) that return their
+values and derivatives together; ops.expand applies them.
 """
 
 from __future__ import annotations
@@ -11,96 +11,14 @@ import math
 import numpy as np
 
 from ndwork.autodiff import ops
+from ndwork.kernels import kernel
+from ndwork.kernels.kan import WAVELETS
 from ndwork.nn import BatchNorm, Linear, ParameterSpec
 
 
 def silu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sig = 1 / (1 + np.exp(-x))
     return x * sig, sig * (1 + x * (1 - sig))
-
-
-def bspline_basis(x: np.ndarray, grid: np.ndarray, order: int):
-    """x (..., I), knots grid (M,) -> the M - order - 1 B-splines of `order` at x,
-    (..., I, M - order - 1), by Cox-de Boor's recursion (half-open order-0 intervals)."""
-    x = x[..., None]
-    b = ((x >= grid[:-1]) & (x < grid[1:])).astype(x.dtype)
-    db = np.zeros_like(b)
-    for k in range(1, order + 1):
-        left_span, right_span = grid[k:-1] - grid[:-(k + 1)], grid[k + 1:] - grid[1:-k]
-        left, right = (x - grid[:-(k + 1)]) / left_span, (grid[k + 1:] - x) / right_span
-        b, db = (left * b[..., :-1] + right * b[..., 1:],
-                 b[..., :-1] / left_span + left * db[..., :-1]
-                 - b[..., 1:] / right_span + right * db[..., 1:])
-    return b.astype(x.dtype), db.astype(x.dtype)
-
-
-def power_basis(x: np.ndarray, order: int):
-    """x (..., I) -> x^0 .. x^(order - 1) (..., I, order)."""
-    powers = np.arange(order)
-    values = (x[..., None] ** powers).astype(x.dtype)
-    slopes = np.zeros_like(values)
-    slopes[..., 1:] = powers[1:] * x[..., None] ** (powers[1:] - 1)
-    return values, slopes
-
-
-def jacobi_basis(x: np.ndarray, degree: int, a: float, b: float):
-    """x (..., I) -> the Jacobi polynomials P_0 .. P_degree (alpha = a, beta = b) of
-    tanh(x), (..., I, degree + 1), by NeuralForecast's three-term recurrence."""
-    t = np.tanh(x)
-    values = np.ones((*x.shape, degree + 1), x.dtype)
-    slopes = np.zeros_like(values)  # in t
-    if degree > 0:
-        values[..., 1] = (a - b + (a + b + 2) * t) / 2
-        slopes[..., 1] = (a + b + 2) / 2
-    for i in range(2, degree + 1):
-        k0 = (2 * i + a + b) * (2 * i + a + b - 1) / (2 * i * (i + a + b))
-        k1 = (2 * i + a + b - 1) * (a * a - b * b) / (2 * i * (i + a + b) * (2 * i + a + b - 2))
-        k2 = (i + a - 1) * (i + b - 1) * (2 * i + a + b) / (i * (i + a + b) * (2 * i + a + b - 2))
-        values[..., i] = (k0 * t + k1) * values[..., i - 1] - k2 * values[..., i - 2]
-        slopes[..., i] = (k0 * values[..., i - 1] + (k0 * t + k1) * slopes[..., i - 1]
-                          - k2 * slopes[..., i - 2])
-    return values, slopes * (1 - t * t)[..., None]
-
-
-def _mexican_hat(s):
-    c = 2 / (math.sqrt(3) * math.pi ** 0.25)
-    g = np.exp(-0.5 * s * s)
-    return c * (s * s - 1) * g, c * s * g * (3 - s * s)
-
-
-def _morlet(s):
-    g = np.exp(-0.5 * s * s)
-    return np.cos(5 * s) * g, -g * (5 * np.sin(5 * s) + s * np.cos(5 * s))
-
-
-def _dog(s):
-    g = np.exp(-0.5 * s * s)
-    return -s * g, (s * s - 1) * g
-
-
-def _meyer(s):
-    v = np.abs(s)
-    t = 2 * v - 1
-    nu = t ** 4 * (35 - 84 * t + 70 * t ** 2 - 20 * t ** 3)
-    dnu = 2 * (140 * t ** 3 - 420 * t ** 4 + 420 * t ** 5 - 140 * t ** 6)  # in v
-    inner = (v > 0.5) & (v < 1)
-    aux = np.where(v <= 0.5, 1.0, np.where(inner, np.cos(math.pi / 2 * nu), 0.0))
-    daux = np.where(inner, -np.sin(math.pi / 2 * nu) * math.pi / 2 * dnu, 0.0)
-    value = np.sin(math.pi * v) * aux
-    slope = np.sign(s) * (math.pi * np.cos(math.pi * v) * aux + np.sin(math.pi * v) * daux)
-    return value.astype(s.dtype), slope.astype(s.dtype)
-
-
-def _shannon(s):
-    """sinc(s / pi) = sin(s) / s (1 at 0); the Hamming window is applied by the layer."""
-    safe = np.where(s == 0, 1.0, s)
-    value = np.where(s == 0, 1.0, np.sin(safe) / safe)
-    slope = np.where(s == 0, 0.0, (safe * np.cos(safe) - np.sin(safe)) / (safe * safe))
-    return value.astype(s.dtype), slope.astype(s.dtype)
-
-
-WAVELETS = {"mexican_hat": _mexican_hat, "morlet": _morlet, "dog": _dog, "meyer": _meyer,
-            "shannon": _shannon}
 
 
 def _kaiming_uniform_bound(fan_in: int, a: float) -> float:
@@ -130,7 +48,7 @@ class KANLinear:
             noise = (rng.uniform(size=(grid_size + 1, in_features, out_features)) - 0.5) \
                 * scale_noise / grid_size
             points = np.repeat(self.grid[spline_order:-spline_order, None], in_features, axis=1)
-            basis = bspline_basis(points, self.grid, spline_order)[0].transpose(1, 0, 2)
+            basis = kernel("bspline_basis")(points, self.grid, spline_order)[0].transpose(1, 0, 2)
             coeffs = np.stack([np.linalg.lstsq(basis[i], noise[:, i], rcond=None)[0]
                                for i in range(in_features)], axis=1)  # (K, I, O)
             return coeffs * (1.0 if standalone_scale_spline else scale_spline)
@@ -149,8 +67,7 @@ class KANLinear:
         if self.spline_scaler:
             coeffs = ops.mul(coeffs, ops.transpose(p[self.spline_scaler], (1, 0)))
         coeffs = ops.reshape(ops.transpose(coeffs, (1, 0, 2)), (self.in_features * self.k, -1))
-        grid = self.grid.astype(x.data.dtype)
-        basis = ops.expand(x, lambda v: bspline_basis(v, grid, self.order))
+        basis = ops.expand(x, lambda v: kernel("bspline_basis")(v, self.grid, self.order))
         spline = ops.linear(ops.reshape(basis, (x.shape[0], -1)), coeffs, None)
         return ops.add(base, spline)
 
@@ -166,7 +83,7 @@ class TaylorKANLayer:
         self.order = order
 
     def __call__(self, p, x):
-        basis = ops.expand(x, lambda v: power_basis(v, self.order))  # (R, I, order)
+        basis = ops.expand(x, lambda v: kernel("power_basis")(v, self.order))  # (R, I, order)
         weight = ops.reshape(ops.transpose(p[self.coeffs], (1, 2, 0)), (-1, p[self.coeffs].shape[0]))
         return ops.linear(ops.reshape(basis, (x.shape[0], -1)), weight,
                           p[self.bias] if self.bias else None)
@@ -182,7 +99,7 @@ class JacobiKANLayer:
         self.degree, self.a, self.b = degree, a, b
 
     def __call__(self, p, x):
-        basis = ops.expand(x, lambda v: jacobi_basis(v, self.degree, self.a, self.b))
+        basis = ops.expand(x, lambda v: kernel("jacobi_basis")(v, self.degree, self.a, self.b))
         coeffs = p[self.coeffs]
         weight = ops.reshape(ops.transpose(coeffs, (0, 2, 1)), (-1, coeffs.shape[1]))
         return ops.linear(ops.reshape(basis, (x.shape[0], -1)), weight, None)
@@ -209,14 +126,12 @@ class WaveKANLayer:
         self.wavelet = wavelet
 
     def __call__(self, p, x, training):
-        r, n_in = x.shape
-        scaled = ops.divide(ops.sub(ops.reshape(x, (r, 1, n_in)), p[self.translation]),
-                            p[self.scale])  # (R, O, I)
-        psi = ops.expand(scaled, WAVELETS[self.wavelet])
-        if self.wavelet == "shannon":  # torch.hamming_window(I, periodic=False)
-            window = np.hamming(n_in).astype(x.data.dtype) if n_in > 1 else np.ones(1, x.data.dtype)
-            psi = ops.mul(psi, ops.constant(window))
-        out = ops.total(ops.mul(psi, ops.transpose(p[self.weights], (1, 0))), axis=2)
+        n_in = x.shape[1]
+        window = np.ones(n_in, x.data.dtype)
+        if self.wavelet == "shannon" and n_in > 1:  # torch.hamming_window(I, periodic=False)
+            window = np.hamming(n_in).astype(x.data.dtype)
+        out = ops.wavelet_layer(x, p[self.translation], p[self.scale], p[self.weights],
+                                self.wavelet, window)
         return self.bn(p, out, training)
 
 
