@@ -268,3 +268,12 @@ def test_wavelet_layer(kernels, wavelet, rng):
         assert np.min(np.abs(s[..., None] - [0, 0.5, 1])) > 1e-3, "move the draw off the kinks"
     check_gradients(lambda x, t, s, w: ops.wavelet_layer(x, t, s, w, wavelet, window), x,
                     translation, scale, weights)
+
+
+def test_along(kernels, rng):
+    matrix = rng.normal(size=(5, 4))
+    check_gradients(lambda x: ops.along(x, matrix, 1), rng.normal(size=(3, 4, 2)))
+    check_gradients(lambda x: ops.along(x, matrix, -1), rng.normal(size=(2, 4)))
+    x = rng.normal(size=(3, 4, 2))
+    np.testing.assert_allclose(ops.along(Tensor(x), matrix, 1).data,
+                               np.einsum("ts,bsc->btc", matrix, x))

@@ -197,6 +197,15 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 
 @_profiled
+def along(x: Tensor, matrix: np.ndarray, axis: int) -> Tensor:
+    """The constant linear map y = matrix @ x along one axis of x (a moving average over
+    time): one GEMM through numpy's tensordot, whatever the other axes."""
+    y = np.moveaxis(np.tensordot(x.data, matrix, axes=([axis], [1])), -1, axis)
+    return Tensor(y, (x,), lambda g: (np.moveaxis(np.tensordot(g, matrix, axes=([axis], [0])),
+                                                  -1, axis),))
+
+
+@_profiled
 def maximum(a: Tensor, b: Tensor) -> Tensor:
     """Elementwise max; the gradient goes to the larger operand (to a on ties)."""
     pick_a = a.data >= b.data

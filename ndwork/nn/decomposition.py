@@ -41,7 +41,7 @@ def moving_average_split(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     """x (B, T, C) -> (remainder, trend): NeuralForecast's SeriesDecomp over time, the
     ends repeated (window - 1) / 2 times."""
     matrix = _moving_average_matrix(x.shape[1], window, np.dtype(x.data.dtype)).T
-    trend = ops.matmul(ops.constant(matrix), x)
+    trend = ops.along(x, matrix, axis=1)
     return ops.sub(x, trend), trend
 
 
