@@ -22,7 +22,7 @@ from ndwork.data.frames import is_polars, to_pandas, to_polars
 from ndwork.data.local_scalers import LocalScaling, check_scaler_type
 from ndwork.kernels.gemm import quiet_numpy_blas
 from ndwork.losses import HuberQLoss, QuantileLoss
-from ndwork.models import HINT, MODELS, BaseModel
+from ndwork.models import HINT, MODELS, WRAPPERS, BaseModel, model_class
 from ndwork.models.rnn import Recursive
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
@@ -1048,10 +1048,10 @@ class NeuralForecast:
                 f"{__version__}. Load it with that version or retrain.")
         models, states = [], []
         for i, entry in enumerate(meta["models"]):
-            if entry.get("class") not in MODELS:
+            if entry.get("class") not in MODELS | WRAPPERS:
                 raise checkpoint.CheckpointError(f"checkpoint model class {entry.get('class')!r} "
                                                  f"is not an ndwork model.")
-            model = MODELS[entry["class"]](**entry["hyperparameters"])
+            model = model_class(entry["class"])(**entry["hyperparameters"])
             state = initial_state(model)
             size = state.params.size
             expected = {"params": (size,), **{f"optimizer.{k}": (size,)

@@ -75,9 +75,9 @@ class RankSteps:
 @functools.lru_cache(maxsize=8)
 def _model(class_name: str, hyperparameters: str):
     """The model rebuilt on a worker, once per worker and configuration."""
-    from ndwork.models import MODELS
+    from ndwork.models import model_class
 
-    return MODELS[class_name](**json.loads(hyperparameters))
+    return model_class(class_name)(**json.loads(hyperparameters))
 
 
 def _rank_gradient(model_key, switches, params, buffers, panel, starts, positions, step,

@@ -38,10 +38,18 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
                                          MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
-                                         StemGNN, TimeMixer, HINT)}
+                                         StemGNN, TimeMixer)}
+# wrappers of another model (their own constructor): rebuilt from checkpoints by name too
+WRAPPERS = {"HINT": HINT}
+
+
+def model_class(name: str) -> type:
+    """The model or wrapper class of a checkpoint's or a task's class name."""
+    return MODELS[name] if name in MODELS else WRAPPERS[name]
+
 
 __all__ = ["BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "GRU", "HINT", "Informer",
            "KAN", "LSTM", "MLP", "MLPMultivariate", "MODELS", "NBEATS", "NBEATSx", "NHITS",
            "NLinear", "PatchTST", "RMoK", "RNN", "SOFTS", "SOFTSSharp", "StemGNN", "TCN",
-           "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "VanillaTransformer", "XLinear",
-           "iTransformer", "xLSTM"]
+           "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "VanillaTransformer", "WRAPPERS",
+           "XLinear", "iTransformer", "model_class", "xLSTM"]

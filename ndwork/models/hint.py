@@ -68,10 +68,10 @@ class HINT:
     """
 
     def __init__(self, h: int, S, model, reconciliation: str, alias: str | None = None):
-        from ndwork.models import MODELS
+        from ndwork.models import model_class
 
         if isinstance(model, dict):  # a checkpoint's {"class", "hyperparameters"}
-            model = MODELS[model["class"]](**model["hyperparameters"])
+            model = model_class(model["class"])(**model["hyperparameters"])
         if model.h != h:
             raise ValueError(f"HINT(h={h}) wraps a model with h={model.h}; give both the same "
                              f"horizon.")
