@@ -4,6 +4,7 @@ JSON artifact the notebook wrote, not only on the absence of errors."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 papermill = pytest.importorskip("papermill")
@@ -16,6 +17,7 @@ SMOKE = {
     "04_flash_attention": dict(lengths=[64, 128]),
     "05_distributed": dict(workers=2, steps=6),
     "07_probabilistic": dict(max_steps=10, n_paths=20),
+    "08_multivariate": dict(max_steps=10),
 }
 
 
@@ -119,3 +121,13 @@ def test_probabilistic(tmp_path):
     assert all(0 <= c <= 100 for levels in out["coverage"].values() for c in levels.values())
     assert all(v > 0 for v in out["crps"].values())
     assert out["rows"] == 22 * 12 and out["paths"] == 22 * 12 * 20
+
+
+def test_multivariate(tmp_path):
+    out = run("08_multivariate", tmp_path, **SMOKE["08_multivariate"])
+    assert set(out["mae"]) == {"TSMixer", "TimeMixer", "RMoK", "XLinear", "MLP"}
+    assert all(np.isfinite(v) and v > 0 for v in out["mae"].values())
+    assert out["rows"] == 22 * 12
+    hint = out["hint"]
+    assert hint["BottomUp"]["incoherence"] <= 1e-5 and hint["MinTraceOLS"]["incoherence"] <= 1e-5
+    assert hint["Identity"]["incoherence"] > 1e-4  # reconciliation is what makes them add up

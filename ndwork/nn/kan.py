@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import expit
 
 from ndwork.autodiff import ops
 from ndwork.kernels import kernel
@@ -17,7 +18,8 @@ from ndwork.nn import BatchNorm, Linear, ParameterSpec
 
 
 def silu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sig = 1 / (1 + np.exp(-x))
+    """x sigmoid(x) and its derivative (the sigmoid without overflow)."""
+    sig = expit(x)
     return x * sig, sig * (1 + x * (1 - sig))
 
 
