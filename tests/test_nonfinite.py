@@ -130,10 +130,25 @@ def xlstm_cases(rng):
     yield "mlstm_backward", (q, k, v, gates, gates + 1, poisoned(rng, q.shape))
 
 
+def kan_cases(rng):
+    grid = np.arange(-3, 9) * 0.4 - 1
+    yield "bspline_basis", (poisoned(rng, (4, 5)), grid, 3)
+    yield "power_basis", (poisoned(rng, (4, 5)), 4)
+    yield "jacobi_basis", (poisoned(rng, (4, 5)), 5, 1.0, 1.0)
+    translation = rng.normal(0, 0.3, (3, 5)).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, (3, 5)).astype(np.float32)
+    weights, window = rng.normal(size=(5, 3)).astype(np.float32), np.ones(5, np.float32)
+    for code in range(5):
+        yield "wavelet_layer_forward", (poisoned(rng, (6, 5)), translation, scale, weights,
+                                        window, code)
+    yield "wavelet_layer_backward", (rng.normal(size=(6, 5)).astype(np.float32), translation,
+                                     scale, weights, window, 0, poisoned(rng, (6, 3)))
+
+
 def cases():
     rng = np.random.default_rng(0)
     found = [c for make in (activation_cases, linear_cases, loss_cases, other_cases,
-                            recurrent_cases, convolution_cases, xlstm_cases)
+                            recurrent_cases, convolution_cases, xlstm_cases, kan_cases)
              for c in make(rng)]
     return [pytest.param(name, args, id=f"{name}-{i}") for i, (name, args) in enumerate(found)]
 

@@ -211,8 +211,8 @@ def _psi(s, g, code):
         return -s * g, (s * s - 1) * g
     if code == 3:
         v = abs(s)
-        if v >= 1.0:
-            return 0.0, 0.0
+        if v >= 1.0:  # 0, but NaN at an infinite s, as the reference's sin(inf) * 0
+            return math.sin(math.pi * v) * 0.0, math.cos(math.pi * v) * 0.0
         sign = 1.0 if s > 0 else (-1.0 if s < 0 else 0.0)
         if v <= 0.5:
             return math.sin(math.pi * v), sign * math.pi * math.cos(math.pi * v)
