@@ -12,7 +12,7 @@ def test_every_neuralforecast_option_is_an_ndwork_option():
     import neuralforecast.models
 
     shared = sorted(set(MODELS) & set(neuralforecast.models.__all__))
-    assert len(shared) == 20
+    assert len(shared) == 30
     missing = {}
     for name in shared:
         theirs = set(inspect.signature(getattr(neuralforecast.models, name).__init__).parameters)
@@ -23,13 +23,21 @@ def test_every_neuralforecast_option_is_an_ndwork_option():
     assert not missing, f"options NeuralForecast has and ndwork does not: {missing}"
 
 
-@pytest.mark.parametrize("name", ["MLP", "NHITS", "LSTM"])
+@pytest.mark.parametrize("name", ["MLP", "NHITS", "LSTM", "KAN", "TSMixer", "TSMixerx",
+                                  "MLPMultivariate", "SOFTS", "SOFTSSharp", "TimeMixer",
+                                  "StemGNN", "RMoK", "XLinear"])
 def test_neuralforecast_defaults_are_ndwork_defaults(name):
-    """The training options' defaults agree (those both define)."""
+    """The training options' defaults agree (those both define), and the architecture's."""
     import neuralforecast.models
 
     theirs = inspect.signature(getattr(neuralforecast.models, name).__init__).parameters
-    model = MODELS[name](h=12, input_size=24)
+    model = MODELS[name](h=12, input_size=24, **({"n_series": 4} if MODELS[name].MULTIVARIATE
+                                                 else {}))
+    architecture = {k: (getattr(model, k), p.default) for k, p in theirs.items()
+                    if k in MODELS[name]._architecture_names() and k not in ("h", "input_size")
+                    and p.default is not inspect.Parameter.empty
+                    and getattr(model, k) != p.default}
+    assert not architecture, architecture
     differ = {k: (getattr(model, k), p.default) for k, p in theirs.items()
               if k in TRAINING_DEFAULTS and k not in ("loss", "valid_loss", "optimizer",
                                                        "lr_scheduler", "futr_exog_list",

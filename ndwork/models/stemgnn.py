@@ -85,7 +85,7 @@ class StemGNN(BaseModel):
 
     MULTIVARIATE = True
     DEFAULTS = dict(windows_batch_size=32, inference_windows_batch_size=32,
-                    scaler_type="robust")
+                    scaler_type="robust", num_lr_decays=3)
 
     def __init__(self, h: int, input_size: int, n_series: int, n_stacks: int = 2,
                  multi_layer: int = 5, dropout_rate: float = 0.5, leaky_rate: float = 0.2,
