@@ -154,8 +154,10 @@ def test_series_mix(cls):
     changed.loc[first, "y"] += np.random.default_rng(0).normal(0, 5, int(first.sum())).astype(
         np.float32)
     keep = nf.predict().unique_id == "s1"
-    assert not np.allclose(nf.predict()[cls.__name__][keep],
-                           nf.predict(df=changed)[cls.__name__][keep])
+    before = nf.predict()[cls.__name__][keep].to_numpy()
+    after = nf.predict(df=changed)[cls.__name__][keep].to_numpy()
+    # beyond float32 rounding (StemGNN's graph moves s1 by about 1e-5 of its level here)
+    assert np.abs(after - before).max() > 1e-6 * np.abs(before).max()
 
 
 def test_without_mixing_series_stay_apart():
