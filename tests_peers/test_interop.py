@@ -148,3 +148,28 @@ def test_hint_reconciliation_matrices_are_neuralforecasts(reconciliation):
     theirs = {"BottomUp": hint.get_bottomup_P, "MinTraceOLS": hint.get_mintrace_ols_P,
               "MinTraceWLS": hint.get_mintrace_wls_P}[reconciliation](S)
     np.testing.assert_allclose(RECONCILIATIONS[reconciliation](S), theirs, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SECOND if n != "KAN"))
+def test_multivariate_quantile_outputs_match_neuralforecast(name, panel, tmp_path):
+    """With several outputs per step (MQLoss) NeuralForecast's multivariate forecast
+    (W, h, N * Q) is split series-major; ndwork reads it the same way."""
+    import neuralforecast
+    import neuralforecast.models
+    from neuralforecast.losses.pytorch import MQLoss
+
+    peer = getattr(neuralforecast.models, name)(
+        h=H, input_size=INPUT, n_series=2, max_steps=2, scaler_type="robust",
+        loss=MQLoss(level=[80]), valid_loss=MQLoss(level=[80]), **NF_QUIET)
+    nf = neuralforecast.NeuralForecast([peer], freq="MS")
+    nf.fit(panel)
+    expected = nf.predict()
+    nf.save(str(tmp_path / "nf"), overwrite=True)
+    got = from_neuralforecast(tmp_path / "nf").predict()
+    columns = [c for c in expected.columns if c.startswith(name)]
+    assert len(columns) == 3 and columns == [c for c in got.columns if c.startswith(name)]
+    # ndwork sorts each step's quantiles so they never cross (README); NF's may, untrained
+    ordered = [f"{name}-lo-80", f"{name}-median", f"{name}-hi-80"]
+    theirs, mine = np.sort(expected[ordered].to_numpy(), axis=1), got[ordered].to_numpy()
+    error = np.abs(mine - theirs).max() / np.abs(theirs).max()
+    assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"
