@@ -173,3 +173,58 @@ def test_multivariate_quantile_outputs_match_neuralforecast(name, panel, tmp_pat
     theirs, mine = np.sort(expected[ordered].to_numpy(), axis=1), got[ordered].to_numpy()
     error = np.abs(mine - theirs).max() / np.abs(theirs).max()
     assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("name", ["MLPMultivariate", "XLinear"])
+def test_training_steps_on_neuralforecasts_batches_match_its_losses(name, monkeypatch):
+    """NeuralForecast's training batches (captured), replayed through ndwork's loss,
+    gradient and Adam from NeuralForecast's initial weights: the same losses, step by
+    step. (NeuralForecast's batches hold the series in a new random order each step; an
+    ndwork fit keeps their order: README.)"""
+    import neuralforecast
+    import neuralforecast.models
+
+    from ndwork.interop import torch_to_ndwork
+    from ndwork.models import MODELS
+    from ndwork.training.trainer import initial_state, loss_and_grad
+
+    df = air_passengers()
+    panel = pd.concat([df, df.assign(unique_id="B", y=df.y * 0.5 + np.arange(len(df))),
+                       df.assign(unique_id="C", y=np.sqrt(df.y) * 10)], ignore_index=True)
+    peer = getattr(neuralforecast.models, name)(h=H, input_size=INPUT, n_series=3,
+                                                max_steps=20, scaler_type="standard",
+                                                **NF_QUIET)
+    initial = [(n, p.detach().double().numpy().copy()) for n, p in peer.named_parameters()]
+    steps = []
+    forward, loss_call = type(peer).forward, type(peer.loss).__call__
+
+    def capture_forward(self, batch):  # on the class: NeuralForecast trains a copy
+        steps.append({"x": batch["insample_y"].detach().numpy().copy()})
+        return forward(self, batch)
+
+    def capture_loss(self, y, y_hat, y_insample=None, mask=None):
+        out = loss_call(self, y=y, y_hat=y_hat, y_insample=y_insample, mask=mask)
+        steps[-1].update(y=y.detach().numpy().copy(), mask=mask.detach().numpy().copy(),
+                         loss=float(out))
+        return out
+
+    monkeypatch.setattr(type(peer), "forward", capture_forward)
+    monkeypatch.setattr(type(peer.loss), "__call__", capture_loss)
+    neuralforecast.NeuralForecast([peer], freq="MS").fit(panel)
+    model = MODELS[name](h=H, input_size=INPUT, n_series=3, scaler_type="standard")
+    state = initial_state(model)
+    state.params = torch_to_ndwork(initial, model.spec.shapes).astype(np.float32)
+    ours = []
+    for step in steps:
+        w = step["x"].shape[0]
+        rows = {k: np.ascontiguousarray(step[k].transpose(0, 2, 1).reshape(w * 3, -1))
+                for k in ("x", "y", "mask")}
+        batch = {"insample_y": rows["x"], "insample_mask": np.ones_like(rows["x"]),
+                 "outsample_y": rows["y"], "outsample_y_data": rows["y"],
+                 "outsample_mask": rows["mask"], "hist_exog": None, "futr_exog": None,
+                 "stat_exog": None, "y_shift": np.zeros(w * 3, np.float32),
+                 "y_scale": np.ones(w * 3, np.float32)}
+        loss, grads = loss_and_grad(model, state.params, batch)
+        state.optimizer.update(state.params, grads, peer.learning_rate)
+        ours.append(loss)
+    np.testing.assert_allclose(ours, [s["loss"] for s in steps], rtol=1e-4)
