@@ -294,10 +294,13 @@ def quiet_numpy_blas() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+_CORES = os.cpu_count() or 1  # (asked once: os.cpu_count costs ~10 us, per GEMM here)
+
+
 def _onednn_usable(threads: int | None) -> bool:
     """oneDNN takes every GEMM when it is installed and may use all the cores (its TBB
     runtime takes no thread limit from here, so under a limit it would oversubscribe)."""
-    return "onednn" in available_blas() and (threads is None or threads >= (os.cpu_count() or 1))
+    return "onednn" in available_blas() and (threads is None or threads >= _CORES)
 
 
 @functools.cache

@@ -59,12 +59,11 @@ class STAD:
     def _draw(core: np.ndarray, rng) -> np.ndarray:
         """One-hot (W, N, d_core): per window and core channel the series drawn from the
         softmax over series (NaNs as zeros, as torch.nan_to_num)."""
-        logits = np.nan_to_num(core.astype(np.float64))
-        logits = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)  # (W, N, D)
-        u = rng.uniform((core.shape[0], core.shape[2]))[:, None, :]
-        drawn = np.minimum((cdf < u).sum(axis=1), core.shape[1] - 1)  # (W, D)
+        logits = np.nan_to_num(core.transpose(0, 2, 1))  # (W, D, N): series last
+        probs = np.exp(logits - logits.max(axis=2, keepdims=True))
+        cdf = np.cumsum(probs, axis=2)
+        u = rng.uniform((core.shape[0], core.shape[2]))[:, :, None] * cdf[:, :, -1:]
+        drawn = np.minimum((cdf < u).sum(axis=2), core.shape[1] - 1)  # (W, D)
         return (np.arange(core.shape[1])[None, :, None] == drawn[:, None, :]).astype(core.dtype)
 
 
