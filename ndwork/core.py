@@ -456,7 +456,7 @@ class NeuralForecast:
             reason = ("a distribution loss" if model.loss.is_distribution_output else
                       "a multivariate model" if model.MULTIVARIATE else
                       "IntegratedGradients through its recurrent decoding"
-                      if isinstance(model, Recursive) and model.recurrent
+                      if _recursive(model)
                       and explainer == "IntegratedGradients" else None)
             if reason:
                 if verbose:
@@ -630,7 +630,7 @@ class NeuralForecast:
                 return predict_windows(model, inference_weights(state), batch, shift, scale, state.buffers,
                                        quantiles=quantiles)
 
-        recursive = isinstance(model, Recursive) and model.recurrent
+        recursive = _recursive(model)
         if horizon is None or recursive:
             return predict(*self._forecast_batch(model, panel, last_rows, futr, horizon))
         L, model_h = model.windows("predict")
@@ -1097,6 +1097,12 @@ class NeuralForecast:
             nf.panel.scaling = LocalScaling.from_arrays(*scalers,
                                                         checkpoint.read_arrays(path, "scaling"))
         return nf
+
+
+def _recursive(model) -> bool:
+    """Whether the model (or the model HINT wraps) decodes recursively."""
+    inner = model.model if isinstance(model, HINT) else model
+    return isinstance(inner, Recursive) and inner.recurrent
 
 
 def _neuralforecast_layout(parts: dict) -> dict:

@@ -99,3 +99,16 @@ def test_hint_refuses_data_its_matrix_does_not_fit(hierarchy):
         NeuralForecast([model], "MS").fit(fewer, verbose=False)
     with pytest.raises(ValueError, match="local_scaler_type"):
         NeuralForecast([model], "MS", local_scaler_type="standard")
+
+
+def test_a_sample_path_model_is_reconciled_too(hierarchy):
+    """DeepAR's forecasts are trajectories: HINT reconciles those paths."""
+    from ndwork.models import DeepAR
+
+    df, S, _ = hierarchy
+    model = DeepAR(h=6, input_size=12, max_steps=5, lstm_hidden_size=8, trajectory_samples=40)
+    hint_model = HINT(h=6, S=S.to_numpy(), model=model, reconciliation="MinTraceWLS")
+    fcst = NeuralForecast([hint_model], "MS").fit(df.groupby("unique_id").head(108),
+                                                  verbose=False).predict(level=[90])
+    assert fcst.columns.tolist() == ["unique_id", "ds", "HINT", "HINT-lo-90", "HINT-hi-90"]
+    assert incoherence(fcst, S, "HINT") <= COHERENT_RTOL

@@ -79,9 +79,6 @@ class HINT:
             raise ValueError(f"HINT reconciles sample paths, so its model needs a distribution "
                              f"output (as in NeuralForecast); train {model!r} with e.g. "
                              f"loss=DistributionLoss('Normal') instead of {model.loss!r}.")
-        if getattr(model, "recurrent", False):
-            raise ValueError(f"HINT wraps direct forecasters; build {model!r} with "
-                             f"recurrent=False.")
         if reconciliation not in RECONCILIATIONS:
             raise ValueError(f"reconciliation={reconciliation!r} is not one NeuralForecast "
                              f"has; use one of {list(RECONCILIATIONS)}.")
