@@ -674,8 +674,8 @@ class NeuralForecast:
         a distribution's, IQLoss's, MQLoss's own, or a point model's conformal ones (fit
         with prediction_intervals); `method` ("gaussian_copula" or "schaake_shuffle",
         see ndwork.simulation) joins them into paths. DeepAR's paths are its own sample
-        paths. seed: the draws' seed (default: each model's random_seed, so a call
-        repeats)."""
+        paths. HINT's paths are reconciled across its hierarchy (each path adds up).
+        seed: the draws' seed (default: each model's random_seed, so a call repeats)."""
         from ndwork.simulation import DEFAULT_QUANTILE_GRID, METHODS, SAMPLERS
 
         if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
@@ -708,6 +708,8 @@ class NeuralForecast:
                     positions, values = self._marginals(model, state, batch, shift, scale, grid,
                                                         panel)
                     paths = SAMPLERS[method](positions, values, histories, n_paths, rng)
+            if isinstance(model, HINT):  # every path made coherent across the hierarchy
+                paths = model.reconcile(paths.transpose(0, 2, 1)).transpose(0, 2, 1)
             full = np.full((panel.n_series, n_paths, h), np.nan)
             full[:, :, :paths.shape[2]] = paths
             out[repr(model)] = full.transpose(1, 0, 2).reshape(-1).astype(panel.y.dtype)

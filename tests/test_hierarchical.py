@@ -112,3 +112,13 @@ def test_a_sample_path_model_is_reconciled_too(hierarchy):
                                                   verbose=False).predict(level=[90])
     assert fcst.columns.tolist() == ["unique_id", "ds", "HINT", "HINT-lo-90", "HINT-hi-90"]
     assert incoherence(fcst, S, "HINT") <= COHERENT_RTOL
+
+
+def test_simulated_paths_add_up(hierarchy):
+    df, S, _ = hierarchy
+    nf = NeuralForecast([hint(S.to_numpy(), "MinTraceOLS")], "MS").fit(
+        df.groupby("unique_id").head(108), verbose=False)
+    paths = nf.simulate(n_paths=5)
+    assert len(paths) == 22 * 6 * 5
+    for _, path in paths.groupby("sample_id"):
+        assert incoherence(path, S, "HINT") <= COHERENT_RTOL
