@@ -24,6 +24,19 @@ def assert_close_f32(x, ref, rtol=RTOL_F32, atol=0.0):
     assert err <= rtol * scale + atol, f"max error {err:.3g} > {rtol} * {scale:.3g} + {atol}"
 
 
+def assert_loss_gradient(run, params: np.ndarray, checked: int = 30, seed: int = 1,
+                         rtol: float = 1e-4):
+    """run(flat parameters) -> (loss, gradient): the gradient at `checked` random
+    parameters against float64 central differences (step FD_EPS)."""
+    _, grads = run(params)
+    for i in np.random.default_rng(seed).choice(params.size, checked, replace=False):
+        up, down = params.copy(), params.copy()
+        up[i] += FD_EPS
+        down[i] -= FD_EPS
+        numeric = (run(up)[0] - run(down)[0]) / (2 * FD_EPS)
+        assert grads[i] == pytest.approx(numeric, rel=rtol, abs=1e-7), f"parameter {i}"
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -5,6 +5,7 @@ counts, whole-model gradients, training and forecasting over aligned series."""
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_loss_gradient
 
 from ndwork import NeuralForecast
 from ndwork.autodiff.noise import TrainingNoise
@@ -108,14 +109,7 @@ def test_whole_model_gradient(cls, exog, training):
         rng = TrainingNoise(0, 0, np.arange(windows)) if training else None
         return loss_and_grad(model, flat, batch, rng, model.spec.initial_buffers())
 
-    _, grads = run(params)
-    rng = np.random.default_rng(2)
-    for i in rng.choice(params.size, 30, replace=False):
-        up, down = params.copy(), params.copy()
-        up[i] += 1e-6
-        down[i] -= 1e-6
-        numeric = (run(up)[0] - run(down)[0]) / 2e-6
-        assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-7), f"parameter {i}"
+    assert_loss_gradient(run, params, seed=2)
 
 
 @pytest.mark.parametrize("cls", list(SMALL), ids=lambda c: c.__name__)

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_loss_gradient
 
 import ndwork
 from ndwork import NeuralForecast
@@ -108,14 +109,7 @@ def test_gradient_against_finite_differences(cls, training):
         rng = TrainingNoise(0, 0, np.arange(6)) if training else None
         return loss_and_grad(model, flat, batch, rng, model.spec.initial_buffers())
 
-    _, grads = run(params)
-    rng = np.random.default_rng(1)
-    for i in rng.choice(params.size, 30, replace=False):
-        up, down = params.copy(), params.copy()
-        up[i] += 1e-6
-        down[i] -= 1e-6
-        numeric = (run(up)[0] - run(down)[0]) / 2e-6
-        assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-7)
+    assert_loss_gradient(run, params, seed=1)
 
 
 def test_patchtst_running_statistics_are_trained_and_saved(tmp_path):
