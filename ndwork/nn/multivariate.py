@@ -69,9 +69,10 @@ class RevIN:
         self.guard = NORM_EPS ** 2 if guarded else 0.0
 
     def norm(self, p, x: Tensor) -> tuple[Tensor, tuple[np.ndarray, np.ndarray]]:
+        """x (W, T, N), the model's input (no gradient) -> normalized, and the statistics
+        denorm takes."""
         stats = instance_statistics(x.data, axis=1)
-        y = ops.constant((x.data - stats[0]) / stats[1]) if not x.requires_grad else \
-            ops.divide(ops.sub(x, ops.constant(stats[0])), ops.constant(stats[1]))
+        y = ops.constant((x.data - stats[0]) / stats[1])
         if self.weight is not None:
             y = ops.add(ops.mul(y, p[self.weight]), p[self.bias])
         return y, stats
