@@ -1,5 +1,6 @@
-"""python -m ndwork.bench SUITE [--quick] [--only TEXT] [--out DIR]: run a benchmark
-suite, print its table and write DIR/SUITE.json (DIR/SUITE-TEXT.json with --only)."""
+"""python -m ndwork.bench SUITE [--quick] [--only TEXT] [--skip TEXT] [--out DIR]: run a
+benchmark suite, print its table and write DIR/SUITE.json (DIR/SUITE-TEXT.json with
+--only)."""
 
 import argparse
 import importlib
@@ -17,12 +18,15 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--only", help="peers: only the configurations whose name contains "
                                         "this text (e.g. panel7)")
+    parser.add_argument("--skip", help="peers: leave out the configurations whose name contains "
+                                        "this text (e.g. employment)")
     parser.add_argument("--out", default="results", help="folder for the JSON results")
     args = parser.parse_args(argv)
     module = importlib.import_module(f"ndwork.bench.{args.suite}")
-    if args.only and args.suite != "peers":
-        parser.error("--only selects configurations of the peers suite")
-    results = module.run(quick=args.quick, **({"only": args.only} if args.only else {}))
+    selection = {k: v for k, v in (("only", args.only), ("skip", args.skip)) if v}
+    if selection and args.suite != "peers":
+        parser.error("--only and --skip select configurations of the peers suite")
+    results = module.run(quick=args.quick, **selection)
     print(module.render(results))
     name = f"{args.suite}-{args.only}" if args.only else args.suite
     print(f"\nwrote {write(name, results, args.out)}")

@@ -163,10 +163,10 @@ def _measure_peer(model_name, kwargs, steps, data, repeat, trainer):
                     data, repeat)
 
 
-def run(quick: bool = False, only: str | None = None) -> dict:
+def run(quick: bool = False, only: str | None = None, skip: str | None = None) -> dict:
     """NeuralForecast runs in a process of its own, as its users run it: no state of one
     library (ndwork's allocator settings, torch's thread pools) reaches the other.
-    only: run the configurations whose name contains it."""
+    only / skip: run only / leave out the configurations whose name contains it."""
     try:
         import torch
     except ImportError as e:
@@ -183,7 +183,7 @@ def run(quick: bool = False, only: str | None = None) -> dict:
                                        trainer).result()
 
         for name, model_name, kwargs, data, steps in CONFIGS:
-            if only and only not in name:
+            if (only and only not in name) or (skip and skip in name):
                 continue
             steps = max(10, steps // 10) if quick else steps
             with ndwork.optimizations(threads=THREADS):
