@@ -201,3 +201,30 @@ def test_bad_options_say_what_to_fix(cls, options, match):
 def test_xlinear_warns_when_channel_ff_does_not_mix_whole_series():
     with pytest.warns(UserWarning, match="not a multiple of n_series"):
         XLinear(h=4, input_size=12, n_series=3, channel_ff=8)
+
+
+def test_shuffle_series_presents_each_step_in_a_new_order(tmp_path):
+    """shuffle_series=True: NeuralForecast's training (its loader permutes a step's
+    series); by default every series keeps its position."""
+    from ndwork.data import WindowSampler
+
+    df, _ = aligned_frame(length=80, seed=4)
+    df = df[["unique_id", "ds", "y"]]
+    panel = Panel.from_frame(df, "D")
+    orders = {}
+    for shuffle in (False, True):
+        sampler = WindowSampler(panel, panel.lengths, 12, 4, 1, 1, 5, multivariate=True,
+                                shuffle_series=shuffle)
+        rng = np.random.default_rng(0)
+        steps = [sampler.sample(rng)[:, 1].reshape(5, N_SERIES) for _ in range(6)]
+        assert all((s == s[0]).all() for s in steps)  # one order for all windows of a step
+        orders[shuffle] = {tuple(s[0]) for s in steps}
+    assert orders[False] == {tuple(range(N_SERIES))}
+    assert len(orders[True]) > 1
+    kwargs = dict(h=4, input_size=12, n_series=N_SERIES, max_steps=10, hidden_size=8,
+                  temporal_ff=8, channel_ff=6)
+    ordered = NeuralForecast([XLinear(**kwargs)], "D").fit(df, verbose=False)
+    shuffled = NeuralForecast([XLinear(shuffle_series=True, **kwargs)], "D").fit(df, verbose=False)
+    assert not np.allclose(ordered.states[0].params, shuffled.states[0].params)
+    shuffled.save(tmp_path / "s")
+    assert NeuralForecast.load(tmp_path / "s").models[0].shuffle_series is True

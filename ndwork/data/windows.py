@@ -25,13 +25,16 @@ class WindowSampler:
 
     `multivariate=True` (models that mix series, on aligned series) samples time
     offsets instead and returns, for each, the window of every series at that offset:
-    window-major, series-minor, windows_batch_size * n_series windows in all.
+    window-major, series-minor, windows_batch_size * n_series windows in all; in the
+    data's series order, or with `shuffle_series` in a new random order each step (as
+    NeuralForecast's loader presents them).
     """
 
     def __init__(self, panel: Panel, train_lengths: np.ndarray, input_size: int, h: int,
                  step_size: int, batch_size: int, windows_batch_size: int,
                  multivariate: bool = False, drop_last: bool = False,
-                 start_padding: bool = False, min_available: tuple[int, int] = (1, 1)):
+                 start_padding: bool = False, min_available: tuple[int, int] = (1, 1),
+                 shuffle_series: bool = False):
         first = -(input_size - 1) if start_padding else 0
         local, counts = [], []
         for i, n in enumerate(train_lengths):  # each series' window starts, from its start
@@ -67,6 +70,7 @@ class WindowSampler:
         self.batch_size = min(batch_size, panel.n_series)
         self.windows_batch_size = windows_batch_size
         self.multivariate, self.drop_last = multivariate, drop_last
+        self.shuffle_series = shuffle_series
         self._order = np.zeros(0, dtype=np.int64)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
@@ -76,8 +80,9 @@ class WindowSampler:
             count = int(self.counts.min())
             replace = count < self.windows_batch_size
             offsets = rng.choice(count, self.windows_batch_size, replace=replace)
-            series = np.broadcast_to(np.arange(len(self.counts)),
-                                     (len(offsets), len(self.counts))).reshape(-1)
+            order = (rng.permutation(len(self.counts)) if self.shuffle_series
+                     else np.arange(len(self.counts)))
+            series = np.broadcast_to(order, (len(offsets), len(self.counts))).reshape(-1)
             return self._windows(np.repeat(offsets, len(self.counts)), series)
         if len(self._order) == 0 or (self.drop_last and len(self._order) < self.batch_size):
             self._order = rng.permutation(len(self.counts))

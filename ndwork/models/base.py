@@ -54,6 +54,9 @@ TRAINING_DEFAULTS = dict(
     start_padding_enabled=False,
     training_data_availability_threshold=0.0,
     enable_progress_bar=True,
+    # ndwork's, for multivariate models: NeuralForecast's loader presents a training
+    # step's series in a random order; ndwork keeps them in place unless this is True
+    shuffle_series=False,
 )
 # Lightning trainer options NeuralForecast scripts pass. `precision` maps onto
 # Optimizations.precision; each other one warns once, naming what does its job here.
@@ -172,6 +175,9 @@ class BaseModel:
     dataloader_kwargs: accepted; ndwork has no data loader (batches are gathered from
     arrays in the training process), so its options do nothing and say so.
     enable_progress_bar: tqdm bar during fit (NeuralForecast's trainer option).
+    shuffle_series (multivariate models, ndwork's option): train each step on the series
+    in a new random order, as NeuralForecast's data loader presents them (default False:
+    every series keeps its position, which the models' per-series weights assume).
     precision: Lightning's precision ("32-true", "bf16-mixed", "16-mixed", ...) or
     ndwork's ("fp32", "bf16", "fp16", "auto"), trained and forecast under the matching
     Optimizations.precision; other Lightning trainer options warn once and are unused.

@@ -401,7 +401,7 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     sampler = WindowSampler(train_panel, train_lengths, *model.windows("train"), model.step_size,
                             model.batch_size, model.windows_batch_size, model.MULTIVARIATE,
                             model.drop_last_loader, model.start_padding_enabled,
-                            model.min_available("train"))
+                            model.min_available("train"), model.shuffle_series)
     sampler.set_state(state.sampler_order)
     end = state.fit_start + model.max_steps
     step = state.optimizer.step
