@@ -192,6 +192,7 @@ def test_needs_aligned_series_and_their_number(cls):
     (RMoK, dict(n_series=2, wavelet_function="haar"), "wavelet_function"),
     (KAN, dict(n_hidden_layers=2, hidden_size=[8]), "n_hidden_layers=2 sizes"),
     (SOFTSSharp, dict(n_series=2, pe_keep_prob=1.5), "probability"),
+    (KAN, dict(shuffle_series=True), "forecasts each series alone"),
 ])
 def test_bad_options_say_what_to_fix(cls, options, match):
     with pytest.raises(ValueError, match=match):

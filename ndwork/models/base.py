@@ -244,6 +244,10 @@ class BaseModel:
             raise ValueError(f"valid_loss={self.valid_loss!r} scores a distribution the model "
                              f"must output: train with the same loss ({self.valid_loss!r}) or "
                              f"validate with a point or quantile loss such as MAE().")
+        if self.shuffle_series and not self.MULTIVARIATE:
+            raise ValueError(f"shuffle_series=True permutes the series a multivariate model "
+                             f"mixes; {type(self).__name__} forecasts each series alone, so "
+                             f"leave it out.")
         for name in ("max_steps", "batch_size", "windows_batch_size", "step_size",
                      "val_check_steps"):
             _positive_int(name, getattr(self, name))
