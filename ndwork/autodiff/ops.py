@@ -419,6 +419,13 @@ def put_rows(base: Tensor, index: np.ndarray, rows: Tensor) -> Tensor:
 
 
 @_profiled
+def broadcast(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """x repeated to `shape` by numpy's broadcasting (a copy); the gradient sums back."""
+    return Tensor(np.array(np.broadcast_to(x.data, shape)), (x,),
+                  lambda g: (_unbroadcast(g, x.shape),))
+
+
+@_profiled
 def reshape(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """A view, in x's stored precision."""
     return Tensor(x.stored.reshape(shape), (x,), lambda g: (g.reshape(x.shape),))

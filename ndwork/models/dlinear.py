@@ -4,7 +4,7 @@ map each."""
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel
 from ndwork.nn import Linear
-from ndwork.nn.decomposition import moving_average_matrix
+from ndwork.nn.decomposition import moving_average_split
 
 
 class DLinear(BaseModel):
@@ -21,13 +21,11 @@ class DLinear(BaseModel):
         if moving_avg_window % 2 == 0:
             raise ValueError(f"moving_avg_window={moving_avg_window} must be odd.")
         self.moving_avg_window = moving_avg_window
-        self.trend_matrix = moving_average_matrix(input_size, moving_avg_window)
         self.linear_trend = Linear(self.spec, "linear_trend", input_size, h * self.n_outputs)
         self.linear_season = Linear(self.spec, "linear_season", input_size, h * self.n_outputs)
 
     def forward(self, p, batch, rng=None):
         y = batch["insample_y"]
-        trend = ops.matmul(y, ops.constant(self.trend_matrix.astype(y.data.dtype)))
-        season = ops.sub(y, trend)
+        season, trend = moving_average_split(y, self.moving_avg_window)
         out = ops.add(self.linear_trend(p, trend), self.linear_season(p, season))
         return ops.reshape(out, (y.shape[0], self.h, self.n_outputs))

@@ -6,7 +6,7 @@ import numpy as np
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel, n_series_option
 from ndwork.nn import LayerNorm, Linear
-from ndwork.nn.multivariate import instance_statistics, per_window, series_outputs
+from ndwork.nn.multivariate import instance_denorm, instance_statistics, per_window, series_outputs
 from ndwork.nn.transformer import FeedForward, sinusoidal_positions
 
 
@@ -42,7 +42,7 @@ class STAD:
             weights = ops.transpose(ops.activation(ops.transpose(core, (0, 2, 1)), "softmax"),
                                     (0, 2, 1))
         pooled = ops.reshape(ops.total(ops.mul(core, weights), axis=1), (w, 1, -1))
-        pooled = ops.add(pooled, ops.constant(np.zeros((1, n, 1), pooled.data.dtype)))
+        pooled = ops.broadcast(pooled, (w, n, pooled.shape[2]))
         pooled = ops.dropout(pooled, self.dropout, rng)
         mixed = ops.activation(self.gen3(p, ops.concat([x, pooled], axis=2)), "gelu")
         return self.gen4(p, ops.dropout(mixed, self.dropout, rng))
@@ -113,14 +113,13 @@ class SOFTS(BaseModel):
         n = self.n_series
         y = batch["insample_y"].data  # (W * N, L)
         if self.use_norm:
-            means, stdev = instance_statistics(y, axis=1)
-            y = (y - means) / stdev
+            stats = instance_statistics(y, axis=1)
+            y = (y - stats[0]) / stats[1]
         x = ops.dropout(self.embedding(p, per_window(y, n)), self.dropout, rng)  # (W, N, D)
         for layer in self.encoder:
             x = layer(p, x, rng)
         out = self.projection(p, x)  # (W, N, h * Q)
         if self.use_norm:
-            out = ops.add(ops.mul(out, ops.constant(per_window(stdev, n).data)),
-                          ops.constant(per_window(means, n).data))
+            out = instance_denorm(out, stats, n)
         out = ops.transpose(out, (0, 2, 1))  # NeuralForecast's (W, h * Q, N)
         return series_outputs(ops.reshape(out, (out.shape[0], self.h, -1)), n, self.n_outputs)

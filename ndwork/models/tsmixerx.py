@@ -1,7 +1,6 @@
 """TSMixerx: TSMixer with historical, future and static exogenous variables, mixing in
 a ff_dim-wide feature space after projecting the inputs onto the horizon."""
 
-import numpy as np
 
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel, n_series_option
@@ -122,7 +121,7 @@ class TSMixerx(BaseModel):
         stat = None
         if self.stat_exog_size:  # each window's (N * S) statics, repeated over the horizon
             stat = ops.reshape(per_window(batch["stat_exog"], n), (w, 1, -1))
-            stat = ops.add(stat, ops.constant(np.zeros((1, h, 1), stat.data.dtype)))
+            stat = ops.broadcast(stat, (w, h, stat.shape[2]))
             parts.append(self.feature_mixer_stat(p, stat, rng))
         x = self.first_mixing(p, ops.concat(parts, axis=2), rng)
         for layer in self.mixing_block:

@@ -3,12 +3,10 @@ series through a learnt global token."""
 
 import warnings
 
-import numpy as np
-
 from ndwork.autodiff import ops
 from ndwork.models.base import BaseModel, n_series_option
 from ndwork.nn import Linear
-from ndwork.nn.multivariate import instance_statistics, per_window, series_outputs
+from ndwork.nn.multivariate import instance_denorm, instance_statistics, per_window, series_outputs
 
 
 class GatingBlock:
@@ -71,11 +69,11 @@ class XLinear(BaseModel):
         n, hidden = self.n_series, self.hidden_size
         y = batch["insample_y"].data  # (W * N, L)
         if self.use_norm:
-            means, stdev = instance_statistics(y, axis=1)
-            y = (y - means) / stdev
+            stats = instance_statistics(y, axis=1)
+            y = (y - stats[0]) / stats[1]
         emb = ops.dropout(self.projection(p, per_window(y, n)), self.embed_dropout, rng)
         w = emb.shape[0]
-        glob = ops.add(ops.constant(np.zeros((w, 1, 1), y.dtype)), p[self.glob_token])
+        glob = ops.broadcast(p[self.glob_token], (w, n, hidden))
         gated = self.temporal_gating(p, ops.concat([emb, glob], axis=2), rng)  # (W, N, 2H)
         origin = ops.index(gated, (slice(None), slice(None), slice(0, hidden)))
         glob = ops.index(gated, (slice(None), slice(None), slice(hidden, None)))
@@ -90,7 +88,6 @@ class XLinear(BaseModel):
             parts.append(layer(p, ops.reshape(per_window(x, n), (w, n, -1))))
         out = self.head(p, ops.dropout(ops.concat(parts, axis=2), self.head_dropout, rng))
         if self.use_norm:  # (W, N, h * Q) rows, each series' statistics
-            out = ops.add(ops.mul(out, ops.constant(per_window(stdev, n).data)),
-                          ops.constant(per_window(means, n).data))
+            out = instance_denorm(out, stats, n)
         out = ops.transpose(out, (0, 2, 1))  # NeuralForecast's (W, h * Q, N)
         return series_outputs(ops.reshape(out, (w, self.h, -1)), n, self.n_outputs)

@@ -9,17 +9,12 @@ import numpy as np
 
 from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
-from ndwork.config import active
-
-
-def moving_average_matrix(length: int, window: int, dtype=None) -> np.ndarray:
-    """(length, length) matrix A with x @ A = the edge-padded moving average of x
-    (read-only: cached, every forward of a decomposing model reads it)."""
-    return _moving_average_matrix(length, window, np.dtype(dtype or active().dtypes.compute))
 
 
 @functools.lru_cache(maxsize=64)
-def _moving_average_matrix(length: int, window: int, dtype: np.dtype) -> np.ndarray:
+def moving_average_matrix(length: int, window: int, dtype: np.dtype) -> np.ndarray:
+    """(length, length) matrix A with x @ A = the edge-padded moving average of x along
+    its last axis (read-only: cached, every forward of a decomposing model reads it)."""
     half = (window - 1) // 2
     t = np.arange(length)
     sources = np.clip(t[None, :] + np.arange(-half, half + 1)[:, None], 0, length - 1)
@@ -38,9 +33,9 @@ def check_window(window: int, name: str = "moving_avg") -> int:
 
 
 def moving_average_split(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """x (B, T, C) -> (remainder, trend): NeuralForecast's SeriesDecomp over time, the
-    ends repeated (window - 1) / 2 times."""
-    matrix = _moving_average_matrix(x.shape[1], window, np.dtype(x.data.dtype)).T
+    """x (B, T, ...) -> (remainder, trend): NeuralForecast's SeriesDecomp over time
+    (axis 1), the ends repeated (window - 1) / 2 times."""
+    matrix = moving_average_matrix(x.shape[1], window, np.dtype(x.data.dtype)).T
     trend = ops.along(x, matrix, axis=1)
     return ops.sub(x, trend), trend
 

@@ -126,14 +126,13 @@ class WaveKANLayer:
                                 "uniform", bound)
         self.bn = BatchNorm(spec, f"{name}.bn", out_features)
         self.wavelet = wavelet
+        # shannon's torch.hamming_window(I, periodic=False); ones for the others
+        self.window = (np.hamming(in_features) if wavelet == "shannon" and in_features > 1
+                       else np.ones(in_features))
 
     def __call__(self, p, x, training):
-        n_in = x.shape[1]
-        window = np.ones(n_in, x.data.dtype)
-        if self.wavelet == "shannon" and n_in > 1:  # torch.hamming_window(I, periodic=False)
-            window = np.hamming(n_in).astype(x.data.dtype)
         out = ops.wavelet_layer(x, p[self.translation], p[self.scale], p[self.weights],
-                                self.wavelet, window)
+                                self.wavelet, self.window.astype(x.data.dtype, copy=False))
         return self.bn(p, out, training)
 
 

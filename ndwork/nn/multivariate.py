@@ -54,6 +54,14 @@ def instance_statistics(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarra
     return mean, std.astype(x.dtype)
 
 
+def instance_denorm(out: Tensor, stats: tuple[np.ndarray, np.ndarray], n_series: int) -> Tensor:
+    """out (W, N, ...) back to each series' scale, stats the (W * N, 1) rows'
+    instance_statistics."""
+    shape = (out.shape[0], n_series) + (1,) * (len(out.shape) - 2)
+    mean, std = (ops.constant(s.reshape(shape)) for s in stats)
+    return ops.add(ops.mul(out, std), mean)
+
+
 class RevIN:
     """Reversible instance normalization of (W, T, N) over time, per window and series:
     NeuralForecast's RevINMultivariate (TSMixer, TSMixerx, RMoK), or with
