@@ -43,8 +43,7 @@ def from_neuralforecast(path: str | os.PathLike) -> NeuralForecast:
                           peer.local_scaler_type, peer.local_static_scaler_type)
     for i, (model, theirs) in enumerate(zip(ours.models, peer.models, strict=True)):
         state = initial_state(model)
-        named = [(n, p.detach().cpu().double().numpy().copy())
-                 for n, p in theirs.named_parameters()
+        named = [(n, _real_array(p)) for n, p in theirs.named_parameters()
                  if p.requires_grad and not n.startswith("loss.")]  # frozen ones: constants here
         state.params = torch_to_ndwork(named, model.spec.shapes).astype(state.params.dtype)
         # BatchNorm's running statistics, in registration order on both sides
@@ -64,6 +63,15 @@ def from_neuralforecast(path: str | os.PathLike) -> NeuralForecast:
     if getattr(peer, "dataset", None) is not None:
         ours.panel = _panel(peer, ours)
     return ours
+
+
+def _real_array(parameter) -> np.ndarray:
+    """A torch parameter as float64 numpy; a complex one as (..., 2) (real, imaginary),
+    the layout of ndwork's complex parameters."""
+    import torch
+
+    value = parameter.detach().cpu()
+    return (torch.view_as_real(value) if value.is_complex() else value).double().numpy().copy()
 
 
 def to_ndwork_model(peer) -> BaseModel:

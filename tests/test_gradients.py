@@ -277,3 +277,40 @@ def test_along(kernels, rng):
     x = rng.normal(size=(3, 4, 2))
     np.testing.assert_allclose(ops.along(Tensor(x), matrix, 1).data,
                                np.einsum("ts,bsc->btc", matrix, x))
+
+
+def test_autocorrelation_ops(kernels, rng):
+    """Autoformer's lag correlation and time-delay aggregation (the delays are data)."""
+    q, k = rng.normal(size=(2, 2, 6, 3))
+    check_gradients(ops.lag_correlation, q, k)
+    delays = np.array([[0, 4, 1], [5, 2, 3]])
+    check_gradients(lambda v, w: ops.delay_aggregate(v, w, delays), rng.normal(size=(2, 6, 3)),
+                    rng.normal(size=(2, 3)))
+
+
+def test_complex_ops(rng):
+    """FEDformer's complex arithmetic on (real, imaginary) pairs: values against numpy's
+    complex einsum and tanh, gradients against finite differences of the pairs."""
+    a, b = rng.normal(size=(3, 4, 2)), rng.normal(size=(4, 5, 2))
+    got = ops.complex_einsum("xe,ey->xy", Tensor(a), Tensor(b)).data
+    expected = np.einsum("xe,ey->xy", a[..., 0] + 1j * a[..., 1], b[..., 0] + 1j * b[..., 1])
+    np.testing.assert_allclose(got[..., 0] + 1j * got[..., 1], expected, rtol=1e-12)
+    check_gradients(lambda a, b: ops.complex_einsum("xe,ey->xy", a, b), a, b)
+    check_gradients(lambda a, b: ops.complex_einsum("bhe,ehx->bxh", a, b),
+                    rng.normal(size=(2, 3, 4, 2)), rng.normal(size=(4, 3, 2, 2)))
+    z = rng.normal(size=(3, 4, 2))
+    np.testing.assert_allclose(ops.complex_tanh(Tensor(z)).data[..., 1],
+                               np.tanh(z[..., 0] + 1j * z[..., 1]).imag, rtol=1e-12)
+    check_gradients(ops.complex_tanh, z)
+    with pytest.raises(ValueError, match="summed in one operand only"):
+        ops.complex_einsum("xe,y->xy", Tensor(a), Tensor(b[0]))
+
+
+def test_take_and_place(kernels, rng):
+    index = np.array([4, 0, 2])
+    x = rng.normal(size=(2, 5, 3))
+    check_gradients(lambda x: ops.take(x, index, 1), x)
+    check_gradients(lambda y: ops.place(y, index, 6, 1), rng.normal(size=(2, 3, 3)))
+    placed = ops.place(ops.take(Tensor(x), index, 1), index, 5, 1).data
+    np.testing.assert_array_equal(placed[:, index], x[:, index])
+    assert not placed[:, [1, 3]].any()

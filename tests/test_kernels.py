@@ -283,6 +283,35 @@ def test_wavelet_layer_kernels(wavelet, rng):
         assert_close_f32(got, ref)
 
 
+@pytest.mark.parametrize("b,length,channels,k", [(1, 1, 1, 1), (3, 24, 16, 9), (2, 37, 5, 4)])
+def test_autocorrelation_kernels(b, length, channels, k, rng):
+    q, v = rng.normal(size=(2, b, length, channels)).astype(np.float32)
+    key = rng.normal(size=(b, length, channels)).astype(np.float32)
+    assert_close_f32(*both("lag_correlation_forward", q, key))
+    g = rng.normal(size=(b, length)).astype(np.float32)
+    for got, ref in zip(*both("lag_correlation_backward", q, key, g), strict=True):
+        assert got.dtype == np.float32
+        assert_close_f32(got, ref)
+    w = rng.normal(size=(b, k)).astype(np.float32)
+    delays = np.stack([rng.permutation(length)[:k] if k <= length else rng.integers(0, length, k)
+                       for _ in range(b)])
+    assert_close_f32(*both("delay_aggregate_forward", v, w, delays))
+    dy = rng.normal(size=v.shape).astype(np.float32)
+    for got, ref in zip(*both("delay_aggregate_backward", v, w, delays, dy), strict=True):
+        assert_close_f32(got, ref)
+
+
+def test_lag_correlation_is_the_circular_cross_correlation(rng):
+    """Against the definition: r[tau] = mean_c sum_t q[(t + tau) % L, c] k[t, c]."""
+    q, k = rng.normal(size=(2, 1, 7, 3))
+    for impl in (compiled, reference):
+        r = impl("lag_correlation_forward")(q, k)
+        for tau in range(7):
+            direct = np.mean([sum(q[0, (t + tau) % 7, c] * k[0, t, c] for t in range(7))
+                              for c in range(3)])
+            np.testing.assert_allclose(r[0, tau], direct, rtol=1e-12)
+
+
 def test_every_kernel_has_a_reference_and_a_test():
     # "nll": tests/test_probabilistic.py
     tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
@@ -290,7 +319,8 @@ def test_every_kernel_has_a_reference_and_a_test():
               "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics",
               "round_bf16", "round_fp16", "widen_bf16", "widen_fp16",
               "bf16_weights_matmul",  # test_precision.py
-              "bspline_basis", "power_basis", "jacobi_basis", "wavelet_layer"}
+              "bspline_basis", "power_basis", "jacobi_basis", "wavelet_layer",
+              "lag_correlation", "delay_aggregate"}
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref
         assert name.removesuffix("_forward").removesuffix("_backward") in tested, name

@@ -15,10 +15,12 @@ from ndwork.models import (
     NHITS,
     RNN,
     TCN,
+    Autoformer,
     BiTCN,
     DeepNPTS,
     DilatedRNN,
     DLinear,
+    FEDformer,
     NBEATSx,
     NLinear,
     TiDE,
@@ -31,7 +33,7 @@ NEURALFORECAST_PARAMETER_COUNTS = {
     MLP: 1_087_500, NHITS: 2_437_725, NBEATS: 2_447_322, TiDE: 951_376, DLinear: 600,
     NLinear: 300, RNN: 66_433, GRU: 388_857, LSTM: 215_809, TCN: 148_909, BiTCN: 6_013,
     DilatedRNN: 480_301, xLSTM: 239_037,  # xLSTM: NeuralForecast's with the xlstm package
-    DeepNPTS: 11_488,
+    DeepNPTS: 11_488, Autoformer: 290_561, FEDformer: 364_289,
 }
 FD_EPS, FD_RTOL = 1e-6, 1e-4
 
@@ -53,8 +55,16 @@ SMALL = {
                      num_lr_decays=-1),
     xLSTM: dict(encoder_hidden_size=8, decoder_hidden_size=8),
     DeepNPTS: dict(hidden_size=8),
+    Autoformer: dict(hidden_size=16, n_head=2, conv_hidden_size=8, MovingAvg_window=5),
+    FEDformer: dict(hidden_size=16, conv_hidden_size=8, modes=3, MovingAvg_window=5),
 }
 EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
+
+
+def exog_options(cls) -> dict:
+    """EXOG's lists the model takes (its EXOGENOUS_* flags)."""
+    return {f"{kind}_exog_list": EXOG[f"{kind}_exog_list"] for kind in ("futr", "hist", "stat")
+            if getattr(cls, f"EXOGENOUS_{kind.upper()}")}
 
 
 @pytest.mark.parametrize("cls,count", NEURALFORECAST_PARAMETER_COUNTS.items(),
@@ -95,7 +105,7 @@ def test_whole_model_gradient(cls, exog):
     from ndwork.losses import MSE
 
     model = cls(h=4, input_size=8, loss=MSE(), scaler_type="standard", **SMALL[cls],
-                **(EXOG if exog else {}))
+                **(exog_options(cls) if exog else {}))
     params = model.spec.initialize(np.random.default_rng(0), np.float64)
     if cls is xLSTM:  # its zero-initialized gate weights would hide their own gradients
         params += np.random.default_rng(1).normal(0, 0.1, params.size)

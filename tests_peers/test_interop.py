@@ -21,7 +21,8 @@ BOTH = {"MLP": {}, "NHITS": {}, "NBEATS": {}, "NBEATSx": {}, "TiDE": {}, "DLinea
         "TSMixer": {"n_series": 2}, "TSMixerx": {"n_series": 2}, "XLinear": {"n_series": 2},
         "MLPMultivariate": {"n_series": 2}, "SOFTS": {"n_series": 2},
         "SOFTSSharp": {"n_series": 2}, "RMoK": {"n_series": 2}, "KAN": {},
-        "StemGNN": {"n_series": 2}, "TimeMixer": {"n_series": 2}}
+        "StemGNN": {"n_series": 2}, "TimeMixer": {"n_series": 2}, "Autoformer": {},
+        "FEDformer": {}}
 TOLERANCE = 1e-4
 
 
@@ -97,8 +98,9 @@ def test_multivariate_exogenous_layouts_match_neuralforecast(name, panel, tmp_pa
     assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"
 
 
-# a second configuration of each model of the multivariate issue: parameter counts and
-# forecasts against NeuralForecast's at options other than the defaults
+# a second configuration of each model of the multivariate and frequency-domain issues:
+# parameter counts and forecasts against NeuralForecast's at options other than the
+# defaults (FEDformer's 5 of 12 modes: drawn from the seed as NeuralForecast draws them)
 SECOND = {
     "TSMixer": dict(n_block=3, ff_dim=16, revin=False, dropout=0.2),
     "TSMixerx": dict(n_block=1, ff_dim=8, dropout=0.3, revin=False),
@@ -114,6 +116,11 @@ SECOND = {
                  revin_affine=False),
     "KAN": dict(n_hidden_layers=2, hidden_size=[32, 16], grid_size=4, spline_order=2,
                 grid_range=[-2, 2]),
+    "Autoformer": dict(hidden_size=32, n_head=2, conv_hidden_size=16, encoder_layers=1,
+                       decoder_layers=2, MovingAvg_window=5, factor=2, activation="relu",
+                       decoder_input_size_multiplier=0.4),
+    "FEDformer": dict(modes=5, hidden_size=32, conv_hidden_size=16, encoder_layers=3,
+                      decoder_layers=2, MovingAvg_window=7, random_seed=7),
 }
 
 
@@ -123,9 +130,10 @@ def test_a_second_configuration_matches_neuralforecast(name, panel, tmp_path):
     import neuralforecast.models
 
     options = dict(h=H, input_size=INPUT, max_steps=2, scaler_type="robust", **SECOND[name])
-    if name != "KAN":
+    cls = getattr(neuralforecast.models, name)
+    if cls.MULTIVARIATE:
         options["n_series"] = 2
-    peer = getattr(neuralforecast.models, name)(**options, **NF_QUIET)
+    peer = cls(**options, **NF_QUIET)
     nf = neuralforecast.NeuralForecast([peer], freq="MS")
     nf.fit(panel)
     expected = nf.predict()

@@ -300,6 +300,59 @@ def irfft(z: Tensor, n: int, axis: int) -> Tensor:
     return Tensor(y, (z,), backward_fn)
 
 
+def _complex(pair: np.ndarray) -> np.ndarray:
+    return pair[..., 0] + 1j * pair[..., 1]
+
+
+@_profiled
+def complex_einsum(subscripts: str, a: Tensor, b: Tensor) -> Tensor:
+    """numpy.einsum of two complex tensors stored as (..., 2) (real, imaginary), e.g.
+    FEDformer's mixing of Fourier modes. Every summed index appears in both operands.
+    The gradient of a real loss reaches a as g @ conj(b) (and b as conj(a) @ g): the
+    pair (d/d real, d/d imaginary) read as one complex number."""
+    operands, out = subscripts.split("->")
+    left, right = operands.split(",")
+    if not set(left) <= set(right) | set(out) or not set(right) <= set(left) | set(out):
+        raise ValueError(f"complex_einsum {subscripts!r}: an index summed in one operand only")
+    ca, cb = _complex(a.data), _complex(b.data)
+    y = np.einsum(subscripts, ca, cb, optimize=True)
+
+    def backward_fn(g):
+        gc = _complex(g)
+        return (_real_pair(np.einsum(f"{out},{right}->{left}", gc, cb.conj(), optimize=True),
+                           a.data.dtype),
+                _real_pair(np.einsum(f"{left},{out}->{right}", ca.conj(), gc, optimize=True),
+                           b.data.dtype))
+
+    return Tensor(_real_pair(y, a.data.dtype), (a, b), backward_fn)
+
+
+@_profiled
+def complex_tanh(z: Tensor) -> Tensor:
+    """tanh of a complex tensor (..., 2), holomorphic: the gradient is conj(1 - tanh^2) g."""
+    y = np.tanh(_complex(z.data))
+    return Tensor(_real_pair(y, z.data.dtype), (z,),
+                  lambda g: (_real_pair((1 - y * y).conj() * _complex(g), z.data.dtype),))
+
+
+@_profiled
+def lag_correlation(q: Tensor, k: Tensor) -> Tensor:
+    """Autoformer's auto-correlation scores: q, k (B, L, C) -> (B, L), their circular
+    cross-correlation at each lag along time, averaged over channels (see
+    ndwork.kernels.autocorrelation)."""
+    y = kernel("lag_correlation_forward")(q.data, k.data)
+    return Tensor(y, (q, k), lambda g: kernel("lag_correlation_backward")(q.data, k.data, g))
+
+
+@_profiled
+def delay_aggregate(v: Tensor, weights: Tensor, delays: np.ndarray) -> Tensor:
+    """Autoformer's time-delay aggregation: v (B, L, C) rolled by each of the lags
+    delays (B, K) and summed with weights (B, K) -> (B, L, C)."""
+    y = kernel("delay_aggregate_forward")(v.data, weights.data, delays)
+    return Tensor(y, (v, weights),
+                  lambda g: kernel("delay_aggregate_backward")(v.data, weights.data, delays, g))
+
+
 def _real_pair(complex_values: np.ndarray, dtype) -> np.ndarray:
     return np.stack([complex_values.real, complex_values.imag], axis=-1).astype(dtype)
 
@@ -401,6 +454,31 @@ def embedding(table: Tensor, index: np.ndarray) -> Tensor:
         return (d,)
 
     return Tensor(out, (table,), backward_fn)
+
+
+@_profiled
+def take(x: Tensor, indices: np.ndarray, axis: int) -> Tensor:
+    """x's entries at the distinct `indices` along `axis` (numpy.take)."""
+    return Tensor(np.take(x.data, indices, axis=axis), (x,),
+                  lambda g: (_placed(g, indices, x.shape[axis], axis),))
+
+
+@_profiled
+def place(x: Tensor, indices: np.ndarray, size: int, axis: int) -> Tensor:
+    """take's adjoint: zeros of `size` along `axis`, x's entries at the distinct
+    `indices` there (FEDformer's modes back into a spectrum)."""
+    return Tensor(_placed(x.data, indices, size, axis), (x,),
+                  lambda g: (np.take(g, indices, axis=axis),))
+
+
+def _placed(x: np.ndarray, indices: np.ndarray, size: int, axis: int) -> np.ndarray:
+    shape = list(x.shape)
+    shape[axis] = size
+    out = np.zeros(shape, x.dtype)
+    key = [slice(None)] * x.ndim
+    key[axis] = indices
+    out[tuple(key)] = x
+    return out
 
 
 @_profiled

@@ -7,6 +7,7 @@
 from ndwork.config import active
 from ndwork.kernels import (
     activations,
+    autocorrelation,
     convolution,
     kan,
     likelihoods,
@@ -23,8 +24,8 @@ from ndwork.kernels import (
 )
 
 REGISTRY: dict[str, tuple] = {}
-for _module in (activations, convolution, kan, likelihoods, linear, losses, noise, normalization,
-                optim, pooling, precision, recurrent, scalers, xlstm):
+for _module in (activations, autocorrelation, convolution, kan, likelihoods, linear, losses,
+                noise, normalization, optim, pooling, precision, recurrent, scalers, xlstm):
     REGISTRY.update(_module.KERNELS)
 
 

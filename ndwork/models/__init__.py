@@ -1,11 +1,13 @@
 """Forecasting models, one file each, named and parametrized as in NeuralForecast."""
 
+from ndwork.models.autoformer import Autoformer
 from ndwork.models.base import BaseModel
 from ndwork.models.bitcn import BiTCN
 from ndwork.models.deepar import DeepAR
 from ndwork.models.deepnpts import DeepNPTS
 from ndwork.models.dilated_rnn import DilatedRNN
 from ndwork.models.dlinear import DLinear
+from ndwork.models.fedformer import FEDformer
 from ndwork.models.gru import GRU
 from ndwork.models.hint import HINT
 from ndwork.models.informer import Informer
@@ -38,7 +40,7 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
                                          MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
-                                         StemGNN, TimeMixer)}
+                                         StemGNN, TimeMixer, Autoformer, FEDformer)}
 # wrappers of another model (their own constructor): rebuilt from checkpoints by name too
 WRAPPERS = {"HINT": HINT}
 
@@ -48,8 +50,8 @@ def model_class(name: str) -> type:
     return MODELS[name] if name in MODELS else WRAPPERS[name]
 
 
-__all__ = ["BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN", "GRU", "HINT", "Informer",
-           "KAN", "LSTM", "MLP", "MLPMultivariate", "MODELS", "NBEATS", "NBEATSx", "NHITS",
-           "NLinear", "PatchTST", "RMoK", "RNN", "SOFTS", "SOFTSSharp", "StemGNN", "TCN",
-           "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "VanillaTransformer", "WRAPPERS",
-           "XLinear", "iTransformer", "model_class", "xLSTM"]
+__all__ = ["Autoformer", "BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN",
+           "FEDformer", "GRU", "HINT", "Informer", "KAN", "LSTM", "MLP", "MLPMultivariate",
+           "MODELS", "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST", "RMoK", "RNN", "SOFTS",
+           "SOFTSSharp", "StemGNN", "TCN", "TSMixer", "TSMixerx", "TiDE", "TimeMixer",
+           "VanillaTransformer", "WRAPPERS", "XLinear", "iTransformer", "model_class", "xLSTM"]

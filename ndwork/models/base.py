@@ -389,9 +389,8 @@ class BaseModel:
 
     def num_parameters(self) -> int:
         """Trainable parameters plus fixed bases, as torch's `model.parameters()` counts."""
-        trainable = sum(int(np.prod(s)) for s in self.spec.shapes.values())
         frozen = sum(loss.num_parameters() for loss in (self.loss, self.valid_loss) if loss)
-        return trainable + sum(c.size for c in self.constants.values()) + frozen
+        return self.spec.size() + sum(c.size for c in self.constants.values()) + frozen
 
     # --- configuration -----------------------------------------------------------
     @classmethod

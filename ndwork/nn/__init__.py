@@ -19,6 +19,7 @@ class ParameterSpec:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.inits: dict[str, tuple[str, float]] = {}
         self.buffers: dict[str, np.ndarray] = {}  # running statistics: state, not parameters
+        self.complex: set[str] = set()  # stored as (..., 2) (real, imaginary) pairs
 
     def add(self, name: str, shape: tuple[int, ...], init: str,
             scale: float | np.ndarray = 0.0) -> str:
@@ -27,6 +28,18 @@ class ParameterSpec:
         self.shapes[name] = tuple(int(s) for s in shape)
         self.inits[name] = (init, scale)
         return name
+
+    def add_complex(self, name: str, shape: tuple[int, ...], init: str,
+                    scale: float | np.ndarray = 0.0) -> str:
+        """A complex parameter (FEDformer's Fourier weights), stored as (*shape, 2) real
+        pairs and counted as torch counts it: one per complex number."""
+        self.complex.add(name)
+        return self.add(name, (*shape, 2), init, scale)
+
+    def size(self) -> int:
+        """Parameters as torch counts them (a complex number is one)."""
+        return sum(int(np.prod(s)) // (2 if n in self.complex else 1)
+                   for n, s in self.shapes.items())
 
     def add_buffer(self, name: str, initial: np.ndarray) -> str:
         if name in self.buffers or name in self.shapes:

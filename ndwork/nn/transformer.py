@@ -47,9 +47,10 @@ class MultiHeadAttention:
 class FeedForward:
     """Conv1d(k=1) -> activation -> dropout -> Conv1d(k=1) -> dropout."""
 
-    def __init__(self, spec, name, hidden_size, conv_hidden_size, activation, dropout):
-        self.conv1 = Linear(spec, f"{name}.conv1", hidden_size, conv_hidden_size)
-        self.conv2 = Linear(spec, f"{name}.conv2", conv_hidden_size, hidden_size)
+    def __init__(self, spec, name, hidden_size, conv_hidden_size, activation, dropout,
+                 bias=True):
+        self.conv1 = Linear(spec, f"{name}.conv1", hidden_size, conv_hidden_size, bias)
+        self.conv2 = Linear(spec, f"{name}.conv2", conv_hidden_size, hidden_size, bias)
         self.activation, self.dropout = activation, dropout
 
     def __call__(self, p, x, rng):
@@ -127,24 +128,26 @@ def time_steps(x, steps: slice):
 
 class DataEmbedding:
     """Value embedding (Conv1d, kernel 3, circular padding, no bias) + fixed positions
-    (+ a linear embedding of the exogenous inputs), then dropout."""
+    (unless `positions=False`: Autoformer, FEDformer) (+ a linear embedding of the
+    exogenous inputs), then dropout."""
 
-    def __init__(self, spec, name, exog_size, hidden_size, dropout):
+    def __init__(self, spec, name, exog_size, hidden_size, dropout, positions=True):
         # torch's kaiming_normal_(fan_in, leaky_relu): std = sqrt(2 / (1 + 0.01^2)) / sqrt(3)
         std = math.sqrt(2 / (1 + 0.01**2)) / math.sqrt(3)
         self.value = spec.add(f"{name}.value_embedding.tokenConv.weight", (3, hidden_size),
                               "normal", std)
         self.temporal = (Linear(spec, f"{name}.temporal_embedding", exog_size, hidden_size,
                                 bias=False) if exog_size else None)
-        self.hidden_size, self.dropout = hidden_size, dropout
+        self.hidden_size, self.dropout, self.positions = hidden_size, dropout, positions
 
     def __call__(self, p, x: np.ndarray, exog: np.ndarray | Tensor | None, rng) -> Tensor:
         """x (B, N) values, exog (B, N, X) -> (B, N, C)."""
         taps = np.stack([np.roll(x, 1, axis=1), x, np.roll(x, -1, axis=1)], axis=2)
         y = ops.matmul(ops.constant(taps), p[self.value])
-        positions = sinusoidal_positions(x.shape[1], self.hidden_size).astype(x.dtype,
-                                                                          copy=False)
-        y = ops.add(y, ops.constant(positions))
+        if self.positions:
+            positions = sinusoidal_positions(x.shape[1], self.hidden_size).astype(x.dtype,
+                                                                              copy=False)
+            y = ops.add(y, ops.constant(positions))
         if self.temporal is not None:
             y = ops.add(y, self.temporal(p, ops.as_tensor(exog)))
         return ops.dropout(y, self.dropout, rng)
