@@ -50,3 +50,10 @@ def client():
 
     with connect(2) as dask_client:
         yield dask_client
+
+
+def exog_options(cls, lists: dict) -> dict:
+    """The exogenous lists of `lists` ({"futr_exog_list": [...], ...}) the model class
+    takes (its EXOGENOUS_* flags)."""
+    return {f"{kind}_exog_list": lists[f"{kind}_exog_list"] for kind in ("futr", "hist", "stat")
+            if f"{kind}_exog_list" in lists and getattr(cls, f"EXOGENOUS_{kind.upper()}")}

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import exog_options
 
 from ndwork import NeuralForecast
 from ndwork.data import Panel, WindowSampler, gather_windows
@@ -61,11 +62,6 @@ SMALL = {
 EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
 
 
-def exog_options(cls) -> dict:
-    """EXOG's lists the model takes (its EXOGENOUS_* flags)."""
-    return {f"{kind}_exog_list": EXOG[f"{kind}_exog_list"] for kind in ("futr", "hist", "stat")
-            if getattr(cls, f"EXOGENOUS_{kind.upper()}")}
-
 
 @pytest.mark.parametrize("cls,count", NEURALFORECAST_PARAMETER_COUNTS.items(),
                          ids=lambda v: getattr(v, "__name__", str(v)))
@@ -105,7 +101,7 @@ def test_whole_model_gradient(cls, exog):
     from ndwork.losses import MSE
 
     model = cls(h=4, input_size=8, loss=MSE(), scaler_type="standard", **SMALL[cls],
-                **(exog_options(cls) if exog else {}))
+                **(exog_options(cls, EXOG) if exog else {}))
     params = model.spec.initialize(np.random.default_rng(0), np.float64)
     if cls is xLSTM:  # its zero-initialized gate weights would hide their own gradients
         params += np.random.default_rng(1).normal(0, 0.1, params.size)

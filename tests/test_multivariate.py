@@ -1,11 +1,11 @@
 """The multivariate and mixer models (TSMixer, TSMixerx, MLPMultivariate, SOFTS,
-SOFTSSharp, TimeMixer, StemGNN, RMoK, XLinear) and KAN: NeuralForecast's parameter
+SOFTSSharp, TimeMixer, StemGNN, RMoK, XLinear, TimeXer) and KAN: NeuralForecast's parameter
 counts, whole-model gradients, training and forecasting over aligned series."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_loss_gradient
+from conftest import assert_loss_gradient, exog_options
 
 from ndwork import NeuralForecast
 from ndwork.autodiff.noise import TrainingNoise
@@ -20,6 +20,7 @@ from ndwork.models import (
     SOFTSSharp,
     StemGNN,
     TimeMixer,
+    TimeXer,
     TSMixer,
     TSMixerx,
     XLinear,
@@ -30,7 +31,7 @@ from ndwork.training.trainer import build_batch, loss_and_grad
 NEURALFORECAST_PARAMETER_COUNTS = {
     TSMixer: 3_436, TSMixerx: 41_548, MLPMultivariate: 1_198_128, SOFTS: 6_848_012,
     SOFTSSharp: 6_848_014, TimeMixer: 27_256, StemGNN: 4_221_980, RMoK: 4_476,
-    XLinear: 138_524, KAN: 184_320,
+    XLinear: 138_524, KAN: 184_320, TimeXer: 8_444_428,
 }
 SMALL = {
     TSMixer: dict(ff_dim=6, dropout=0.3),
@@ -43,10 +44,12 @@ SMALL = {
     RMoK: dict(taylor_order=3, jacobi_degree=3),
     XLinear: dict(hidden_size=8, temporal_ff=8, channel_ff=6, temporal_dropout=0.1),
     KAN: dict(hidden_size=6, grid_size=3),
+    TimeXer: dict(patch_len=4, hidden_size=8, n_heads=2, d_ff=8, e_layers=1, dropout=0.2),
 }
 N_SERIES = 3
 EXOG = dict(futr_exog_list=["f", "g"], hist_exog_list=["x"], stat_exog_list=["s"])
-EXOGENOUS = [cls for cls in SMALL if cls.EXOGENOUS_FUTR]
+EXOGENOUS = [cls for cls in SMALL if cls.EXOGENOUS_FUTR or cls.EXOGENOUS_HIST]
+
 
 
 def build(cls, **options):
@@ -100,7 +103,7 @@ def test_whole_model_gradient(cls, exog, training):
     """float64 central differences at 30 random parameters; training: dropout, batch
     statistics and SOFTS's drawn pooling from one seeded TrainingNoise in every call."""
     model = build(cls, h=4, input_size=12, loss=MSE(), scaler_type="standard", **SMALL[cls],
-                  **(EXOG if exog else {}))
+                  **(exog_options(cls, EXOG) if exog else {}))
     batch, windows = aligned_batch(model)
     params = model.spec.initialize(np.random.default_rng(0), np.float64)
     params += np.random.default_rng(1).normal(0, 0.05, params.size)  # off symmetric inits
@@ -133,7 +136,8 @@ def test_trains_forecasts_saves_and_cross_validates(cls, tmp_path):
     assert len(cv) == 2 * N_SERIES * 6 and np.isfinite(cv[name]).all()
 
 
-MIXERS = [TSMixer, TSMixerx, MLPMultivariate, SOFTS, SOFTSSharp, TimeMixer, StemGNN, XLinear]
+MIXERS = [TSMixer, TSMixerx, MLPMultivariate, SOFTS, SOFTSSharp, TimeMixer, StemGNN, XLinear,
+          TimeXer]
 
 
 @pytest.mark.parametrize("cls", MIXERS, ids=lambda c: c.__name__)
@@ -193,6 +197,8 @@ def test_needs_aligned_series_and_their_number(cls):
     (KAN, dict(n_hidden_layers=2, hidden_size=[8]), "n_hidden_layers=2 sizes"),
     (SOFTSSharp, dict(n_series=2, pe_keep_prob=1.5), "probability"),
     (KAN, dict(shuffle_series=True), "forecasts each series alone"),
+    (TimeXer, dict(n_series=2, patch_len=13), "patch_len=13 must be an integer between 1"),
+    (TimeXer, dict(n_series=2, futr_exog_list=["f"]), "futr"),
 ])
 def test_bad_options_say_what_to_fix(cls, options, match):
     with pytest.raises(ValueError, match=match):

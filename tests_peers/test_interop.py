@@ -22,7 +22,7 @@ BOTH = {"MLP": {}, "NHITS": {}, "NBEATS": {}, "NBEATSx": {}, "TiDE": {}, "DLinea
         "MLPMultivariate": {"n_series": 2}, "SOFTS": {"n_series": 2},
         "SOFTSSharp": {"n_series": 2}, "RMoK": {"n_series": 2}, "KAN": {},
         "StemGNN": {"n_series": 2}, "TimeMixer": {"n_series": 2}, "Autoformer": {},
-        "FEDformer": {}}
+        "FEDformer": {}, "TimeXer": {"n_series": 2}}
 TOLERANCE = 1e-4
 
 
@@ -69,7 +69,7 @@ def test_without_neuralforecast_it_says_what_to_install(monkeypatch, tmp_path):
 
 # the multivariate models that read exogenous variables: their layouts of (window,
 # variable, time, series) against NeuralForecast's
-MULTIVARIATE_EXOG = ["TSMixerx", "MLPMultivariate", "XLinear", "KAN"]
+MULTIVARIATE_EXOG = ["TSMixerx", "MLPMultivariate", "XLinear", "KAN", "TimeXer"]
 
 
 @pytest.mark.parametrize("name", MULTIVARIATE_EXOG)
@@ -84,10 +84,14 @@ def test_multivariate_exogenous_layouts_match_neuralforecast(name, panel, tmp_pa
                            "t": [0.5, 3.0]})
     train, future = df.groupby("unique_id").head(len(df) // 2 - H), df.groupby(
         "unique_id").tail(H)[["unique_id", "ds", "f", "g"]]
+    cls = getattr(neuralforecast.models, name)
     options = dict(h=H, input_size=INPUT, n_series=2, max_steps=2, scaler_type="robust",
-                   futr_exog_list=["f", "g"], hist_exog_list=["x", "z"],
-                   stat_exog_list=["s", "t"])
-    peer = getattr(neuralforecast.models, name)(**options, **NF_QUIET)
+                   hist_exog_list=["x", "z"], stat_exog_list=["s", "t"])
+    if cls.EXOGENOUS_FUTR:
+        options["futr_exog_list"] = ["f", "g"]
+    else:
+        train, future = train.drop(columns=["f", "g"]), None
+    peer = cls(**options, **NF_QUIET)
     nf = neuralforecast.NeuralForecast([peer], freq="MS")
     nf.fit(train, static_df=static)
     expected = nf.predict(futr_df=future)
@@ -119,6 +123,8 @@ SECOND = {
     "Autoformer": dict(hidden_size=32, n_head=2, conv_hidden_size=16, encoder_layers=1,
                        decoder_layers=2, MovingAvg_window=5, factor=2, activation="relu",
                        decoder_input_size_multiplier=0.4),
+    "TimeXer": dict(patch_len=5, hidden_size=32, n_heads=4, e_layers=3, d_ff=16,
+                    use_norm=False),
     "FEDformer": dict(modes=5, hidden_size=32, conv_hidden_size=16, encoder_layers=3,
                       decoder_layers=2, MovingAvg_window=7, random_seed=7),
 }
@@ -158,7 +164,10 @@ def test_hint_reconciliation_matrices_are_neuralforecasts(reconciliation):
     np.testing.assert_allclose(RECONCILIATIONS[reconciliation](S), theirs, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in SECOND if n != "KAN"))
+MULTIVARIATE = sorted(n for n in SECOND if n not in ("KAN", "Autoformer", "FEDformer"))
+
+
+@pytest.mark.parametrize("name", MULTIVARIATE)
 def test_multivariate_quantile_outputs_match_neuralforecast(name, panel, tmp_path):
     """With several outputs per step (MQLoss) NeuralForecast's multivariate forecast
     (W, h, N * Q) is split series-major; ndwork reads it the same way."""

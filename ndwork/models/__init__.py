@@ -28,6 +28,7 @@ from ndwork.models.softssharp import SOFTSSharp
 from ndwork.models.stemgnn import StemGNN
 from ndwork.models.tcn import TCN
 from ndwork.models.tide import TiDE
+from ndwork.models.timexer import TimeXer
 from ndwork.models.timemixer import TimeMixer
 from ndwork.models.tsmixer import TSMixer
 from ndwork.models.tsmixerx import TSMixerx
@@ -40,7 +41,7 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
                                          MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
-                                         StemGNN, TimeMixer, Autoformer, FEDformer)}
+                                         StemGNN, TimeMixer, Autoformer, FEDformer, TimeXer)}
 # wrappers of another model (their own constructor): rebuilt from checkpoints by name too
 WRAPPERS = {"HINT": HINT}
 
@@ -53,5 +54,5 @@ def model_class(name: str) -> type:
 __all__ = ["Autoformer", "BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN",
            "FEDformer", "GRU", "HINT", "Informer", "KAN", "LSTM", "MLP", "MLPMultivariate",
            "MODELS", "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST", "RMoK", "RNN", "SOFTS",
-           "SOFTSSharp", "StemGNN", "TCN", "TSMixer", "TSMixerx", "TiDE", "TimeMixer",
+           "SOFTSSharp", "StemGNN", "TCN", "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "TimeXer",
            "VanillaTransformer", "WRAPPERS", "XLinear", "iTransformer", "model_class", "xLSTM"]
