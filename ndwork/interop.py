@@ -179,6 +179,8 @@ def _to_ndwork_layout(name: str, value: np.ndarray, shape: tuple) -> np.ndarray:
         return value[:, 0, :].T  # xLSTM's per-channel convolution (C, 1, K) -> (K, C)
     if value.ndim == 3 and ("xlstm." in name or "_recurrent_kernel_" in name):
         return value.transpose(0, 2, 1)  # head-wise weights (heads, out, in) -> (heads, in, out)
+    if value.ndim == 4 and ".kernels." in name:  # TimesNet's Conv2d (out, in, kh, kw)
+        return value.transpose(2, 3, 1, 0)  # -> (kh, kw, in, out)
     if value.ndim > 3 or "weight" not in name.rsplit(".", 1)[-1] or "embeddings." in name:
         return value.reshape(shape)  # raw parameters (positional tables, embeddings, ...)
     module = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]

@@ -1,4 +1,4 @@
-"""The frequency-domain and gated-attention models (Autoformer, FEDformer): what the
+"""The frequency-domain and gated-attention models (Autoformer, FEDformer, TimesNet): what the
 shared model tests (test_models.py: counts, gradients, training, save/load) do not
 cover: the training forward's gradient, the Fourier modes' seeding, the decomposition,
 and bad options."""
@@ -11,11 +11,11 @@ from ndwork import NeuralForecast
 from ndwork.autodiff.noise import TrainingNoise
 from ndwork.datasets import air_passengers
 from ndwork.losses import MSE
-from ndwork.models import Autoformer, FEDformer
+from ndwork.models import Autoformer, FEDformer, TimesNet
 from ndwork.models.fedformer import frequency_modes
 
 
-@pytest.mark.parametrize("cls", [Autoformer, FEDformer], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [Autoformer, FEDformer, TimesNet], ids=lambda c: c.__name__)
 def test_training_forward_gradient(cls):
     """In training Autoformer keeps the lags strongest over the whole batch (in
     inference each window's own): that path's gradient too."""
@@ -114,3 +114,40 @@ def test_fedformer_bad_options(options, match):
 def test_autoformer_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         Autoformer(h=12, input_size=24, **options)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 12), (3, 4), (12, 1), (6, 6)])
+def test_inception_is_the_average_of_its_convolutions(rows, cols):
+    """One merged, cropped convolution against NeuralForecast's definition: each kernel
+    size convolved separately (zero padding) and the results averaged."""
+    from ndwork.autodiff import ops
+    from ndwork.kernels import reference
+    from ndwork.models.timesnet import InceptionBlock
+    from ndwork.nn import ParameterSpec
+
+    spec = ParameterSpec()
+    block = InceptionBlock(spec, "b", 3, 2, num_kernels=4)
+    rng = np.random.default_rng(0)
+    flat = spec.initialize(rng, np.float64) + rng.normal(0, 0.1, sum(
+        int(np.prod(s)) for s in spec.shapes.values()))
+    p, at = {}, 0
+    for name, shape in spec.shapes.items():
+        size = int(np.prod(shape))
+        p[name] = ops.constant(flat[at:at + size].reshape(shape))
+        at += size
+    x = rng.normal(size=(2, rows, cols, 3))
+    got = block(ops.constant(x), block.merged(p)).data
+    separate = [reference("conv2d_forward")(x, p[w].data) + p[b].data
+                for w, b, _ in block.kernels]
+    np.testing.assert_allclose(got, np.mean(separate, axis=0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("options,match", [
+    (dict(top_k=0), "top_k=0"),
+    (dict(top_k=19), "between 1 and 18"),
+    (dict(num_kernels=19), "num_kernels=19"),
+    (dict(num_kernels=0), "num_kernels=0"),
+])
+def test_timesnet_bad_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        TimesNet(h=12, input_size=24, **options)

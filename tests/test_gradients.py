@@ -314,3 +314,15 @@ def test_take_and_place(kernels, rng):
     placed = ops.place(ops.take(Tensor(x), index, 1), index, 5, 1).data
     np.testing.assert_array_equal(placed[:, index], x[:, index])
     assert not placed[:, [1, 3]].any()
+
+
+@pytest.mark.parametrize("kh,kw", [(1, 1), (3, 5), (5, 3)])
+def test_conv2d(kernels, kh, kw, rng):
+    check_gradients(lambda x, w, b: ops.conv2d(x, w, b), rng.normal(size=(2, 3, 4, 2)),
+                    rng.normal(size=(kh, kw, 2, 3)), rng.normal(size=3))
+
+
+def test_complex_abs(rng):
+    z = rng.normal(size=(3, 4, 2))
+    check_gradients(ops.complex_abs, z)
+    np.testing.assert_allclose(ops.complex_abs(Tensor(z)).data, np.abs(z[..., 0] + 1j * z[..., 1]))

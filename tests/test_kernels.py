@@ -283,6 +283,30 @@ def test_wavelet_layer_kernels(wavelet, rng):
         assert_close_f32(got, ref)
 
 
+@pytest.mark.parametrize("b,rows,cols,c_in,c_out,kh,kw",
+                         [(1, 1, 1, 1, 1, 1, 1), (2, 3, 12, 4, 5, 5, 11), (3, 6, 6, 8, 8, 3, 3),
+                          (1, 2, 7, 3, 2, 3, 13)])
+def test_conv2d(b, rows, cols, c_in, c_out, kh, kw, rng):
+    x = rng.normal(size=(b, rows, cols, c_in)).astype(np.float32)
+    w = rng.normal(size=(kh, kw, c_in, c_out)).astype(np.float32)
+    assert_close_f32(*both("conv2d_forward", x, w))
+    dy = rng.normal(size=(b, rows, cols, c_out)).astype(np.float32)
+    for got, ref in zip(*both("conv2d_backward", x, w, dy), strict=True):
+        assert_close_f32(got, ref)
+
+
+def test_conv2d_matches_a_direct_sum(rng):
+    """Against the definition, zero padding included."""
+    x, w = rng.normal(size=(1, 3, 4, 2)), rng.normal(size=(3, 5, 2, 1))
+    for impl in (compiled, reference):
+        y = impl("conv2d_forward")(x, w)
+        for r in range(3):
+            for c in range(4):
+                direct = sum(x[0, r + a - 1, c + e - 2] @ w[a, e] for a in range(3)
+                             for e in range(5) if 0 <= r + a - 1 < 3 and 0 <= c + e - 2 < 4)
+                np.testing.assert_allclose(y[0, r, c], direct, rtol=1e-12)
+
+
 @pytest.mark.parametrize("b,length,channels,k", [(1, 1, 1, 1), (3, 24, 16, 9), (2, 37, 5, 4)])
 def test_autocorrelation_kernels(b, length, channels, k, rng):
     q, v = rng.normal(size=(2, b, length, channels)).astype(np.float32)
@@ -320,7 +344,7 @@ def test_every_kernel_has_a_reference_and_a_test():
               "round_bf16", "round_fp16", "widen_bf16", "widen_fp16",
               "bf16_weights_matmul",  # test_precision.py
               "bspline_basis", "power_basis", "jacobi_basis", "wavelet_layer",
-              "lag_correlation", "delay_aggregate"}
+              "lag_correlation", "delay_aggregate", "conv2d"}
     for name, (fast, ref) in REGISTRY.items():
         assert fast is not ref
         assert name.removesuffix("_forward").removesuffix("_backward") in tested, name

@@ -25,6 +25,7 @@ from ndwork.models import (
     NBEATSx,
     NLinear,
     TiDE,
+    TimesNet,
     xLSTM,
 )
 from ndwork.training.trainer import build_batch, initial_state, loss_and_grad
@@ -34,7 +35,7 @@ NEURALFORECAST_PARAMETER_COUNTS = {
     MLP: 1_087_500, NHITS: 2_437_725, NBEATS: 2_447_322, TiDE: 951_376, DLinear: 600,
     NLinear: 300, RNN: 66_433, GRU: 388_857, LSTM: 215_809, TCN: 148_909, BiTCN: 6_013,
     DilatedRNN: 480_301, xLSTM: 239_037,  # xLSTM: NeuralForecast's with the xlstm package
-    DeepNPTS: 11_488, Autoformer: 290_561, FEDformer: 364_289,
+    DeepNPTS: 11_488, Autoformer: 290_561, FEDformer: 364_289, TimesNet: 4_688_645,
 }
 FD_EPS, FD_RTOL = 1e-6, 1e-4
 
@@ -58,6 +59,7 @@ SMALL = {
     DeepNPTS: dict(hidden_size=8),
     Autoformer: dict(hidden_size=16, n_head=2, conv_hidden_size=8, MovingAvg_window=5),
     FEDformer: dict(hidden_size=16, conv_hidden_size=8, modes=3, MovingAvg_window=5),
+    TimesNet: dict(hidden_size=8, conv_hidden_size=4, top_k=2, num_kernels=2),
 }
 EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
 

@@ -22,7 +22,7 @@ BOTH = {"MLP": {}, "NHITS": {}, "NBEATS": {}, "NBEATSx": {}, "TiDE": {}, "DLinea
         "MLPMultivariate": {"n_series": 2}, "SOFTS": {"n_series": 2},
         "SOFTSSharp": {"n_series": 2}, "RMoK": {"n_series": 2}, "KAN": {},
         "StemGNN": {"n_series": 2}, "TimeMixer": {"n_series": 2}, "Autoformer": {},
-        "FEDformer": {}, "TimeXer": {"n_series": 2}}
+        "FEDformer": {}, "TimeXer": {"n_series": 2}, "TimesNet": {}}
 TOLERANCE = 1e-4
 
 
@@ -123,6 +123,8 @@ SECOND = {
     "Autoformer": dict(hidden_size=32, n_head=2, conv_hidden_size=16, encoder_layers=1,
                        decoder_layers=2, MovingAvg_window=5, factor=2, activation="relu",
                        decoder_input_size_multiplier=0.4),
+    "TimesNet": dict(hidden_size=16, conv_hidden_size=8, top_k=3, num_kernels=3,
+                     encoder_layers=3, dropout=0.2),
     "TimeXer": dict(patch_len=5, hidden_size=32, n_heads=4, e_layers=3, d_ff=16,
                     use_norm=False),
     "FEDformer": dict(modes=5, hidden_size=32, conv_hidden_size=16, encoder_layers=3,
@@ -164,7 +166,8 @@ def test_hint_reconciliation_matrices_are_neuralforecasts(reconciliation):
     np.testing.assert_allclose(RECONCILIATIONS[reconciliation](S), theirs, atol=1e-12)
 
 
-MULTIVARIATE = sorted(n for n in SECOND if n not in ("KAN", "Autoformer", "FEDformer"))
+MULTIVARIATE = sorted(n for n in SECOND
+                      if n not in ("KAN", "Autoformer", "FEDformer", "TimesNet"))
 
 
 @pytest.mark.parametrize("name", MULTIVARIATE)

@@ -22,7 +22,8 @@ from ndwork.kernels.kan import WAVELETS
 from ndwork.kernels.precision import to_low
 
 BACKWARD_FLOPS = {"linear": 2.0, "matmul": 2.0, "attention": 2.5, "causal_conv1d": 2.0,
-                  "recurrent": 2.0, "slstm": 2.0, "mlstm": 2.5, "headwise_linear": 2.0}  # x the forward's
+                  "conv2d": 2.0, "recurrent": 2.0, "slstm": 2.0, "mlstm": 2.5,
+                  "headwise_linear": 2.0}  # x the forward's
 
 
 def _profiled(op):
@@ -615,6 +616,31 @@ def causal_conv1d(x: Tensor, w: Tensor, b: Tensor | None, dilation: int) -> Tens
         return grads if b is None else (*grads, g.reshape(-1, g.shape[-1]).sum(axis=0))
 
     return Tensor(y, (x, w) if b is None else (x, w, b), backward_fn)
+
+
+@_profiled
+def conv2d(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """2-D convolution with zero "same" padding: x (B, H, W, C_in) channels last,
+    w (Kh, Kw, C_in, C_out) odd sizes, b (C_out,) -> (B, H, W, C_out); see
+    ndwork.kernels.convolution. Keeps x for the backward."""
+    y = kernel("conv2d_forward")(x.data, w.data)
+    if b is not None:
+        y += b.data
+
+    def backward_fn(g):
+        dx, dw = kernel("conv2d_backward")(x.data, w.data, g)
+        grads = (dx if x.requires_grad else None, dw)
+        return grads if b is None else (*grads, g.reshape(-1, g.shape[-1]).sum(axis=0))
+
+    return Tensor(y, (x, w) if b is None else (x, w, b), backward_fn)
+
+
+@_profiled
+def complex_abs(z: Tensor) -> Tensor:
+    """|z| of a complex tensor (..., 2) -> (...); the gradient z / |z| (0 at 0)."""
+    y = np.hypot(z.data[..., 0], z.data[..., 1])
+    safe = np.where(y > 0, y, 1)
+    return Tensor(y, (z,), lambda g: ((z.data * (g / safe)[..., None]).astype(z.data.dtype),))
 
 
 def _recurrent_forward(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str, w_hr) -> tuple:

@@ -1,4 +1,5 @@
-"""Causal dilated 1-D convolution (TCN's), forward and backward.
+"""Causal dilated 1-D convolution (TCN's) and same-padded 2-D convolution (TimesNet's),
+forward and backward.
 
 x (B, T, C_in), w (K, C_in, C_out), y (B, T, C_out):
 y[:, t] = sum_k x[:, t - (K - 1 - k) * dilation] @ w[k], with zeros before the start:
@@ -97,7 +98,107 @@ def causal_conv1d_backward(x, w, dilation, dy):
     return dx, dw
 
 
+# --- 2-D convolution, zero "same" padding --------------------------------------------
+# x (B, H, W, C_in) channels last, w (Kh, Kw, C_in, C_out), both kernel sizes odd:
+# y[:, r, c] = sum_{a, e} x[:, r + a - Kh // 2, c + e - Kw // 2] @ w[a, e], zeros outside,
+# w[a, e, i, o] = torch_weight[o, i, a, e]. The reference sums Kh * Kw shifted GEMMs; the
+# numba path is im2col, one GEMM, col2im, keeping nothing but x for the backward.
+
+def _tap_ranges(offset: int, size: int) -> tuple[slice, slice]:
+    """Destination and source ranges of one tap shifted by `offset` along an axis."""
+    return slice(max(0, -offset), size - max(0, offset)), slice(max(0, offset),
+                                                                 size + min(0, offset))
+
+
+def conv2d_forward_reference(x, w):
+    b, hh, ww, _ = x.shape
+    kh, kw = w.shape[:2]
+    y = np.zeros((b, hh, ww, w.shape[3]), x.dtype)
+    for a in range(kh):
+        rows = _tap_ranges(a - kh // 2, hh)
+        for e in range(kw):
+            cols = _tap_ranges(e - kw // 2, ww)
+            y[:, rows[0], cols[0]] += x[:, rows[1], cols[1]] @ w[a, e]
+    return y
+
+
+def conv2d_backward_reference(x, w, dy):
+    """Returns (dx, dw)."""
+    hh, ww, c_in = x.shape[1:]
+    kh, kw = w.shape[:2]
+    dx, dw = np.zeros_like(x), np.zeros_like(w)
+    for a in range(kh):
+        rows = _tap_ranges(a - kh // 2, hh)
+        for e in range(kw):
+            cols = _tap_ranges(e - kw // 2, ww)
+            grad = dy[:, rows[0], cols[0]]
+            dx[:, rows[1], cols[1]] += grad @ w[a, e].T
+            dw[a, e] = x[:, rows[1], cols[1]].reshape(-1, c_in).T @ grad.reshape(-1, w.shape[3])
+    return dx, dw
+
+
+@jit
+def _im2col2d(x, kh, kw, cols):
+    b, hh, ww, c_in = x.shape
+    for i in range(b):
+        for r in range(hh):
+            for s in range(ww):
+                row = cols[(i * hh + r) * ww + s]
+                for a in range(kh):
+                    src_r = r + a - kh // 2
+                    for e in range(kw):
+                        src_c = s + e - kw // 2
+                        base = (a * kw + e) * c_in
+                        inside = 0 <= src_r < hh and 0 <= src_c < ww
+                        for c in range(c_in):
+                            row[base + c] = x[i, src_r, src_c, c] if inside else 0
+
+
+@jit
+def _col2im2d(dcols, kh, kw, dx):
+    b, hh, ww, c_in = dx.shape
+    for i in range(b):
+        for r in range(hh):
+            for s in range(ww):
+                row = dcols[(i * hh + r) * ww + s]
+                for a in range(kh):
+                    src_r = r + a - kh // 2
+                    if src_r < 0 or src_r >= hh:
+                        continue
+                    for e in range(kw):
+                        src_c = s + e - kw // 2
+                        if 0 <= src_c < ww:
+                            base = (a * kw + e) * c_in
+                            for c in range(c_in):
+                                dx[i, src_r, src_c, c] += row[base + c]
+
+
+def _columns2d(x, kh, kw):
+    b, hh, ww, c_in = x.shape
+    cols = np.empty((b * hh * ww, kh * kw * c_in), x.dtype)
+    _im2col2d(np.ascontiguousarray(x), kh, kw, cols)
+    return cols
+
+
+def conv2d_forward(x, w):
+    kh, kw, c_in, c_out = w.shape
+    y = _columns2d(x, kh, kw) @ np.ascontiguousarray(w).reshape(kh * kw * c_in, c_out)
+    return y.reshape(*x.shape[:3], c_out)
+
+
+def conv2d_backward(x, w, dy):
+    kh, kw, c_in, c_out = w.shape
+    dy2 = np.ascontiguousarray(dy).reshape(-1, c_out)
+    w2 = np.ascontiguousarray(w).reshape(kh * kw * c_in, c_out)
+    dw = (_columns2d(x, kh, kw).T @ dy2).reshape(w.shape)
+    dx = np.zeros_like(x)
+    _col2im2d(dy2 @ w2.T, kh, kw, dx)
+    return dx, dw
+
+
 KERNELS = {
     "causal_conv1d_forward": (causal_conv1d_forward, causal_conv1d_forward_reference),
     "causal_conv1d_backward": (causal_conv1d_backward, causal_conv1d_backward_reference),
+    "conv2d_forward": (conv2d_forward, conv2d_forward_reference),
+    "conv2d_backward": (conv2d_backward, conv2d_backward_reference),
 }

@@ -28,8 +28,9 @@ from ndwork.models.softssharp import SOFTSSharp
 from ndwork.models.stemgnn import StemGNN
 from ndwork.models.tcn import TCN
 from ndwork.models.tide import TiDE
-from ndwork.models.timexer import TimeXer
 from ndwork.models.timemixer import TimeMixer
+from ndwork.models.timesnet import TimesNet
+from ndwork.models.timexer import TimeXer
 from ndwork.models.tsmixer import TSMixer
 from ndwork.models.tsmixerx import TSMixerx
 from ndwork.models.vanillatransformer import VanillaTransformer
@@ -41,7 +42,8 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          iTransformer, RNN, LSTM, GRU, TCN, BiTCN, DilatedRNN,
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
                                          MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
-                                         StemGNN, TimeMixer, Autoformer, FEDformer, TimeXer)}
+                                         StemGNN, TimeMixer, Autoformer, FEDformer, TimeXer,
+                                         TimesNet)}
 # wrappers of another model (their own constructor): rebuilt from checkpoints by name too
 WRAPPERS = {"HINT": HINT}
 
@@ -54,5 +56,5 @@ def model_class(name: str) -> type:
 __all__ = ["Autoformer", "BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN",
            "FEDformer", "GRU", "HINT", "Informer", "KAN", "LSTM", "MLP", "MLPMultivariate",
            "MODELS", "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST", "RMoK", "RNN", "SOFTS",
-           "SOFTSSharp", "StemGNN", "TCN", "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "TimeXer",
+           "SOFTSSharp", "StemGNN", "TCN", "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "TimeXer", "TimesNet",
            "VanillaTransformer", "WRAPPERS", "XLinear", "iTransformer", "model_class", "xLSTM"]

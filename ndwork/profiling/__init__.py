@@ -182,6 +182,8 @@ def flops(name: str, inputs: tuple, out: np.ndarray) -> float:
     if name == "causal_conv1d":  # (B, T, C_out) outputs of K x C_in multiply-adds each
         w = inputs[1]
         return 2.0 * out.size * w.shape[0] * w.shape[1]
+    if name == "conv2d":  # (B, H, W, C_out) outputs of Kh x Kw x C_in multiply-adds each
+        return 2.0 * out.size * np.prod(inputs[1].shape[:3])
     if name == "recurrent":  # the input projection and each step's hidden product
         x, w_ih, w_hh = inputs[0], inputs[1], inputs[2]
         steps_rows = x.data.size / x.shape[-1]
