@@ -175,6 +175,32 @@ def test_recurrent(kernels, cell, gates, rng):
                     x, w_ih, w_hh)
 
 
+@pytest.mark.parametrize("cell,gates", [("lstm", 4), ("gru", 3)])
+@pytest.mark.parametrize("b", [3, 40])  # 40 windows x 16 hidden: the per-step BLAS path
+def test_recurrent_from_a_given_state(kernels, cell, gates, b, rng):
+    """TFT's encoders: a layer starting from (h0, c0) with gradients into them, and
+    LSTM's cell states returned beside its hidden states (so a state can be handed on)."""
+    t, i, h = 4, 2, 16 if b > 3 else 4
+    x = rng.normal(size=(t, b, i))
+    w_ih, w_hh = rng.normal(size=(i, gates * h)) / 2, rng.normal(size=(h, gates * h)) / 4
+    b_ih, b_hh = rng.normal(size=gates * h), rng.normal(size=gates * h)
+    state = [rng.normal(size=(b, h)) for _ in range(2 if cell == "lstm" else 1)]
+    if b > 3:  # finite differences over every entry would take minutes: the inputs only
+        w_ih, w_hh, b_ih, b_hh = (Tensor(a) for a in (w_ih, w_hh, b_ih, b_hh))
+        check_gradients(lambda x, *s: ops.recurrent(x, w_ih, w_hh, b_ih, b_hh, cell,
+                                                    initial=s, cell_states=cell == "lstm"),
+                        x, *state)
+        return
+    check_gradients(lambda x, w_ih, w_hh, b_ih, b_hh, *s: ops.recurrent(
+        x, w_ih, w_hh, b_ih, b_hh, cell, initial=s, cell_states=cell == "lstm"),
+        x, w_ih, w_hh, b_ih, b_hh, *state)
+    # from a zero state: the same as without one
+    zeros = [Tensor(np.zeros_like(s)) for s in state]
+    args = [Tensor(a) for a in (x, w_ih, w_hh, b_ih, b_hh)]
+    np.testing.assert_allclose(ops.recurrent(*args, cell, initial=zeros).data,
+                               ops.recurrent(*args, cell).data, rtol=1e-12)
+
+
 def test_projected_lstm(kernels, rng):
     """PyTorch's proj_size: the projection W_hr (H, P) feeds the recurrence too."""
     t, b, i, h, proj = 5, 3, 2, 4, 2

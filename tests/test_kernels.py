@@ -191,6 +191,25 @@ def test_recurrent_kernels(cell, t, b, h, rng):
             assert_close_f32(got, ref)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("t,b,h", [(1, 1, 1), (7, 3, 5), (12, 20, 32)])
+def test_recurrent_kernels_from_a_given_state(cell, t, b, h, rng):
+    args = recurrent_case(cell, t, b, h, rng)
+    state = [rng.normal(size=(b, h)).astype(np.float32) for _ in range(2 if cell == "lstm" else 1)]
+    if cell == "lstm":
+        args = (*args, None)  # no projection
+    saved, saved_ref = both(f"{cell}_forward", *args, *state)
+    for got, ref in zip(saved, saved_ref, strict=True):
+        assert_close_f32(got, ref)
+    dh = rng.normal(size=saved_ref[0].shape).astype(np.float32)
+    extra = (None, *state, rng.normal(size=dh.shape).astype(np.float32)) if cell == "lstm" \
+        else tuple(state)
+    grads, grads_ref = both(f"{cell}_backward", args[1], *saved_ref, dh, *extra)
+    assert len(grads) == len(grads_ref) == 4  # LSTM: dxw, dW_hh, dh0, dc0; GRU: db_hh, dh0
+    for got, ref in zip(grads, grads_ref, strict=True):
+        assert_close_f32(got, ref)
+
+
 @pytest.mark.parametrize("b,t,c_in,c_out,kernel_size,dilation",
                          [(1, 1, 1, 1, 1, 1), (4, 24, 1, 16, 2, 1), (3, 30, 8, 8, 3, 4),
                           (2, 10, 4, 5, 2, 16)])

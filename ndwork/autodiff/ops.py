@@ -643,9 +643,10 @@ def complex_abs(z: Tensor) -> Tensor:
     return Tensor(y, (z,), lambda g: ((z.data * (g / safe)[..., None]).astype(z.data.dtype),))
 
 
-def _recurrent_forward(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str, w_hr) -> tuple:
+def _recurrent_forward(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str, w_hr,
+                       initial: tuple = ()) -> tuple:
     """The forward of one recurrent layer on arrays: what its kernel keeps (the hidden
-    states first)."""
+    states first); `initial` the state it starts from ((h0,), LSTM's (h0, c0)) or ()."""
     t, b, i = x.shape
     xw = x.reshape(-1, i) @ w_ih
     if b_ih is not None:
@@ -655,9 +656,9 @@ def _recurrent_forward(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str, w_hr) -
     xw = xw.reshape(t, b, -1)
     if cell == "gru":
         bias = b_hh if b_hh is not None else np.zeros(xw.shape[2], xw.dtype)
-        return kernel("gru_forward")(xw, w_hh, bias)
+        return kernel("gru_forward")(xw, w_hh, bias, *initial)
     if cell == "lstm":
-        return kernel("lstm_forward")(xw, w_hh, w_hr)
+        return kernel("lstm_forward")(xw, w_hh, w_hr, *initial)
     return kernel("rnn_forward")(xw, w_hh, cell.removeprefix("rnn_"))
 
 
@@ -672,27 +673,42 @@ def recurrent_final_state(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str,
 
 @_profiled
 def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-              cell: str, w_hr: Tensor | None = None) -> Tensor:
-    """One recurrent layer over x (T, B, I), time-major, from a zero state, PyTorch's
-    equations: every hidden state (T, B, H). cell: "rnn_tanh", "rnn_relu", "lstm" or
-    "gru"; w_ih (I, G), w_hh (H, G), biases (G,) or None, G = gates x H in PyTorch's
-    gate order; w_hr (H, P): LSTM's projection (PyTorch's proj_size), whose P outputs are
-    then the hidden states (w_hh (P, G)).
+              cell: str, w_hr: Tensor | None = None, initial: tuple[Tensor, ...] = (),
+              cell_states: bool = False) -> Tensor:
+    """One recurrent layer over x (T, B, I), time-major, PyTorch's equations: every
+    hidden state (T, B, H). cell: "rnn_tanh", "rnn_relu", "lstm" or "gru"; w_ih (I, G),
+    w_hh (H, G), biases (G,) or None, G = gates x H in PyTorch's gate order; w_hr (H, P):
+    LSTM's projection (PyTorch's proj_size), whose P outputs are then the hidden states
+    (w_hh (P, G)). initial: the state to start from, GRU's (h0,) or LSTM's (h0, c0), each
+    (B, H), or () for zeros; cell_states (LSTM): return the hidden and cell states side by
+    side, (T, B, 2H), so a final state can be handed on.
 
     The input projection of all steps is one GEMM; the recurrence and its backward
     through time are the kernels of ndwork.kernels.recurrent, which keep only what the
     backward needs (see there)."""
+    if initial and cell not in ("lstm", "gru") or cell_states and cell != "lstm":
+        raise ValueError(f"a {cell} layer starts from zeros and returns hidden states only")
     data = [None if w is None else w.data for w in (b_ih, b_hh, w_hr)]
-    saved = _recurrent_forward(x.data, w_ih.data, w_hh.data, data[0], data[1], cell, data[2])
+    start = tuple(s.data for s in initial)
+    saved = _recurrent_forward(x.data, w_ih.data, w_hh.data, data[0], data[1], cell, data[2],
+                               start)
     x2 = x.data.reshape(-1, x.shape[2])
+    hidden = saved[0].shape[2]
 
-    def backward_fn(dh):
+    def backward_fn(g):
+        dh = g[..., :hidden] if cell_states else g
         if cell == "gru":
-            dxw, dw_hh, db_hh = kernel("gru_backward")(w_hh.data, *saved, dh)
+            dxw, dw_hh, db_hh, *d_initial = kernel("gru_backward")(w_hh.data, *saved, dh,
+                                                                   *start)
         elif cell == "lstm":
-            dxw, dw_hh, *dw_hr = kernel("lstm_backward")(w_hh.data, *saved, dh, data[2])
+            h0, c0 = start or (None, None)
+            dc = g[..., hidden:] if cell_states else None
+            dxw, dw_hh, *rest = kernel("lstm_backward")(w_hh.data, *saved, dh, data[2], h0, c0,
+                                                        dc)
+            dw_hr, d_initial = rest[:1 if w_hr is not None else 0], rest[len(rest) - len(start):]
         else:
             dxw, dw_hh = kernel("rnn_backward")(w_hh.data, *saved, dh, cell.removeprefix("rnn_"))
+            d_initial = []
         dxw2 = dxw.reshape(-1, dxw.shape[2])
         dx = (dxw2 @ w_ih.data.T).reshape(x.shape) if x.requires_grad else None
         grads = [dx, x2.T @ dxw2, dw_hh]
@@ -701,10 +717,13 @@ def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: 
             grads.append(db)
         if b_hh is not None:
             grads.append(db_hh if cell == "gru" else db)
-        return tuple(grads + (dw_hr if w_hr is not None else []))
+        if w_hr is not None:
+            grads += dw_hr
+        return tuple(grads + list(d_initial))
 
-    parents = [x, w_ih, w_hh] + [p for p in (b_ih, b_hh, w_hr) if p is not None]
-    return Tensor(saved[0], parents, backward_fn)
+    parents = [x, w_ih, w_hh] + [p for p in (b_ih, b_hh, w_hr) if p is not None] + list(initial)
+    out = np.concatenate(saved[:2], axis=2) if cell_states else saved[0]
+    return Tensor(out, parents, backward_fn)
 
 
 @_profiled

@@ -20,6 +20,11 @@ Backward takes dh (T, B, H), the gradient of every output hidden state (the comp
 LSTM backward writes its result over `gates`, which it consumes), and returns
 dxw (T, B, G) (so the caller's GEMMs give dx, dW_ih and the input biases) and dW_hh
 (plus db_hh for GRU).
+
+LSTM and GRU can start from a given state (TFT's encoders: h0, and LSTM's c0, each
+(B, H)); their backward then also returns the gradient of that state (dh0, and dc0),
+and LSTM's takes the gradient of its cell states too (dcell, (T, B, H)), for a state
+handed on to another recurrence.
 """
 
 import numpy as np
@@ -36,10 +41,12 @@ def _sigmoid(v):
 
 # --- numpy references ----------------------------------------------------------
 
-def _previous(h):
-    """(T * B, H): the state each step started from (zeros at the first)."""
+def _previous(h, h0=None):
+    """(T * B, H): the state each step started from (h0, or zeros, at the first)."""
     previous = np.zeros_like(h)
     previous[1:] = h[:-1]
+    if h0 is not None:
+        previous[0] = h0
     return previous.reshape(-1, h.shape[2])
 
 
@@ -67,15 +74,15 @@ def rnn_backward_reference(w_hh, h, dh, activation):
     return dxw, dw_hh
 
 
-def lstm_forward_reference(xw, w_hh, w_hr=None):
+def lstm_forward_reference(xw, w_hh, w_hr=None, h0=None, c0=None):
     t, b, g4 = xw.shape
     hidden = g4 // 4
     out = hidden if w_hr is None else w_hr.shape[1]
     h = np.zeros((t, b, out), xw.dtype)
     c = np.zeros((t, b, hidden), xw.dtype)
     gates = np.empty((t, b, g4), xw.dtype)
-    h_prev = np.zeros((b, out), xw.dtype)
-    c_prev = np.zeros((b, hidden), xw.dtype)
+    h_prev = np.zeros((b, out), xw.dtype) if h0 is None else h0
+    c_prev = np.zeros((b, hidden), xw.dtype) if c0 is None else c0
     for s in range(t):
         z = xw[s] + h_prev @ w_hh
         i, f = _sigmoid(z[:, :hidden]), _sigmoid(z[:, hidden:2 * hidden])
@@ -89,18 +96,22 @@ def lstm_forward_reference(xw, w_hh, w_hr=None):
     return h, c, gates
 
 
-def lstm_backward_reference(w_hh, h, c, gates, dh, w_hr=None):
-    """Returns (dxw, dW_hh), and dW_hr after them with a projection."""
+def lstm_backward_reference(w_hh, h, c, gates, dh, w_hr=None, h0=None, c0=None,
+                            dcell=None):
+    """Returns (dxw, dW_hh), and dW_hr after them with a projection, and (dh0, dc0)
+    after them from a given state."""
     t, b, hidden = c.shape
     dxw = np.empty_like(gates)
     dh_carry = np.zeros((b, h.shape[2]), h.dtype)
     dc_carry = np.zeros((b, hidden), h.dtype)
     dw_hr = None if w_hr is None else np.zeros_like(w_hr)
     for s in range(t - 1, -1, -1):
+        if dcell is not None:
+            dc_carry = dc_carry + dcell[s]
         i, f = gates[s, :, :hidden], gates[s, :, hidden:2 * hidden]
         g, o = gates[s, :, 2 * hidden:3 * hidden], gates[s, :, 3 * hidden:]
         tanh_c = np.tanh(c[s])
-        c_prev = c[s - 1] if s else np.zeros_like(tanh_c)
+        c_prev = c[s - 1] if s else (np.zeros_like(tanh_c) if c0 is None else c0)
         dh_s = dh[s] + dh_carry
         if w_hr is not None:  # back through the projection
             dw_hr += (o * tanh_c).T @ dh_s
@@ -111,17 +122,18 @@ def lstm_backward_reference(w_hh, h, c, gates, dh, w_hr=None):
         dxw[s] = dz
         dc_carry = dc * f
         dh_carry = dz @ w_hh.T
-    dw_hh = _previous(h).T @ dxw.reshape(-1, 4 * hidden)
-    return (dxw, dw_hh) if w_hr is None else (dxw, dw_hh, dw_hr)
+    dw_hh = _previous(h, h0).T @ dxw.reshape(-1, 4 * hidden)
+    grads = (dxw, dw_hh) if w_hr is None else (dxw, dw_hh, dw_hr)
+    return grads if h0 is None else (*grads, dh_carry, dc_carry)
 
 
-def gru_forward_reference(xw, w_hh, b_hh):
+def gru_forward_reference(xw, w_hh, b_hh, h0=None):
     t, b, g3 = xw.shape
     hidden = g3 // 3
     h = np.zeros((t, b, hidden), xw.dtype)
     gates = np.empty((t, b, g3), xw.dtype)
     hn = np.empty((t, b, hidden), xw.dtype)
-    prev = np.zeros((b, hidden), xw.dtype)
+    prev = np.zeros((b, hidden), xw.dtype) if h0 is None else h0
     for s in range(t):
         hw = prev @ w_hh + b_hh
         r = _sigmoid(xw[s, :, :hidden] + hw[:, :hidden])
@@ -133,14 +145,15 @@ def gru_forward_reference(xw, w_hh, b_hh):
     return h, gates, hn
 
 
-def gru_backward_reference(w_hh, h, gates, hn, dh):
+def gru_backward_reference(w_hh, h, gates, hn, dh, h0=None):
+    """Returns (dxw, dW_hh, db_hh), and dh0 after them from a given state."""
     t, b, hidden = h.shape
     dxw = np.empty_like(gates)
     dhw = np.empty_like(gates)  # gradient of h_prev @ W_hh + b_hh
     carry = np.zeros((b, hidden), h.dtype)
     for s in range(t - 1, -1, -1):
         r, z, n = gates[s, :, :hidden], gates[s, :, hidden:2 * hidden], gates[s, :, 2 * hidden:]
-        h_prev = h[s - 1] if s else np.zeros_like(r)
+        h_prev = h[s - 1] if s else (np.zeros_like(r) if h0 is None else h0)
         dh_s = dh[s] + carry
         dn = dh_s * (1 - z) * (1 - n * n)
         dz = dh_s * (h_prev - n) * z * (1 - z)
@@ -148,8 +161,9 @@ def gru_backward_reference(w_hh, h, gates, hn, dh):
         dxw[s] = np.concatenate([dr, dz, dn], axis=1)
         dhw[s] = np.concatenate([dr, dz, dn * r], axis=1)
         carry = dh_s * z + dhw[s] @ w_hh.T
-    dw_hh = _previous(h).T @ dhw.reshape(-1, 3 * hidden)
-    return dxw, dw_hh, dhw.reshape(-1, 3 * hidden).sum(axis=0)
+    dw_hh = _previous(h, h0).T @ dhw.reshape(-1, 3 * hidden)
+    grads = (dxw, dw_hh, dhw.reshape(-1, 3 * hidden).sum(axis=0))
+    return grads if h0 is None else (*grads, carry)
 
 
 # --- compiled path -------------------------------------------------------------------
@@ -158,7 +172,7 @@ def gru_backward_reference(w_hh, h, gates, hn, dh):
 # parallel kernels), then one fused numba kernel over contiguous (B, G) rows in which
 # the sigmoids and tanhs are activations.py's kernels, in bulk over each step.
 
-_0, _1, _2 = np.float32(0), np.float32(1), np.float32(2)
+_1, _2 = np.float32(1), np.float32(2)
 
 
 @jit
@@ -314,7 +328,7 @@ SMALL_WORK = 512
 
 
 @jit
-def _lstm_sequence_small(xw, w_hh, h_t, c_t, gates_t):
+def _lstm_sequence_small(xw, w_hh, h0, c0, h_t, c_t, gates_t):
     t, b, g4 = xw.shape
     hidden = g4 // 4
     z = np.empty(g4, xw.dtype)
@@ -322,18 +336,17 @@ def _lstm_sequence_small(xw, w_hh, h_t, c_t, gates_t):
         for s in range(t):
             for j in range(g4):
                 z[j] = xw[s, i, j]
-            if s:
-                for k in range(hidden):
-                    hk = h_t[s - 1, i, k]
-                    for j in range(g4):
-                        z[j] += hk * w_hh[k, j]
+            for k in range(hidden):
+                hk = h_t[s - 1, i, k] if s else h0[i, k]
+                for j in range(g4):
+                    z[j] += hk * w_hh[k, j]
             for j in range(2 * hidden, 3 * hidden):  # tanh(v) = 2 sigmoid(2v) - 1
                 z[j] *= _2
             _sigmoid_fwd(z, z)
             for j in range(hidden):
                 ig, fg, og = z[j], z[hidden + j], z[3 * hidden + j]
                 gg = _2 * z[2 * hidden + j] - _1
-                c = fg * (c_t[s - 1, i, j] if s else _0) + ig * gg
+                c = fg * (c_t[s - 1, i, j] if s else c0[i, j]) + ig * gg
                 c_t[s, i, j] = c
                 h_t[s, i, j] = c
                 gates_t[s, i, j], gates_t[s, i, hidden + j] = ig, fg
@@ -344,14 +357,18 @@ def _lstm_sequence_small(xw, w_hh, h_t, c_t, gates_t):
                 h_t[s, i, j] *= gates_t[s, i, 3 * hidden + j]
 
 
-def lstm_forward(xw, w_hh, w_hr=None):
+def lstm_forward(xw, w_hh, w_hr=None, h0=None, c0=None):
     xw_t = np.ascontiguousarray(xw)
     t, b, g4 = xw_t.shape
     hidden = g4 // 4
+    zeros = np.zeros((b, hidden), xw.dtype)
+    c_start = zeros if c0 is None else np.ascontiguousarray(c0, xw.dtype)
     if w_hr is None and b * hidden <= SMALL_WORK:
         h_t, c_t = np.empty((t, b, hidden), xw.dtype), np.empty((t, b, hidden), xw.dtype)
         gates_t = np.empty_like(xw_t)
-        _lstm_sequence_small(xw_t, np.ascontiguousarray(w_hh, xw.dtype), h_t, c_t, gates_t)
+        _lstm_sequence_small(xw_t, np.ascontiguousarray(w_hh, xw.dtype),
+                             zeros if h0 is None else np.ascontiguousarray(h0, xw.dtype),
+                             c_start, h_t, c_t, gates_t)
         return h_t, c_t, gates_t
     c_t = np.empty((t, b, hidden), xw.dtype)
     # without a projection h is written in place; with one, o * tanh(c) goes to a scratch
@@ -359,19 +376,19 @@ def lstm_forward(xw, w_hh, w_hr=None):
     unprojected = h_t if w_hr is None else np.empty((b, hidden), xw.dtype)
     gates_t = np.empty_like(xw_t)
     z = np.zeros((b, g4), xw.dtype)
-    zeros = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
-        if s:
-            np.matmul(h_t[s - 1], w_hh, out=z)
+        if s or h0 is not None:
+            np.matmul(h_t[s - 1] if s else h0, w_hh, out=z)
         if w_hr is None:
-            _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], h_t[s])
+            _lstm_step(z, xw_t[s], c_t[s - 1] if s else c_start, gates_t[s], c_t[s], h_t[s])
         else:
-            _lstm_step(z, xw_t[s], c_t[s - 1] if s else zeros, gates_t[s], c_t[s], unprojected)
+            _lstm_step(z, xw_t[s], c_t[s - 1] if s else c_start, gates_t[s], c_t[s],
+                       unprojected)
             np.matmul(unprojected, w_hr, out=h_t[s])
     return h_t, c_t, gates_t
 
 
-def lstm_backward(w_hh, h, c, gates, dh, w_hr=None):
+def lstm_backward(w_hh, h, c, gates, dh, w_hr=None, h0=None, c0=None, dcell=None):
     h_t, c_t, gates_t = h, c, gates
     dh_t = np.ascontiguousarray(dh, h.dtype)
     t, b, hidden = c_t.shape
@@ -384,29 +401,32 @@ def lstm_backward(w_hh, h, c, gates, dh, w_hr=None):
     dh_carry = np.zeros((b, h.shape[2]), h.dtype)
     dc_carry = np.zeros((b, hidden), h.dtype)
     zeros, tanh_c = np.zeros((b, hidden), h.dtype), np.empty((b, hidden), h.dtype)
+    c_start = zeros if c0 is None else np.ascontiguousarray(c0, h.dtype)
     if w_hr is not None:
         w_hr_t = np.ascontiguousarray(w_hr.T)
         unprojected = gates_t[:, :, 3 * hidden:] * np.tanh(c_t)
         dr = np.empty((b, hidden), h.dtype)
     for s in range(t - 1, -1, -1):
+        if dcell is not None:
+            dc_carry += dcell[s]
+        c_prev = c_t[s - 1] if s else c_start
         if w_hr is None:
-            _lstm_step_back(gates_t[s], c_t[s], c_t[s - 1] if s else zeros, dh_t[s], dh_carry,
-                            dc_carry, dz_t[s], tanh_c)
+            _lstm_step_back(gates_t[s], c_t[s], c_prev, dh_t[s], dh_carry, dc_carry, dz_t[s],
+                            tanh_c)
         else:
             total[s] += dh_carry
             np.matmul(total[s], w_hr_t, out=dr)
-            _lstm_step_back(gates_t[s], c_t[s], c_t[s - 1] if s else zeros, dr, zeros,
-                            dc_carry, dz_t[s], tanh_c)
+            _lstm_step_back(gates_t[s], c_t[s], c_prev, dr, zeros, dc_carry, dz_t[s], tanh_c)
         np.matmul(dz_t[s], w_t, out=dh_carry)
-    dw_hh = _previous(h_t).T @ dz_t.reshape(-1, 4 * hidden)
-    if w_hr is None:
-        return dz_t, dw_hh
-    dw_hr = unprojected.reshape(-1, hidden).T @ total.reshape(-1, total.shape[2])
-    return dz_t, dw_hh, dw_hr
+    dw_hh = _previous(h_t, h0).T @ dz_t.reshape(-1, 4 * hidden)
+    grads = (dz_t, dw_hh)
+    if w_hr is not None:
+        grads += (unprojected.reshape(-1, hidden).T @ total.reshape(-1, total.shape[2]),)
+    return grads if h0 is None else (*grads, dh_carry, dc_carry)
 
 
 @jit
-def _gru_sequence_small(xw, w_hh, b_hh, h_t, gates_t, hn_t):
+def _gru_sequence_small(xw, w_hh, b_hh, h0, h_t, gates_t, hn_t):
     """GRU's counterpart of _lstm_sequence_small."""
     t, b, g3 = xw.shape
     hidden = g3 // 3
@@ -417,11 +437,10 @@ def _gru_sequence_small(xw, w_hh, b_hh, h_t, gates_t, hn_t):
         for s in range(t):
             for j in range(g3):
                 hw[j] = b_hh[j]
-            if s:
-                for k in range(hidden):
-                    hk = h_t[s - 1, i, k]
-                    for j in range(g3):
-                        hw[j] += hk * w_hh[k, j]
+            for k in range(hidden):
+                hk = h_t[s - 1, i, k] if s else h0[i, k]
+                for j in range(g3):
+                    hw[j] += hk * w_hh[k, j]
             for j in range(2 * hidden):
                 rz[j] = xw[s, i, j] + hw[j]
             _sigmoid_fwd(rz, rz)
@@ -430,38 +449,38 @@ def _gru_sequence_small(xw, w_hh, b_hh, h_t, gates_t, hn_t):
             _tanh_fwd(n, n)
             for j in range(hidden):
                 zg = rz[hidden + j]
-                h_t[s, i, j] = (_1 - zg) * n[j] + zg * (h_t[s - 1, i, j] if s else _0)
+                h_t[s, i, j] = (_1 - zg) * n[j] + zg * (h_t[s - 1, i, j] if s else h0[i, j])
                 gates_t[s, i, j], gates_t[s, i, hidden + j] = rz[j], zg
                 gates_t[s, i, 2 * hidden + j] = n[j]
                 hn_t[s, i, j] = hw[2 * hidden + j]
 
 
-def gru_forward(xw, w_hh, b_hh):
+def gru_forward(xw, w_hh, b_hh, h0=None):
     xw_t = np.ascontiguousarray(xw)
     t, b, g3 = xw_t.shape
     hidden = g3 // 3
     h_t = np.empty((t, b, hidden), xw.dtype)
     hn_t = np.empty_like(h_t)
     gates_t = np.empty_like(xw_t)
+    start = np.zeros((b, hidden), xw.dtype) if h0 is None else np.ascontiguousarray(h0, xw.dtype)
     if b * hidden <= SMALL_WORK:
         _gru_sequence_small(xw_t, np.ascontiguousarray(w_hh, xw.dtype),
-                            np.ascontiguousarray(b_hh, xw.dtype), h_t, gates_t, hn_t)
+                            np.ascontiguousarray(b_hh, xw.dtype), start, h_t, gates_t, hn_t)
         return h_t, gates_t, hn_t
     hw = np.empty((b, g3), xw.dtype)
-    zeros = np.zeros((b, hidden), xw.dtype)
     rz = np.empty((b, 2 * hidden), xw.dtype)  # r and z, contiguous for one exp pass
     bias = np.ascontiguousarray(b_hh, xw.dtype)
     for s in range(t):
-        if s:
-            np.matmul(h_t[s - 1], w_hh, out=hw)
+        if s or h0 is not None:
+            np.matmul(h_t[s - 1] if s else start, w_hh, out=hw)
         else:
             hw[:] = 0
-        _gru_step(hw, bias, xw_t[s], h_t[s - 1] if s else zeros, gates_t[s], hn_t[s], h_t[s],
+        _gru_step(hw, bias, xw_t[s], h_t[s - 1] if s else start, gates_t[s], hn_t[s], h_t[s],
                   rz)
     return h_t, gates_t, hn_t
 
 
-def gru_backward(w_hh, h, gates, hn, dh):
+def gru_backward(w_hh, h, gates, hn, dh, h0=None):
     h_t, gates_t, hn_t = h, gates, hn
     dh_t = np.ascontiguousarray(dh, h.dtype)
     t, b, hidden = h_t.shape
@@ -470,14 +489,15 @@ def gru_backward(w_hh, h, gates, hn, dh):
     dhw_t = np.empty_like(gates_t)
     carry = np.zeros((b, hidden), h.dtype)
     through_w = np.zeros((b, hidden), h.dtype)
-    zeros = np.zeros((b, hidden), h.dtype)
+    start = np.zeros((b, hidden), h.dtype) if h0 is None else h0
     for s in range(t - 1, -1, -1):
         carry += through_w
-        _gru_step_back(gates_t[s], hn_t[s], h_t[s - 1] if s else zeros, dh_t[s], carry,
+        _gru_step_back(gates_t[s], hn_t[s], h_t[s - 1] if s else start, dh_t[s], carry,
                        dxw_t[s], dhw_t[s])
         np.matmul(dhw_t[s], w_t, out=through_w)
     flat = dhw_t.reshape(-1, 3 * hidden)
-    return dxw_t, _previous(h_t).T @ flat, flat.sum(axis=0)
+    grads = (dxw_t, _previous(h_t, h0).T @ flat, flat.sum(axis=0))
+    return grads if h0 is None else (*grads, carry + through_w)
 
 
 def cell_step(cell: str, xw, state: tuple, w_hh, b_hh=None, w_hr=None) -> tuple:
