@@ -1,4 +1,5 @@
-"""The frequency-domain and gated-attention models (Autoformer, FEDformer, TimesNet): what the
+"""The frequency-domain and gated-attention models (Autoformer, FEDformer, TimesNet, TFT):
+what the
 shared model tests (test_models.py: counts, gradients, training, save/load) do not
 cover: the training forward's gradient, the Fourier modes' seeding, the decomposition,
 and bad options."""
@@ -11,7 +12,7 @@ from ndwork import NeuralForecast
 from ndwork.autodiff.noise import TrainingNoise
 from ndwork.datasets import air_passengers
 from ndwork.losses import MSE
-from ndwork.models import Autoformer, FEDformer, TimesNet
+from ndwork.models import TFT, Autoformer, FEDformer, TimesNet
 from ndwork.models.fedformer import frequency_modes
 
 
@@ -151,3 +152,79 @@ def test_inception_is_the_average_of_its_convolutions(rows, cols):
 def test_timesnet_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         TimesNet(h=12, input_size=24, **options)
+
+
+TFT_EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
+
+
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(rnn_type="gru", n_rnn_layers=2, one_rnn_initial_state=True, grn_activation="SELU"),
+    dict(n_rnn_layers=2, grn_activation="LeakyReLU")], ids=["lstm", "gru", "lstm2"])
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_tft_gradient_with_static_contexts(options, training):
+    """The statics give the contexts and the encoders' initial states, the history's
+    final state starts the future's: their gradients, through every layer."""
+    model = TFT(h=4, input_size=8, loss=MSE(), scaler_type="standard", dropout=0.0,
+                hidden_size=8, n_head=2, **TFT_EXOG, **options)
+    params = model.spec.initialize(np.random.default_rng(0), np.float64)
+    noise = TrainingNoise(0, 0, np.arange(6)) if training else None
+    assert_model_gradient(model, params, training=noise)
+
+
+def test_tft_interpretation_after_predict():
+    from test_models import exog_frame
+
+    df, static = exog_frame(n_series=2, length=80)
+    train = df.groupby("unique_id").head(72)
+    future = df.groupby("unique_id").tail(8)[["unique_id", "ds", "f"]]
+    model = TFT(h=8, input_size=16, max_steps=5, hidden_size=8, n_head=2, **TFT_EXOG,
+                enable_progress_bar=False)
+    with pytest.raises(ValueError, match="Make a prediction"):
+        model.feature_importances()
+    NeuralForecast([model], "D").fit(train, static_df=static).predict(futr_df=future)
+    importances = model.feature_importances()
+    past = importances["Past variable importance over time"]
+    assert past.columns.tolist() == ["x", "f", "observed_target"] and len(past) == 16
+    np.testing.assert_allclose(past.sum(axis=1), 1, rtol=1e-5)
+    assert importances["Future variable importance over time"].shape == (8, 1)
+    assert importances["Static covariates"].index.tolist() == ["s"]
+    attention = model.attention_weights()
+    assert attention.shape == (24, 24)
+    np.testing.assert_allclose(attention.sum(axis=1), 1, rtol=1e-5)
+    assert not np.triu(attention, 1).any()  # causal
+    correlations = model.feature_importance_correlations()
+    assert "Correlation with Mean Attention" in correlations.columns
+
+
+def test_tft_interpretation_names_the_repeated_target_without_future_variables():
+    model = TFT(h=12, input_size=24, max_steps=2, hidden_size=8, n_head=2,
+                enable_progress_bar=False)
+    NeuralForecast([model], "MS").fit(air_passengers()).predict()
+    past = model.feature_importances()["Past variable importance over time"]
+    assert past.columns.tolist() == ["repeated_target", "observed_target"]
+
+
+def test_tft_names_missing_statics():
+    from test_models import exog_frame
+
+    df, _ = exog_frame()
+    with pytest.raises(ValueError, match="static"):
+        NeuralForecast([TFT(h=4, input_size=8, max_steps=1, **TFT_EXOG)], "D").fit(df)
+
+
+@pytest.mark.parametrize("options,match", [
+    (dict(tgt_size=2), "tgt_size=2"),
+    (dict(grn_activation="GLU"), "grn_activation='GLU'"),
+    (dict(rnn_type="rnn"), "rnn_type='rnn'"),
+    (dict(n_rnn_layers=0), "n_rnn_layers=0"),
+    (dict(hidden_size=10, n_head=4), "divisible by n_head"),
+])
+def test_tft_bad_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        TFT(h=12, input_size=24, **options)
+
+
+def test_tft_says_attention_dropout_is_not_applied():
+    with pytest.warns(UserWarning, match="attn_dropout=0.2 is not applied"):
+        TFT(h=12, input_size=24, attn_dropout=0.2)

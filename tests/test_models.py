@@ -16,6 +16,7 @@ from ndwork.models import (
     NHITS,
     RNN,
     TCN,
+    TFT,
     Autoformer,
     BiTCN,
     DeepNPTS,
@@ -36,6 +37,7 @@ NEURALFORECAST_PARAMETER_COUNTS = {
     NLinear: 300, RNN: 66_433, GRU: 388_857, LSTM: 215_809, TCN: 148_909, BiTCN: 6_013,
     DilatedRNN: 480_301, xLSTM: 239_037,  # xLSTM: NeuralForecast's with the xlstm package
     DeepNPTS: 11_488, Autoformer: 290_561, FEDformer: 364_289, TimesNet: 4_688_645,
+    TFT: 870_158,
 }
 FD_EPS, FD_RTOL = 1e-6, 1e-4
 
@@ -60,6 +62,7 @@ SMALL = {
     Autoformer: dict(hidden_size=16, n_head=2, conv_hidden_size=8, MovingAvg_window=5),
     FEDformer: dict(hidden_size=16, conv_hidden_size=8, modes=3, MovingAvg_window=5),
     TimesNet: dict(hidden_size=8, conv_hidden_size=4, top_k=2, num_kernels=2),
+    TFT: dict(hidden_size=8, n_head=2),
 }
 EXOG = dict(futr_exog_list=["f"], hist_exog_list=["x"], stat_exog_list=["s"])
 

@@ -22,7 +22,8 @@ BOTH = {"MLP": {}, "NHITS": {}, "NBEATS": {}, "NBEATSx": {}, "TiDE": {}, "DLinea
         "MLPMultivariate": {"n_series": 2}, "SOFTS": {"n_series": 2},
         "SOFTSSharp": {"n_series": 2}, "RMoK": {"n_series": 2}, "KAN": {},
         "StemGNN": {"n_series": 2}, "TimeMixer": {"n_series": 2}, "Autoformer": {},
-        "FEDformer": {}, "TimeXer": {"n_series": 2}, "TimesNet": {}}
+        "FEDformer": {}, "TimeXer": {"n_series": 2}, "TimesNet": {},
+        "TFT": {}}
 TOLERANCE = 1e-4
 
 
@@ -248,3 +249,41 @@ def test_training_steps_on_neuralforecasts_batches_match_its_losses(name, monkey
         state.optimizer.update(state.params, grads, peer.learning_rate)
         ours.append(loss)
     np.testing.assert_allclose(ours, [s["loss"] for s in steps], rtol=1e-4)
+
+
+@pytest.mark.parametrize("options", [
+    dict(n_rnn_layers=2),
+    dict(rnn_type="gru", n_rnn_layers=2, one_rnn_initial_state=True, grn_activation="GELU",
+         hidden_size=32, n_head=2)], ids=["lstm", "gru"])
+def test_tft_with_every_kind_of_exogenous_and_its_interpretation(options, panel, tmp_path):
+    """Static contexts, historical and known-future variables, two recurrent layers:
+    forecasts, variable importances and attention weights as NeuralForecast's."""
+    import neuralforecast
+    from neuralforecast.models import TFT
+
+    rng = np.random.default_rng(0)
+    df = panel.assign(**{c: rng.normal(size=len(panel)) for c in ("f", "g", "x", "z")})
+    static = pd.DataFrame({"unique_id": df.unique_id.unique(), "s": [1.0, -2.0],
+                           "t": [0.5, 3.0]})
+    train, future = df.groupby("unique_id").head(len(df) // 2 - H), df.groupby(
+        "unique_id").tail(H)[["unique_id", "ds", "f", "g"]]
+    peer = TFT(h=H, input_size=INPUT, max_steps=3, scaler_type="robust",
+               futr_exog_list=["f", "g"], hist_exog_list=["x", "z"], stat_exog_list=["s", "t"],
+               **options, **NF_QUIET)
+    nf = neuralforecast.NeuralForecast([peer], freq="MS")
+    nf.fit(train, static_df=static)
+    expected = nf.predict(futr_df=future)
+    theirs_model = nf.models[0]
+    nf.save(str(tmp_path / "nf"), overwrite=True)
+    ours = from_neuralforecast(tmp_path / "nf")
+    got = ours.predict(futr_df=future)
+    assert ours.models[0].num_parameters() == sum(p.numel() for p in peer.parameters())
+    error = np.abs(got.TFT.to_numpy() - expected.TFT.to_numpy()).max() / expected.TFT.abs().max()
+    assert error <= TOLERANCE, f"max relative error {error:.2e}"
+    mine, theirs = ours.models[0].feature_importances(), theirs_model.feature_importances()
+    assert list(mine) == list(theirs)
+    for key in theirs:
+        pd.testing.assert_frame_equal(mine[key], theirs[key].astype(np.float64), atol=1e-5,
+                                      check_dtype=False)
+    np.testing.assert_allclose(ours.models[0].attention_weights(),
+                               theirs_model.attention_weights(), atol=1e-5)

@@ -27,6 +27,7 @@ from ndwork.models.softs import SOFTS
 from ndwork.models.softssharp import SOFTSSharp
 from ndwork.models.stemgnn import StemGNN
 from ndwork.models.tcn import TCN
+from ndwork.models.tft import TFT
 from ndwork.models.tide import TiDE
 from ndwork.models.timemixer import TimeMixer
 from ndwork.models.timesnet import TimesNet
@@ -43,7 +44,7 @@ MODELS = {cls.__name__: cls for cls in (MLP, NLinear, DLinear, NBEATS, NBEATSx, 
                                          xLSTM, DeepAR, DeepNPTS, TSMixer, TSMixerx,
                                          MLPMultivariate, SOFTS, SOFTSSharp, XLinear, RMoK, KAN,
                                          StemGNN, TimeMixer, Autoformer, FEDformer, TimeXer,
-                                         TimesNet)}
+                                         TimesNet, TFT)}
 # wrappers of another model (their own constructor): rebuilt from checkpoints by name too
 WRAPPERS = {"HINT": HINT}
 
@@ -56,5 +57,6 @@ def model_class(name: str) -> type:
 __all__ = ["Autoformer", "BaseModel", "BiTCN", "DLinear", "DeepAR", "DeepNPTS", "DilatedRNN",
            "FEDformer", "GRU", "HINT", "Informer", "KAN", "LSTM", "MLP", "MLPMultivariate",
            "MODELS", "NBEATS", "NBEATSx", "NHITS", "NLinear", "PatchTST", "RMoK", "RNN", "SOFTS",
-           "SOFTSSharp", "StemGNN", "TCN", "TSMixer", "TSMixerx", "TiDE", "TimeMixer", "TimeXer", "TimesNet",
-           "VanillaTransformer", "WRAPPERS", "XLinear", "iTransformer", "model_class", "xLSTM"]
+           "SOFTSSharp", "StemGNN", "TCN", "TFT", "TSMixer", "TSMixerx", "TiDE", "TimeMixer",
+           "TimeXer", "TimesNet", "VanillaTransformer", "WRAPPERS", "XLinear", "iTransformer",
+           "model_class", "xLSTM"]

@@ -265,6 +265,27 @@ class RecurrentStack:
             x = ops.recurrent(x, *weights[:4], self.cell, weights[4])
         return x
 
+    def run_from(self, p, x: Tensor, states: list[tuple] | None) -> tuple[Tensor, list[tuple]]:
+        """x (B, T, input_size) from each layer's initial state (GRU's (h0,), LSTM's
+        (h0, c0); None: zeros), no dropout between layers -> every hidden state of the
+        last layer (B, T, H) and each layer's final state, to hand to another stack
+        (TFT's history encoder to its future encoder)."""
+        x = ops.transpose(x, (1, 0, 2))
+        finals, lstm = [], self.cell == "lstm"
+        for i, names in enumerate(self.layers):
+            weights = [p[n] if n is not None else None for n in names]
+            out = ops.recurrent(x, *weights[:4], self.cell, weights[4],
+                                states[i] if states else (), cell_states=lstm)
+            if lstm:
+                width = out.shape[2] // 2
+                x = ops.index(out, (slice(None), slice(None), slice(0, width)))
+                finals.append((ops.index(x, (-1,)), ops.index(out, (-1, slice(None),
+                                                                    slice(width, None)))))
+            else:
+                x = out
+                finals.append((ops.index(x, (-1,)),))
+        return ops.transpose(x, (1, 0, 2)), finals
+
     def decode(self, p, x: np.ndarray, steps: int, next_input, repeat: int = 1) -> np.ndarray:
         """Recursive decoding (inference, arrays): read x (T, B, input_size) from a zero
         state, then take `steps` single steps from the carried states, the input of each
