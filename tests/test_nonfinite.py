@@ -114,6 +114,19 @@ def convolution_cases(rng):
     yield "causal_conv1d_forward", (poisoned(rng, (2, 9, 3)), w, 2)
     yield "causal_conv1d_backward", (rng.normal(size=(2, 9, 3)).astype(np.float32), w, 2,
                                      poisoned(rng, (2, 9, 4)))
+    w2 = rng.normal(size=(3, 5, 3, 4)).astype(np.float32)
+    yield "conv2d_forward", (poisoned(rng, (2, 4, 6, 3)), w2)
+    yield "conv2d_backward", (rng.normal(size=(2, 4, 6, 3)).astype(np.float32), w2,
+                              poisoned(rng, (2, 4, 6, 4)))
+
+
+def autocorrelation_cases(rng):
+    clean = rng.normal(size=(2, 9, 3)).astype(np.float32)
+    yield "lag_correlation_forward", (poisoned(rng, (2, 9, 3)), clean)
+    yield "lag_correlation_backward", (clean, clean + 1, poisoned(rng, (2, 9)))
+    w, delays = rng.normal(size=(2, 4)).astype(np.float32), np.array([[0, 3, 5, 8], [1, 2, 4, 7]])
+    yield "delay_aggregate_forward", (poisoned(rng, (2, 9, 3)), w, delays)
+    yield "delay_aggregate_backward", (clean, w, delays, poisoned(rng, (2, 9, 3)))
 
 
 def xlstm_cases(rng):
@@ -148,7 +161,8 @@ def kan_cases(rng):
 def cases():
     rng = np.random.default_rng(0)
     found = [c for make in (activation_cases, linear_cases, loss_cases, other_cases,
-                            recurrent_cases, convolution_cases, xlstm_cases, kan_cases)
+                            recurrent_cases, convolution_cases, autocorrelation_cases,
+                            xlstm_cases, kan_cases)
              for c in make(rng)]
     return [pytest.param(name, args, id=f"{name}-{i}") for i, (name, args) in enumerate(found)]
 

@@ -184,3 +184,24 @@ def test_the_forecast_plots_every_kind_of_interval(panels, choice):
     assert names == ["history", "90% interval", "80% interval", "MLP"]
     band = forecast.figure.data[1]
     assert np.isfinite(band.y).all() and len(band.y) == 2 * 12
+
+
+def test_the_forecast_panel_plots_what_tft_explains(panels):
+    train, forecast = panels["Train"], panels["Forecast"]
+    assert forecast.interpretation.layout.display == "none"
+    train.model.value = "TFT"
+    train.max_steps.value = 3
+    train.start()
+    train.wait(120)
+    assert train.error is None, train.status.value
+    assert forecast.interpretation.layout.display == "flex"
+    bars = forecast.importance.data
+    assert [bar.name for bar in bars] == ["Past variable importance over time"]
+    assert list(bars[0].x) == ["repeated_target", "observed_target"]
+    np.testing.assert_allclose(sum(bars[0].y), 1, rtol=1e-5)
+    heatmap = np.array(forecast.attention.data[0].z)
+    assert heatmap.shape == (36, 36)  # input_size + h
+    train.model.value = "MLP"  # a model without an interpretation hides the plots again
+    train.start()
+    train.wait(120)
+    assert forecast.interpretation.layout.display == "none"

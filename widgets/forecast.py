@@ -1,5 +1,7 @@
 """The forecast panel: history, forecast and prediction intervals of one series (every
-`-lo-`/`-hi-` pair the forecast has: MQLoss's, a distribution's, IQLoss's or conformal)."""
+`-lo-`/`-hi-` pair the forecast has: MQLoss's, a distribution's, IQLoss's or conformal),
+and, for a model that explains its forecast (TFT), its variable importances and
+attention weights."""
 
 from __future__ import annotations
 
@@ -19,7 +21,15 @@ class ForecastPanel:
                                                        margin=dict(l=50, r=20, t=40, b=40)))
         self.series.observe(lambda _: self.draw(), names="value")
         train_panel.on_finished.append(lambda panel: self.refresh())
-        self.widget = w.VBox([self.series, self.figure])
+        small = dict(height=300, margin=dict(l=50, r=20, t=40, b=40))
+        self.importance = go.FigureWidget(layout=go.Layout(
+            title="variable importance (mean selection weight)", barmode="group", **small))
+        self.attention = go.FigureWidget(layout=go.Layout(
+            title="attention (mean over windows and heads)", xaxis_title="key step",
+            yaxis=dict(title="query step", autorange="reversed"), **small))
+        self.interpretation = w.HBox([self.importance, self.attention],
+                                     layout=w.Layout(display="none"))
+        self.widget = w.VBox([self.series, self.figure, self.interpretation])
         self.forecast = None
 
     def refresh(self) -> None:
@@ -33,6 +43,7 @@ class ForecastPanel:
         self.series.options = ids
         self.series.value = keep
         self.draw()
+        self.draw_interpretation()
 
     def draw(self) -> None:
         if self.forecast is None or self.series.value is None:
@@ -55,3 +66,24 @@ class ForecastPanel:
             self.figure.data = []
             for trace in traces:
                 self.figure.add_trace(trace)
+
+    def draw_interpretation(self) -> None:
+        """The trained model's feature_importances() and attention_weights(), when it
+        records them (TFT, after the panel's prediction); hidden otherwise."""
+        model = self.train_panel.nf.models[0]
+        if not getattr(model, "interpretability_params", None):
+            self.interpretation.layout.display = "none"
+            return
+        bars = []
+        for title, frame in model.feature_importances().items():
+            values = frame["importance"] if "importance" in frame else frame.mean(axis=0)
+            bars.append(go.Bar(x=list(values.index), y=list(values.to_numpy()), name=title))
+        with self.importance.batch_update():
+            self.importance.data = []
+            for bar in bars:
+                self.importance.add_trace(bar)
+        with self.attention.batch_update():
+            self.attention.data = []
+            self.attention.add_trace(go.Heatmap(z=model.attention_weights(),
+                                                colorscale="Viridis"))
+        self.interpretation.layout.display = "flex"

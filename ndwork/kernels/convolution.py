@@ -102,7 +102,8 @@ def causal_conv1d_backward(x, w, dilation, dy):
 # x (B, H, W, C_in) channels last, w (Kh, Kw, C_in, C_out), both kernel sizes odd:
 # y[:, r, c] = sum_{a, e} x[:, r + a - Kh // 2, c + e - Kw // 2] @ w[a, e], zeros outside,
 # w[a, e, i, o] = torch_weight[o, i, a, e]. The reference sums Kh * Kw shifted GEMMs; the
-# numba path is im2col, one GEMM, col2im, keeping nothing but x for the backward.
+# numba path gathers the taps side by side (im2col) for one GEMM, forward and backward,
+# keeping nothing but x for the backward.
 
 def _tap_ranges(offset: int, size: int) -> tuple[slice, slice]:
     """Destination and source ranges of one tap shifted by `offset` along an axis."""
@@ -154,25 +155,6 @@ def _im2col2d(x, kh, kw, cols):
                             row[base + c] = x[i, src_r, src_c, c] if inside else 0
 
 
-@jit
-def _col2im2d(dcols, kh, kw, dx):
-    b, hh, ww, c_in = dx.shape
-    for i in range(b):
-        for r in range(hh):
-            for s in range(ww):
-                row = dcols[(i * hh + r) * ww + s]
-                for a in range(kh):
-                    src_r = r + a - kh // 2
-                    if src_r < 0 or src_r >= hh:
-                        continue
-                    for e in range(kw):
-                        src_c = s + e - kw // 2
-                        if 0 <= src_c < ww:
-                            base = (a * kw + e) * c_in
-                            for c in range(c_in):
-                                dx[i, src_r, src_c, c] += row[base + c]
-
-
 def _columns2d(x, kh, kw):
     b, hh, ww, c_in = x.shape
     cols = np.empty((b * hh * ww, kh * kw * c_in), x.dtype)
@@ -187,13 +169,17 @@ def conv2d_forward(x, w):
 
 
 def conv2d_backward(x, w, dy):
+    """Both gradients from one gather of dy: column (a, e) of D holds, at each input
+    position, the output gradient of the output that read it through the flipped tap, so
+    dx = D @ (w flipped) and dw = x^T D. (Gathering x instead would multiply the zeros
+    of the padding by dy, turning an infinite dy into NaN where no output read it.)"""
     kh, kw, c_in, c_out = w.shape
-    dy2 = np.ascontiguousarray(dy).reshape(-1, c_out)
-    w2 = np.ascontiguousarray(w).reshape(kh * kw * c_in, c_out)
-    dw = (_columns2d(x, kh, kw).T @ dy2).reshape(w.shape)
-    dx = np.zeros_like(x)
-    _col2im2d(dy2 @ w2.T, kh, kw, dx)
-    return dx, dw
+    d = _columns2d(dy, kh, kw)  # (B * H * W, Kh * Kw * C_out)
+    flipped = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, c_in)
+    dx = (d @ flipped).reshape(x.shape)
+    dw = np.ascontiguousarray(x).reshape(-1, c_in).T @ d  # (C_in, Kh * Kw * C_out)
+    dw = dw.reshape(c_in, kh, kw, c_out)[:, ::-1, ::-1].transpose(1, 2, 0, 3)
+    return dx, np.ascontiguousarray(dw)
 
 
 KERNELS = {
