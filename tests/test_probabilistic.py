@@ -607,6 +607,8 @@ def test_every_model_takes_a_distribution_loss():
             options = dict(lstm_hidden_size=8)
         if cls.MULTIVARIATE:
             options["n_series"] = 1
+        if name == "TimeXer":  # its default patch (16) is longer than this window
+            options["patch_len"] = 4
         model = cls(h=6, input_size=12, max_steps=3, windows_batch_size=16, scaler_type="robust",
                     loss=DistributionLoss("StudentT", level=[80]), enable_progress_bar=False,
                     **options)

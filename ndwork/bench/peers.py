@@ -30,6 +30,7 @@ DATASETS = {"air": (air_passengers, "MS", 12, 24),
             # speed, a public aligned panel (22 series of 120 months) for accuracy
             "panel7": (lambda: synthetic_panel(7, 600, seed=0), "D", 24, 96),
             "employment": (us_employment, "MS", 12, 24)}
+FREQUENCY_STEPS = {"Autoformer": 40, "FEDformer": 40, "TimesNet": 40, "TimeXer": 60, "TFT": 40}
 # (name, model, hyper-parameters, dataset, steps): defaults at 1,024 windows a step are
 # compute-bound; small networks at 64 windows on AirPassengers are overhead-bound.
 CONFIGS = [
@@ -67,6 +68,12 @@ CONFIGS = [
     *[(f"{m} employment", m, {}, "employment", 200)
       for m in ("TSMixer", "TSMixerx", "MLPMultivariate", "TimeMixer", "SOFTS", "SOFTSSharp",
                 "RMoK", "XLinear", "StemGNN", "KAN")],
+    # the frequency-domain and gated-attention models at NeuralForecast's defaults:
+    # speed on AirPassengers and on the 128-series panel, accuracy on the public panel
+    *[(f"{m} default", m, {}, "air", steps) for m, steps in FREQUENCY_STEPS.items()],
+    *[(f"{m} panel", m, {}, "panel128", max(10, steps // 4))
+      for m, steps in FREQUENCY_STEPS.items()],
+    *[(f"{m} employment", m, {}, "employment", 200) for m in FREQUENCY_STEPS],
 ]
 # trained in bf16 too: ndwork's precision="bf16" against NeuralForecast's "bf16-mixed"
 BF16_CONFIGS = ("MLP default", "NHITS default")
