@@ -16,7 +16,7 @@ from ndwork import profiling
 from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
-from ndwork.kernels import gemm, kernel
+from ndwork.kernels import fourier, gemm, kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
 from ndwork.kernels.kan import WAVELETS
 from ndwork.kernels.precision import to_low
@@ -248,43 +248,43 @@ def sqrt(x: Tensor) -> Tensor:
 
 @_profiled
 def rfft(x: Tensor, axis: int) -> Tensor:
-    """numpy.fft.rfft of real x along `axis`: n // 2 + 1 frequencies there, as a last
+    """The real FFT (numpy.fft.rfft's) of x along `axis`: n // 2 + 1 frequencies, as a last
     axis of size 2 (real, imaginary), torch's view_as_real layout."""
     n = x.shape[axis]
-    y = np.fft.rfft(x.data, axis=axis)
+    y = fourier.rfft(x.data, axis=axis)
 
     def backward_fn(g):  # the adjoint: a half spectrum's inverse transform, unnormalized
         z = g[..., 0] + 1j * g[..., 1]
-        half = np.ones(y.shape[axis])
+        half = np.ones(y.shape[axis], g.dtype)  # in g's precision: the FFT stays in it
         half[1:(n + 1) // 2] = 0.5  # frequencies counted twice by irfft's Hermitian sum
         z = z * half.reshape([-1 if a == axis % x.data.ndim else 1 for a in range(z.ndim)])
-        return ((n * np.fft.irfft(z, n, axis=axis)).astype(x.data.dtype),)
+        return ((n * fourier.irfft(z, n, axis=axis)).astype(x.data.dtype),)
 
     return Tensor(_real_pair(y, x.data.dtype), (x,), backward_fn)
 
 
 @_profiled
 def fft(x: Tensor, axis: int) -> Tensor:
-    """numpy.fft.fft of real x along `axis` (all n frequencies), as a last axis of size 2
+    """The FFT (numpy.fft.fft's) of real x along `axis` (all n frequencies), as a last axis of size 2
     (real, imaginary)."""
-    y = np.fft.fft(x.data, axis=axis)
+    y = fourier.fft(x.data, axis=axis)
     return Tensor(_real_pair(y, x.data.dtype), (x,),
-                  lambda g: (np.fft.fft(g[..., 0] - 1j * g[..., 1], axis=axis).real.astype(
+                  lambda g: (fourier.fft(g[..., 0] - 1j * g[..., 1], axis=axis).real.astype(
                       x.data.dtype),))
 
 
 @_profiled
 def irfft(z: Tensor, n: int, axis: int) -> Tensor:
-    """numpy.fft.irfft (length n along `axis`) of z (..., 2) (real, imaginary): reads
+    """The inverse real FFT (numpy.fft.irfft's, length n along `axis`) of z (..., 2): reads
     the first n // 2 + 1 frequencies, the imaginary parts of the zero and Nyquist ones
     ignored, as numpy and torch do."""
     spectrum = z.data[..., 0] + 1j * z.data[..., 1]
-    y = np.fft.irfft(spectrum, n, axis=axis).astype(z.data.dtype)
+    y = fourier.irfft(spectrum, n, axis=axis).astype(z.data.dtype)
     m = spectrum.shape[axis]
 
     def backward_fn(g):
-        grad = np.fft.rfft(g, axis=axis)  # n // 2 + 1 frequencies
-        weight = np.full(grad.shape[axis], 2.0 / n)
+        grad = fourier.rfft(g, axis=axis)  # n // 2 + 1 frequencies
+        weight = np.full(grad.shape[axis], 2.0 / n, g.dtype)
         weight[0] = 1.0 / n
         if n % 2 == 0:
             weight[-1] = 1.0 / n

@@ -1,11 +1,11 @@
 """Autoformer's auto-correlation, forward and backward.
 
 Lag correlation: q, k (B, L, C) -> r (B, L), the circular cross-correlation of q and k
-along time, averaged over channels: r[b, tau] = mean_c sum_t q[b, (t + tau) % L, c] k[b, t, c]
-(NeuralForecast's irfft(rfft(q) * conj(rfft(k))), averaged over heads and channels). The
-reference sums the L lags directly (O(L^2)); the fast path is one FFT per channel (numpy's
-pocketfft), the same in its backward: a gradient g (B, L) gives q the circular convolution
-of g with k and k the circular correlation of q with g.
+along time, averaged over channels: r[b, tau] = mean_c sum_t q[b, (t + tau) % L, c]
+k[b, t, c] (NeuralForecast's irfft(rfft(q) * conj(rfft(k))), averaged over heads and
+channels). The reference sums the L lags directly (O(L^2)); the fast path is one FFT per
+channel (scipy.fft, see fourier.py), the same in its backward: a gradient g (B, L) gives
+q the circular convolution of g with k, and k the circular correlation of q with g.
 
 Time-delay aggregation: v (B, L, C), w (B, K), delays (B, K) integers ->
 y[b, t] = sum_i w[b, i] v[b, (t + delays[b, i]) % L]: the values rolled by each selected
@@ -15,6 +15,7 @@ reference rolls.
 
 import numpy as np
 
+from ndwork.kernels import fourier
 from ndwork.kernels._jit import jit
 
 # --- lag correlation -----------------------------------------------------------------
@@ -38,15 +39,15 @@ def lag_correlation_backward_reference(q, k, g):
 
 def lag_correlation_forward(q, k):
     length = q.shape[1]
-    spectrum = (np.fft.rfft(q, axis=1) * np.fft.rfft(k, axis=1).conj()).mean(axis=2)
-    return np.fft.irfft(spectrum, length, axis=1).astype(q.dtype)
+    spectrum = (fourier.rfft(q, axis=1) * fourier.rfft(k, axis=1).conj()).mean(axis=2)
+    return fourier.irfft(spectrum, length, axis=1).astype(q.dtype)
 
 
 def lag_correlation_backward(q, k, g):
     length, channels = q.shape[1], q.shape[2]
-    g_hat = np.fft.rfft(g, axis=1)[:, :, None] / channels
-    dq = np.fft.irfft(g_hat * np.fft.rfft(k, axis=1), length, axis=1)
-    dk = np.fft.irfft(np.fft.rfft(q, axis=1) * g_hat.conj(), length, axis=1)
+    g_hat = fourier.rfft(g, axis=1)[:, :, None] / channels
+    dq = fourier.irfft(g_hat * fourier.rfft(k, axis=1), length, axis=1)
+    dk = fourier.irfft(fourier.rfft(q, axis=1) * g_hat.conj(), length, axis=1)
     return dq.astype(q.dtype), dk.astype(k.dtype)
 
 
