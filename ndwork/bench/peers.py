@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import functools
 import statistics
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -170,6 +173,66 @@ def _measure_peer(model_name, kwargs, steps, data, repeat, trainer):
                     data, repeat)
 
 
+# TFT's training memory on long inputs, each library in a fresh process: the growth of
+# peak RSS over one short fit (after a warm-up fit, so imports and compiled code are in)
+MEMORY_NAME = "TFT memory"
+MEMORY_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import numpy as np, pandas as pd
+    side, input_size, windows, steps = sys.argv[1], *map(int, sys.argv[2:5])
+    def rss(field):
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field))
+    t = np.arange(input_size + 12 + windows)
+    df = pd.DataFrame({"unique_id": "s", "ds": t,
+                       "y": (np.sin(t / 50) + 0.01 * t).astype(np.float32)})
+    options = dict(h=12, windows_batch_size=windows, scaler_type="standard")
+    if side == "ndwork":
+        import ndwork
+        from ndwork import NeuralForecast
+        from ndwork.models import TFT
+        def fit(size, steps):
+            with ndwork.optimizations(threads=2):
+                NeuralForecast([TFT(input_size=size, max_steps=steps, enable_progress_bar=False,
+                                    **options)], freq=1).fit(df)
+    else:
+        import logging, warnings
+        import torch
+        warnings.filterwarnings("ignore")
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+        torch.set_num_threads(2)
+        from neuralforecast import NeuralForecast
+        from neuralforecast.models import TFT
+        def fit(size, steps):
+            NeuralForecast([TFT(input_size=size, max_steps=steps, accelerator="cpu",
+                                logger=False, enable_progress_bar=False,
+                                enable_checkpointing=False, enable_model_summary=False,
+                                **options)], freq=1).fit(df)
+    fit(32, 1)
+    open("/proc/self/clear_refs", "w").write("5")
+    before = rss("VmRSS:")
+    start = time.perf_counter()
+    fit(input_size, steps)
+    print(rss("VmHWM:") - before, time.perf_counter() - start)
+""")
+
+
+def long_input_memory(input_size: int = 2048, windows: int = 64, steps: int = 2) -> list[dict]:
+    """TFT training at `input_size` with `windows` windows a step, ndwork and
+    NeuralForecast, each in a fresh process: peak memory growth and time."""
+    rows = []
+    for side in ("ndwork", "NeuralForecast"):
+        result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, side, str(input_size),
+                                 str(windows), str(steps)], capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"{side}: {result.stderr[-2000:]}")
+        peak, seconds = result.stdout.split()[-2:]
+        rows.append({"library": side, "input_size": input_size, "windows": windows,
+                     "steps": steps, "peak GiB": int(peak) / 2**30, "seconds": float(seconds)})
+    rows[0]["ndwork / NF peak"] = rows[0]["peak GiB"] / rows[1]["peak GiB"]
+    return rows
+
+
 def run(quick: bool = False, only: str | None = None, skip: str | None = None) -> dict:
     """NeuralForecast runs in a process of its own, as its users run it: no state of one
     library (ndwork's allocator settings, torch's thread pools) reaches the other.
@@ -220,11 +283,14 @@ def run(quick: bool = False, only: str | None = None, skip: str | None = None) -
                             "ndwork bf16 vs fp32": ours["fit_s"] / ours_bf16["fit_s"],
                             "ndwork bf16 MAE": ours_bf16["mae"], "NF bf16 MAE": bf16["mae"]})
             rows.append(row)
+    memory = []
+    if (not only or only in MEMORY_NAME) and not (skip and skip in MEMORY_NAME):
+        memory = long_input_memory(*((512, 16, 1) if quick else ()))
     from threadpoolctl import threadpool_info
 
     from ndwork.config import cpu
 
-    return {"rows": rows, "threads": THREADS, "torch": torch.__version__, "cpu": cpu(),
+    return {"rows": rows, "memory": memory, "threads": THREADS, "torch": torch.__version__, "cpu": cpu(),
             "numpy_blas_kernel": sorted({p["architecture"] for p in threadpool_info()
                                          if p.get("architecture")}),
             "neuralforecast": __import__("neuralforecast").__version__}
@@ -235,7 +301,11 @@ def render(results: dict) -> str:
             "NF MAE", "MAE ratio", "ndwork predict ms", "NF predict ms", "predict speed-up",
             "ndwork bf16 steps/s", "NF bf16 steps/s", "bf16 vs NF bf16", "ndwork bf16 vs fp32",
             "ndwork bf16 MAE", "NF bf16 MAE", "NF fails"]
+    memory = results.get("memory") or []
     return (table(results["rows"], cols)
+            + (f"\n\n{MEMORY_NAME} (peak RSS growth of a fit, fresh process each):\n"
+               + table(memory, ["library", "input_size", "windows", "steps", "peak GiB",
+                                "seconds", "ndwork / NF peak"]) if memory else "")
             + f"\n\nCPU {results.get('cpu', {}).get('model')} "
               f"{results.get('cpu', {}).get('isa')}; threads={results['threads']} torch "
               f"{results['torch']} "
