@@ -332,6 +332,14 @@ def test_complex_ops(rng):
         ops.complex_einsum("xe,y->xy", Tensor(a), Tensor(b[0]))
 
 
+def test_centered_sum(rng):
+    a, b = rng.normal(size=(1, 1, 2)), rng.normal(size=(3, 3, 2))
+    check_gradients(lambda a, b: ops.centered_sum([a, b], (5, 5, 2)), a, b)
+    out = ops.centered_sum([Tensor(a), Tensor(b)], (5, 5, 2)).data
+    np.testing.assert_allclose(out[2, 2], a[0, 0] + b[1, 1])
+    assert not out[0].any() and not out[:, 4].any()
+
+
 def test_take_and_place(kernels, rng):
     index = np.array([4, 0, 2])
     x = rng.normal(size=(2, 5, 3))

@@ -32,12 +32,9 @@ class InceptionBlock:
 
     def merged(self, p):
         """The one kernel (K, K, C_in, C_out) and bias the average amounts to."""
-        weight = bias = None
-        for w, b, size in self.kernels:
-            at = np.arange(size) + (self.size - size) // 2
-            placed = ops.place(ops.place(p[w], at, self.size, 0), at, self.size, 1)
-            weight = placed if weight is None else ops.add(weight, placed)
-            bias = p[b] if bias is None else ops.add(bias, p[b])
+        weights = [p[w] for w, _, _ in self.kernels]
+        bias = ops.centered_sum([p[b] for _, b, _ in self.kernels], weights[0].shape[3:])
+        weight = ops.centered_sum(weights, (self.size, self.size, *weights[0].shape[2:]))
         scale = ops.constant(np.asarray(1 / len(self.kernels), weight.data.dtype))
         return ops.mul(weight, scale), ops.mul(bias, scale)
 
