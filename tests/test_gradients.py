@@ -332,6 +332,13 @@ def test_complex_ops(rng):
         ops.complex_einsum("xe,y->xy", Tensor(a), Tensor(b[0]))
 
 
+def test_glu(kernels, rng):
+    x = rng.normal(size=(3, 4, 6))
+    check_gradients(ops.glu, x)
+    np.testing.assert_allclose(ops.glu(Tensor(x)).data,
+                               x[..., :3] / (1 + np.exp(-x[..., 3:])), rtol=1e-12)
+
+
 def test_centered_sum(rng):
     a, b = rng.normal(size=(1, 1, 2)), rng.normal(size=(3, 3, 2))
     check_gradients(lambda a, b: ops.centered_sum([a, b], (5, 5, 2)), a, b)

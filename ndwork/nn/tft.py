@@ -38,12 +38,9 @@ class GLU:
 
     def __init__(self, spec: ParameterSpec, name: str, in_features: int, out_features: int):
         self.lin = Linear(spec, f"{name}.lin", in_features, 2 * out_features)
-        self.width = out_features
 
     def __call__(self, p, x: Tensor) -> Tensor:
-        y, w, lead = self.lin(p, x), self.width, (slice(None),) * (len(x.shape) - 1)
-        return ops.mul(ops.index(y, (*lead, slice(0, w))),
-                       ops.activation(ops.index(y, (*lead, slice(w, 2 * w))), "sigmoid"))
+        return ops.glu(self.lin(p, x))
 
 
 class GRN:
