@@ -18,6 +18,7 @@ SMOKE = {
     "05_distributed": dict(workers=2, steps=6),
     "07_probabilistic": dict(max_steps=10, n_paths=20),
     "08_multivariate": dict(max_steps=10),
+    "09_transformers": dict(max_steps=5),
 }
 
 
@@ -135,3 +136,14 @@ def test_multivariate(tmp_path):
     hint = out["hint"]
     assert hint["BottomUp"]["incoherence"] <= 1e-5 and hint["MinTraceOLS"]["incoherence"] <= 1e-5
     assert hint["Identity"]["incoherence"] > 1e-4  # reconciliation is what makes them add up
+
+
+def test_transformers(tmp_path):
+    out = run("09_transformers", tmp_path, **SMOKE["09_transformers"])
+    assert set(out["mae"]) == {"Autoformer", "FEDformer", "TimesNet", "TFT", "seasonal naive"}
+    assert all(np.isfinite(v) and v > 0 for v in out["mae"].values())
+    assert set(out["past_importance"]) == {"repeated_target", "observed_target"}
+    assert np.isclose(sum(out["past_importance"].values()), 1, rtol=1e-5)
+    assert out["attention_shape"] == [36, 36]
+    np.testing.assert_allclose(out["attention_row_sums"], 1, rtol=1e-5)
+    assert np.isfinite(out["timexer_mae"]) and out["timexer_rows"] == 22 * 12
