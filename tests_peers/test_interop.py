@@ -33,6 +33,20 @@ def panel():
     return pd.concat([df, df.assign(unique_id="Scaled", y=df.y * 1.5 + 20)], ignore_index=True)
 
 
+@pytest.fixture(scope="module")
+def exogenous_panel(panel):
+    """(train, static, future): the panel with two variables per exogenous stream (with
+    one, variable-major and time-major orders agree), two statics, and the future
+    values of the known ones."""
+    rng = np.random.default_rng(0)
+    df = panel.assign(**{c: rng.normal(size=len(panel)) for c in ("f", "g", "x", "z")})
+    static = pd.DataFrame({"unique_id": df.unique_id.unique(), "s": [1.0, -2.0],
+                           "t": [0.5, 3.0]})
+    train = df.groupby("unique_id").head(len(df) // 2 - H)
+    future = df.groupby("unique_id").tail(H)[["unique_id", "ds", "f", "g"]]
+    return train, static, future
+
+
 @pytest.mark.parametrize("name", sorted(BOTH))
 def test_a_neuralforecast_checkpoint_forecasts_the_same_in_ndwork(name, panel, tmp_path):
     import neuralforecast
@@ -74,17 +88,12 @@ MULTIVARIATE_EXOG = ["TSMixerx", "MLPMultivariate", "XLinear", "KAN", "TimeXer"]
 
 
 @pytest.mark.parametrize("name", MULTIVARIATE_EXOG)
-def test_multivariate_exogenous_layouts_match_neuralforecast(name, panel, tmp_path):
+def test_multivariate_exogenous_layouts_match_neuralforecast(name, exogenous_panel,
+                                                             tmp_path):
     import neuralforecast
     import neuralforecast.models
 
-    rng = np.random.default_rng(0)
-    # two variables per stream: with one, variable-major and time-major orders agree
-    df = panel.assign(**{c: rng.normal(size=len(panel)) for c in ("f", "g", "x", "z")})
-    static = pd.DataFrame({"unique_id": df.unique_id.unique(), "s": [1.0, -2.0],
-                           "t": [0.5, 3.0]})
-    train, future = df.groupby("unique_id").head(len(df) // 2 - H), df.groupby(
-        "unique_id").tail(H)[["unique_id", "ds", "f", "g"]]
+    train, static, future = exogenous_panel
     cls = getattr(neuralforecast.models, name)
     options = dict(h=H, input_size=INPUT, n_series=2, max_steps=2, scaler_type="robust",
                    hist_exog_list=["x", "z"], stat_exog_list=["s", "t"])
@@ -255,18 +264,14 @@ def test_training_steps_on_neuralforecasts_batches_match_its_losses(name, monkey
     dict(n_rnn_layers=2),
     dict(rnn_type="gru", n_rnn_layers=2, one_rnn_initial_state=True, grn_activation="GELU",
          hidden_size=32, n_head=2)], ids=["lstm", "gru"])
-def test_tft_with_every_kind_of_exogenous_and_its_interpretation(options, panel, tmp_path):
+def test_tft_with_every_kind_of_exogenous_and_its_interpretation(options, exogenous_panel,
+                                                                 tmp_path):
     """Static contexts, historical and known-future variables, two recurrent layers:
     forecasts, variable importances and attention weights as NeuralForecast's."""
     import neuralforecast
     from neuralforecast.models import TFT
 
-    rng = np.random.default_rng(0)
-    df = panel.assign(**{c: rng.normal(size=len(panel)) for c in ("f", "g", "x", "z")})
-    static = pd.DataFrame({"unique_id": df.unique_id.unique(), "s": [1.0, -2.0],
-                           "t": [0.5, 3.0]})
-    train, future = df.groupby("unique_id").head(len(df) // 2 - H), df.groupby(
-        "unique_id").tail(H)[["unique_id", "ds", "f", "g"]]
+    train, static, future = exogenous_panel
     peer = TFT(h=H, input_size=INPUT, max_steps=3, scaler_type="robust",
                futr_exog_list=["f", "g"], hist_exog_list=["x", "z"], stat_exog_list=["s", "t"],
                **options, **NF_QUIET)
