@@ -11,7 +11,7 @@ distributed = pytest.importorskip("distributed")
 from ndwork import NeuralForecast  # noqa: E402
 from ndwork.datasets import synthetic_panel  # noqa: E402
 from ndwork.distributed import connect  # noqa: E402
-from ndwork.models import MLP, NHITS, XLinear  # noqa: E402
+from ndwork.models import MLP, NHITS, TFT, Autoformer, XLinear  # noqa: E402
 
 SAME_TRAJECTORY_ATOL = 1e-5
 FAULT_LOSS_RTOL = 0.10
@@ -65,6 +65,31 @@ def test_a_multivariate_model_splits_its_windows_across_workers(client, panel):
     np.testing.assert_allclose(losses(spread), losses(alone), atol=SAME_TRAJECTORY_ATOL)
     np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
     assert spread.worker_switches is not None  # it ran on the workers
+
+
+def test_tft_on_the_workers_equals_single_process(client, panel):
+    """TFT's recurrent encoders, variable selection and attention, split by windows."""
+    def model():
+        return TFT(h=6, input_size=24, max_steps=6, hidden_size=8, n_head=2, dropout=0.2,
+                   windows_batch_size=32, scaler_type="standard")
+
+    alone = NeuralForecast([model()], "D").fit(panel, verbose=False)
+    spread = NeuralForecast([model()], "D").fit(panel, distributed=client, verbose=False)
+    np.testing.assert_allclose(losses(spread), losses(alone), atol=SAME_TRAJECTORY_ATOL)
+    np.testing.assert_allclose(spread.states[0].params, alone.states[0].params, atol=1e-5)
+
+
+def test_batch_dependent_lags_train_on_the_workers(client, panel):
+    """Autoformer picks its training lags from the batch it sees, so each rank from its
+    share (as NeuralForecast under DDP): the run differs from one process's but trains."""
+    def model():
+        return Autoformer(h=6, input_size=24, max_steps=10, hidden_size=16, n_head=2,
+                          conv_hidden_size=8, MovingAvg_window=5, windows_batch_size=32,
+                          learning_rate=3e-3, scaler_type="standard")
+
+    spread = NeuralForecast([model()], "D").fit(panel, distributed=client, verbose=False)
+    assert np.isfinite(losses(spread)).all() and spread.worker_switches is not None
+    assert np.isfinite(spread.predict().Autoformer).all()
 
 
 @pytest.mark.parametrize("sync_every", [1, 4])
