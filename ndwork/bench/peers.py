@@ -76,7 +76,7 @@ CONFIGS = [
     *[(f"{m} default", m, {}, "air", steps) for m, steps in FREQUENCY_STEPS.items()],
     *[(f"{m} panel", m, {}, "panel128", max(10, steps // 4))
       for m, steps in FREQUENCY_STEPS.items()],
-    *[(f"{m} employment", m, {}, "employment", 200) for m in FREQUENCY_STEPS],
+    *[(f"{m} employment", m, {}, "employment", 100) for m in FREQUENCY_STEPS],
 ]
 # trained in bf16 too: ndwork's precision="bf16" against NeuralForecast's "bf16-mixed"
 BF16_CONFIGS = ("MLP default", "NHITS default")
