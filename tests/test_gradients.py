@@ -328,6 +328,12 @@ def test_complex_ops(rng):
     np.testing.assert_allclose(ops.complex_tanh(Tensor(z)).data[..., 1],
                                np.tanh(z[..., 0] + 1j * z[..., 1]).imag, rtol=1e-12)
     check_gradients(ops.complex_tanh, z)
+    # float32 near its poles (i pi/2) and far out: numpy's complex tanh, 1e-5 relative
+    near = np.array([[1e-4, np.pi / 2 + 1e-4], [-3e-3, -np.pi / 2], [30, 1], [-50, 2], [0.1, 1.5]],
+                    np.float32)
+    got = ops.complex_tanh(Tensor(near)).data
+    expected = np.tanh(near[:, 0].astype(np.float64) + 1j * near[:, 1])
+    np.testing.assert_allclose(got[:, 0] + 1j * got[:, 1], expected, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="summed in one operand only"):
         ops.complex_einsum("xe,y->xy", Tensor(a), Tensor(b[0]))
 

@@ -372,12 +372,14 @@ def complex_einsum(subscripts: str, a: Tensor, b: Tensor) -> Tensor:
 @_profiled
 def complex_tanh(z: Tensor) -> Tensor:
     """tanh of a complex tensor (..., 2), holomorphic: the gradient is conj(1 - tanh^2) g.
-    Computed as (sinh 2a + i sin 2b) / (cosh 2a + cos 2b) in real arithmetic, 2a clipped
-    to +-40 where the result is +-1 + 0i to float precision (20x numpy's complex tanh)."""
-    double_re = np.clip(2 * z.data[..., 0], -40, 40)
-    double_im = 2 * z.data[..., 1]
-    denominator = np.cosh(double_re) + np.cos(double_im)
-    pair = np.stack([np.sinh(double_re) / denominator, np.sin(double_im) / denominator], -1)
+    In real arithmetic, 20x numpy's complex tanh: (sinh a cosh a + i sin b cos b) /
+    (sinh^2 a + cos^2 b), a denominator without the cancellation of cosh 2a + cos 2b near
+    the poles; a clipped to +-20, where the result is +-1 + 0i to float precision."""
+    re = np.clip(z.data[..., 0], -20, 20)
+    im = z.data[..., 1]
+    sinh, cos = np.sinh(re), np.cos(im)
+    denominator = sinh * sinh + cos * cos
+    pair = np.stack([sinh * np.cosh(re) / denominator, np.sin(im) * cos / denominator], -1)
     y = _complex(pair)
     return Tensor(pair.astype(z.data.dtype, copy=False), (z,),
                   lambda g: (_real_pair((1 - y * y).conj() * _complex(g), z.data.dtype),))
