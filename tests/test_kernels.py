@@ -25,6 +25,14 @@ def test_activation_forward_backward(kind, shape, rng):
     assert_close_f32(*both(f"{kind}_backward", saved, dy))
 
 
+@pytest.mark.parametrize("shape", [(1, 2), (7, 26), (3, 64, 256)])
+def test_glu(shape, rng):
+    x = rng.normal(0, 3, shape).astype(np.float32)
+    dy = rng.normal(size=(*shape[:-1], shape[-1] // 2)).astype(np.float32)
+    assert_close_f32(*both("glu_forward", x))
+    assert_close_f32(*both("glu_backward", x, dy))
+
+
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("n,fan_in,fan_out", [(1, 1, 1), (33, 24, 70), (256, 128, 64)])
 def test_linear(activation, n, fan_in, fan_out, rng):
@@ -358,7 +366,8 @@ def test_lag_correlation_is_the_circular_cross_correlation(rng):
 def test_every_kernel_has_a_reference_and_a_test():
     # "nll": tests/test_probabilistic.py
     tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
-              "tanh", "sigmoid", "gelu", "elu", "softmax", "linear", "point_loss", "mqloss", "nll", "maxpool",
+              "tanh", "sigmoid", "gelu", "elu", "glu", "softmax", "linear", "point_loss", "mqloss",
+              "nll", "maxpool",
               "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics",
               "round_bf16", "round_fp16", "widen_bf16", "widen_fp16",
               "bf16_weights_matmul",  # test_precision.py

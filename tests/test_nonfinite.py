@@ -39,6 +39,9 @@ def activation_cases(rng):
         yield f"{kind}_backward", (saved, poisoned(rng, (6, 11)))
         yield f"{kind}_backward", (poisoned(rng, (6, 11), 3), rng.normal(size=(6, 11)).astype(
             np.float32))
+    yield "glu_forward", (poisoned(rng, (6, 22), 3),)  # GLU backward recomputes from x
+    yield "glu_backward", (poisoned(rng, (6, 22), 3), rng.normal(size=(6, 11)).astype(np.float32))
+    yield "glu_backward", (rng.normal(0, 3, (6, 22)).astype(np.float32), poisoned(rng, (6, 11)))
 
 
 def linear_cases(rng):

@@ -1,14 +1,16 @@
 """Elementwise activations, forward and backward, numba beside the numpy reference.
 
 Arrays are any shape, float32 or float64. Backward takes what forward cached:
-ReLU, tanh, sigmoid and ELU need only their output y; GELU needs its input x.
+ReLU, tanh, sigmoid and ELU need only their output y; GELU and GLU need their input x.
 """
+
+import math
 
 import numpy as np
 from scipy.special import erf
 
 from ndwork.kernels._jit import jit
-from ndwork.kernels.fastmath import erf_from_exp, exp_into
+from ndwork.kernels.fastmath import erf_from_exp, exp_chunk, exp_into
 
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
@@ -60,6 +62,20 @@ def elu_forward_reference(x):
 
 def elu_backward_reference(y, dy):
     return dy * np.where(y > 0, 1, y + 1).astype(y.dtype, copy=False)
+
+
+def glu_forward_reference(x):
+    """Gated linear unit over the last axis: its first half times the sigmoid of its
+    second."""
+    value, gate = np.split(x, 2, axis=-1)
+    return value * sigmoid_forward_reference(gate)
+
+
+def glu_backward_reference(x, dy):
+    """Backward from the input (the gate is recomputed rather than kept)."""
+    value, gate = np.split(x, 2, axis=-1)
+    s = sigmoid_forward_reference(gate)
+    return np.concatenate([dy * s, dy * value * s * (1 - s)], axis=-1)
 
 
 def softmax_forward_reference(x):
@@ -120,6 +136,41 @@ def _sigmoid_fwd(x, out):
 def _sigmoid_bwd(y, dy, out):
     for i in range(y.size):
         out[i] = dy[i] * y[i] * (_1 - y[i])
+
+
+@jit
+def _glu_fwd(x, out):
+    """x (rows, 2w) -> out (rows, w): one pass, the gate's exp into out then the product."""
+    width = out.shape[1]
+    if x.itemsize != 4:
+        for r in range(out.shape[0]):
+            for j in range(width):
+                out[r, j] = x[r, j] / (_1 + math.exp(-x[r, width + j]))
+        return
+    mantissas, powers = np.empty(width, np.float32), np.empty(width, np.int32)
+    for r in range(out.shape[0]):
+        row = out[r]
+        exp_chunk(x[r][width:], row, np.float32(-1), mantissas, powers)
+        for j in range(width):
+            row[j] = x[r, j] / (_1 + row[j])
+
+
+@jit
+def _glu_bwd(x, dy, out):
+    """x (rows, 2w), dy (rows, w) -> out (rows, 2w), the sigmoid recomputed in place."""
+    width = dy.shape[1]
+    mantissas, powers = np.empty(width, np.float32), np.empty(width, np.int32)
+    for r in range(dy.shape[0]):
+        gate = out[r][width:]
+        if x.itemsize == 4:
+            exp_chunk(x[r][width:], gate, np.float32(-1), mantissas, powers)
+        else:
+            for j in range(width):
+                gate[j] = math.exp(-x[r, width + j])
+        for j in range(width):
+            s = _1 / (_1 + gate[j])
+            out[r, j] = dy[r, j] * s
+            gate[j] = dy[r, j] * x[r, j] * s * (_1 - s)
 
 
 @jit
@@ -215,6 +266,22 @@ def _rows(kernel, n_inputs):
     return run
 
 
+def glu_forward(x):
+    x = np.ascontiguousarray(x)
+    flat = x.reshape(-1, x.shape[-1])
+    out = np.empty((flat.shape[0], flat.shape[1] // 2), x.dtype)
+    _glu_fwd(flat, out)
+    return out.reshape(*x.shape[:-1], -1)
+
+
+def glu_backward(x, dy):
+    x = np.ascontiguousarray(x)
+    flat = x.reshape(-1, x.shape[-1])
+    out = np.empty_like(flat)
+    _glu_bwd(flat, np.ascontiguousarray(dy, x.dtype).reshape(flat.shape[0], -1), out)
+    return out.reshape(x.shape)
+
+
 relu_forward, relu_backward = _unary(_relu_fwd), _binary(_relu_bwd)
 tanh_forward, tanh_backward = _unary(_tanh_fwd), _binary(_tanh_bwd)
 sigmoid_forward, sigmoid_backward = _unary(_sigmoid_fwd), _binary(_sigmoid_bwd)
@@ -224,6 +291,6 @@ softmax_forward, softmax_backward = _rows(_softmax_fwd, 1), _rows(_softmax_bwd, 
 
 KERNELS = {
     f"{name}_{way}": (globals()[f"{name}_{way}"], globals()[f"{name}_{way}_reference"])
-    for name in ("relu", "tanh", "sigmoid", "gelu", "elu", "softmax")
+    for name in ("relu", "tanh", "sigmoid", "gelu", "elu", "glu", "softmax")
     for way in ("forward", "backward")
 }
