@@ -111,17 +111,24 @@ def test_low_precision_gemm_equals_fp64_of_the_rounded_inputs(dtype, threads, rn
             assert_close_f32(out, _fp64_of_rounded(left, right))
 
 
-def test_a_missing_native_gemm_warns_once_and_names_the_fallback(monkeypatch):
+@pytest.mark.parametrize("isa,reason", [
+    (["avx2", "avx512_bf16"], r"oneDNN cannot be limited to threads=1"),
+    (["avx2"], r"this CPU \(Some CPU\) has none of avx512_bf16, amx_bf16")])
+def test_a_missing_native_gemm_warns_once_and_names_the_fallback(monkeypatch, isa, reason):
+    if "onednn" not in ndwork.config.available_blas():
+        pytest.skip("the reason named first is then the missing oneDNN wheel")
+    monkeypatch.setattr(gemm, "cpu", lambda: {"model": "Some CPU", "isa": isa})
+    gemm._native_reason.cache_clear()
     gemm._warn_fallback.cache_clear()
     a = np.ones((300, 256), BF16)
     with ndwork.optimizations(threads=1), pytest.warns(
             gemm.PrecisionFallbackWarning,
-            match=r"precision='bf16'.*GEMMs run in float32 here: oneDNN cannot be limited to "
-                  r"threads=1.*filterwarnings"):
+            match=rf"precision='bf16'.*GEMMs run in float32 here: {reason}.*filterwarnings"):
         gemm.matmul(a, a.T)
     with ndwork.optimizations(threads=1), warnings.catch_warnings():
         warnings.simplefilter("error")  # once is enough
         gemm.matmul(a, a.T)
+    gemm._native_reason.cache_clear()  # the real CPU's answer for the tests that follow
     assert issubclass(ndwork.PrecisionFallbackWarning, UserWarning)
 
 
