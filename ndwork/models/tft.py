@@ -105,6 +105,7 @@ class TFT(BaseModel):
         self.decoder_ln = LayerNorm(spec, f"{name}.decoder_ln", d)
         self.output_adapter = Linear(spec, "output_adapter", d, self.n_outputs)
         self.interpretability_params: dict = {}
+        self._queries_keys = None  # of the last forward, for attention_weights()
 
     def _embed(self, p, kind: str, values: np.ndarray):
         """values (..., V) -> (..., V, D): each variable times its vector, plus its bias."""
@@ -141,7 +142,8 @@ class TFT(BaseModel):
             ops.concat([past, future], axis=1)))
         enriched = self.enrichment(p, temporal, rng, ce)
         tail = (slice(None), slice(length, None))
-        x = ops.index(self.attention(p, enriched, rng), tail)
+        attended, queries_keys = self.attention(p, enriched, rng)
+        x = ops.index(attended, tail)
         x = self._norm(p, self.attention_ln, ops.add(self.attention_gate(p, x),
                                                      ops.index(enriched, tail)))
         x = self.positionwise(p, x, rng)
@@ -153,7 +155,8 @@ class TFT(BaseModel):
                 "future_vsn_wgts": future_weights.data.mean(axis=0),
                 "static_encoder_sparse_weights": None if static_weights is None else
                 static_weights.data.mean(axis=0),
-                "attn_wts": self.attention.probabilities(p, enriched)}
+                "attn_wts": None}  # from these on request: predict need not pay for it
+            self._queries_keys = queries_keys
         return self.output_adapter(p, x)
 
     # --- interpretability, NeuralForecast's methods ---------------------------------------
@@ -185,7 +188,11 @@ class TFT(BaseModel):
     def attention_weights(self) -> np.ndarray:
         """(input_size + h) x (input_size + h) causal attention, averaged over the last
         forward's windows and the heads."""
-        return self._recorded()["attn_wts"]
+        recorded = self._recorded()
+        if recorded["attn_wts"] is None:
+            recorded["attn_wts"] = InterpretableAttention.probabilities(*self._queries_keys)
+            self._queries_keys = None
+        return recorded["attn_wts"]
 
     def feature_importance_correlations(self) -> pd.DataFrame:
         """Spearman correlations between the past variables' importances and the mean

@@ -153,25 +153,27 @@ class InterpretableAttention:
         v = ops.index(qkv, (slice(None), slice(None), slice(2 * width, None)))
         return q, k, v
 
-    def __call__(self, p, x: Tensor, rng) -> Tensor:
+    def __call__(self, p, x: Tensor, rng) -> tuple[Tensor, tuple[np.ndarray, np.ndarray]]:
+        """The attended values (B, T, D), and the queries' and keys' values, from which
+        `probabilities` computes the attention matrix on request."""
         b, t, _ = x.shape
         q, k, v = self._heads(p, x)
         shared = ops.broadcast(ops.reshape(v, (b, 1, t, self.d_head)),
                                (b, self.n_head, t, self.d_head))
         heads = ops.attention(q, k, shared, causal=True)
         mean = ops.reshape(ops.mean(heads, axis=1), (b, t, self.d_head))
-        return ops.dropout(self.out_proj(p, mean), self.dropout, rng)
+        return ops.dropout(self.out_proj(p, mean), self.dropout, rng), (q.data, k.data)
 
-    def probabilities(self, p, x: Tensor, budget: int = 1 << 24) -> np.ndarray:
-        """The causal attention probabilities (t, t), averaged over windows and heads,
-        computed in chunks of windows of at most `budget` scores each."""
-        q, k, _ = self._heads(p, x)
+    @staticmethod
+    def probabilities(q: np.ndarray, k: np.ndarray, budget: int = 1 << 24) -> np.ndarray:
+        """The causal attention probabilities (t, t) of queries and keys (B, heads, t, d),
+        averaged over windows and heads, in chunks of windows of at most `budget` scores."""
         b, heads, t, d = q.shape
         future = np.triu(np.ones((t, t), dtype=bool), 1)
         total = np.zeros((t, t))
         step = max(1, budget // (heads * t * t))
         for start in range(0, b, step):
-            scores = q.data[start:start + step] @ k.data[start:start + step].transpose(
+            scores = q[start:start + step] @ k[start:start + step].transpose(
                 0, 1, 3, 2) / np.sqrt(d)
             scores[..., future] = -np.inf
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
