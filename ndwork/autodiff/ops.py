@@ -705,11 +705,10 @@ def _recurrent_forward(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str, w_hr,
     """The forward of one recurrent layer on arrays: what its kernel keeps (the hidden
     states first); `initial` the state it starts from ((h0,), LSTM's (h0, c0)) or ()."""
     t, b, i = x.shape
-    xw = x.reshape(-1, i) @ w_ih
-    if b_ih is not None:
-        xw += b_ih
-    if b_hh is not None and cell != "gru":  # GRU's b_hn sits inside the reset gate
-        xw += b_hh
+    xw = gemm.matmul(x.reshape(-1, i), w_ih)
+    biases = [v for v in (b_ih, None if cell == "gru" else b_hh) if v is not None]
+    if biases:  # one pass over xw (GRU's b_hn sits inside the reset gate)
+        xw += sum(biases[1:], biases[0])
     xw = xw.reshape(t, b, -1)
     if cell == "gru":
         bias = b_hh if b_hh is not None else np.zeros(xw.shape[2], xw.dtype)
@@ -767,8 +766,8 @@ def recurrent(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: 
             dxw, dw_hh = kernel("rnn_backward")(w_hh.data, *saved, dh, cell.removeprefix("rnn_"))
             d_initial = []
         dxw2 = dxw.reshape(-1, dxw.shape[2])
-        dx = (dxw2 @ w_ih.data.T).reshape(x.shape) if x.requires_grad else None
-        grads = [dx, x2.T @ dxw2, dw_hh]
+        dx = gemm.matmul(dxw2, w_ih.data.T).reshape(x.shape) if x.requires_grad else None
+        grads = [dx, gemm.matmul(x2.T, dxw2), dw_hh]
         db = dxw2.sum(axis=0)
         if b_ih is not None:
             grads.append(db)
