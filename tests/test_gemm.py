@@ -62,6 +62,24 @@ def test_onednn_primitives_are_per_thread():
         assert_close_f32(out, (a * s).astype(np.float64) @ b)
 
 
+@pytest.mark.parametrize("blas", ["numpy", "mkl", "onednn"])
+def test_a_product_is_written_into_out(blas):
+    """The recurrent kernels write each step's product into their state arrays."""
+    if blas not in ndwork.config.available_blas():
+        pytest.skip(f"{blas} is not installed")
+    a, b = _operands(128, 96, 128)  # above gemm.SMALL
+    out = np.full((128, 128), np.nan, np.float32)
+    with ndwork.optimizations(blas=blas):
+        returned = gemm.matmul(a, b, out=out)
+        with ndwork.profile():  # the profiled path hands out on too
+            gemm.matmul(a[64:] * 2, b, out=out[64:])
+        with pytest.raises(ValueError, match="(?i)out"):
+            gemm.matmul(a, b, out=out[64:])
+    assert returned is out
+    assert_close_f32(out[:64], a[:64].astype(np.float64) @ b)
+    assert_close_f32(out[64:], (a[64:] * 2).astype(np.float64) @ b)
+
+
 def test_the_switch_picks_the_blas():
     a, b = _operands(128, 96, 128)  # above gemm.SMALL
     with ndwork.optimizations(blas="numpy"):

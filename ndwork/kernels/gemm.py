@@ -63,7 +63,7 @@ def _operand(x: np.ndarray) -> tuple[np.ndarray, int, int]:
     return x, _NO_TRANS, x.shape[1]
 
 
-def mkl_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def mkl_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """a @ b in float32 for two float32, two bfloat16 or two float16 2-D operands (either
     may be a transposed view) by oneMKL: cblas_sgemm, cblas_gemm_bf16bf16f32 or
     cblas_gemm_f16f16f32. The low-precision two are measured by `bench precision` and
@@ -72,7 +72,11 @@ def mkl_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     (m, k), n = a.shape, b.shape[1]
     a, trans_a, lda = _operand(a)
     b, trans_b, ldb = _operand(b)
-    out = np.empty((m, n), dtype=np.float32)
+    if out is None:
+        out = np.empty((m, n), dtype=np.float32)
+    elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {(m, n)}, "
+                         f"got {out.dtype} {out.shape}")
     gemm = {BF16: lib.cblas_gemm_bf16bf16f32, FP16: lib.cblas_gemm_f16f16f32}.get(
         a.dtype, lib.cblas_sgemm)
     lib.MKL_Set_Num_Threads_Local(numba.get_num_threads())
@@ -142,12 +146,17 @@ class _OneDNN:
             local.cache[key] = (primitive, memories, args)
         return local.cache[key], local.stream
 
-    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if min(a.strides + b.strides) <= 0 or a.strides[-1] % a.itemsize \
                 or b.strides[-1] % b.itemsize:
             a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
         (primitive, memories, args), stream = self._primitive(a, b)
-        out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+        if out is None:
+            out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+        elif out.shape != (a.shape[0], b.shape[1]) or out.dtype != np.float32 \
+                or not out.flags.c_contiguous:  # oneDNN would write past it
+            raise ValueError(f"out must be a C-contiguous float32 array of shape "
+                             f"{(a.shape[0], b.shape[1])}, got {out.dtype} {out.shape}")
         for memory, array in zip(memories, (a, b, out), strict=True):
             self._ok(self.lib.dnnl_memory_set_data_handle(memory, ctypes.c_void_p(
                 array.ctypes.data)), "data handle")
@@ -161,13 +170,14 @@ def _onednn() -> _OneDNN:
     return _OneDNN(onednn_library())
 
 
-def onednn_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for 2-D float32 operands by oneDNN's matmul (any positive strides)."""
-    return _onednn().matmul(a, b)
+def onednn_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b for 2-D float32 operands by oneDNN's matmul (any positive strides); out: a
+    C-contiguous float32 array to write it to."""
+    return _onednn().matmul(a, b, out)
 
 
-def _numpy_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a @ b
+def _numpy_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.matmul(a, b, out=out)
 
 
 CANDIDATES = {"numpy": _numpy_matmul, "mkl": mkl_matmul, "onednn": onednn_matmul}
@@ -180,20 +190,21 @@ CANDIDATES = {"numpy": _numpy_matmul, "mkl": mkl_matmul, "onednn": onednn_matmul
 SMALL, FEW_ROWS = 2**20, 2
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """a @ b by the BLAS the active `Optimizations.blas` picks for this shape (timed by
     shape into an open `ndwork.profile()`). A stack of matrices times one matrix is one
-    2-D product. Operands in bfloat16 or float16 give a float32 product (see low_matmul)."""
+    2-D product. Operands in bfloat16 or float16 give a float32 product (see low_matmul).
+    out: a C-contiguous float32 array for a 2-D product of float32 operands."""
     if a.ndim > 2 and b.ndim == 2:
         return matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[1])
     if a.itemsize == 2 or b.itemsize == 2:
         return low_matmul(a, b)
     if profiling.current() is not None:
         return profiling.current().gemm(_label(_key(a, b, active().threads)), _blas_for(a, b),
-                                        a, b)
+                                        a, b, out)
     if a.ndim == 2 and (a.shape[0] < FEW_ROWS or a.shape[0] * a.shape[1] * b.shape[-1] < SMALL):
-        return a @ b  # the hot small case
-    return _blas_for(a, b)(a, b)
+        return np.matmul(a, b, out=out)  # the hot small case
+    return _blas_for(a, b)(a, b, out)
 
 
 def low_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ handed on to another recurrence.
 
 import numpy as np
 
+from ndwork.kernels import gemm
 from ndwork.kernels._jit import jit
 from ndwork.kernels.activations import _sigmoid_fwd, _tanh_fwd, relu, relu_grad
 
@@ -301,7 +302,7 @@ def rnn_forward(xw, w_hh, activation):
     z = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
         if s:
-            np.matmul(h_t[s - 1], w_hh, out=z)
+            gemm.matmul(h_t[s - 1], w_hh, out=z)
         _rnn_step(z, xw_t[s], activation == "tanh", h_t[s])
     return (h_t,)
 
@@ -314,8 +315,8 @@ def rnn_backward(w_hh, h, dh, activation):
     carry = np.zeros((b, hidden), h.dtype)
     for s in range(t - 1, -1, -1):
         _rnn_step_back(h_t[s], dh_t[s], carry, activation == "tanh", dz_t[s])
-        np.matmul(dz_t[s], w_t, out=carry)
-    dw_hh = _previous(h_t).T @ dz_t.reshape(-1, hidden)
+        gemm.matmul(dz_t[s], w_t, out=carry)
+    dw_hh = gemm.matmul(_previous(h_t).T, dz_t.reshape(-1, hidden))
     return dz_t, dw_hh
 
 
@@ -378,13 +379,13 @@ def lstm_forward(xw, w_hh, w_hr=None, h0=None, c0=None):
     z = np.zeros((b, g4), xw.dtype)
     for s in range(t):
         if s or h0 is not None:
-            np.matmul(h_t[s - 1] if s else h0, w_hh, out=z)
+            gemm.matmul(h_t[s - 1] if s else h0, w_hh, out=z)
         if w_hr is None:
             _lstm_step(z, xw_t[s], c_t[s - 1] if s else c_start, gates_t[s], c_t[s], h_t[s])
         else:
             _lstm_step(z, xw_t[s], c_t[s - 1] if s else c_start, gates_t[s], c_t[s],
                        unprojected)
-            np.matmul(unprojected, w_hr, out=h_t[s])
+            gemm.matmul(unprojected, w_hr, out=h_t[s])
     return h_t, c_t, gates_t
 
 
@@ -415,13 +416,14 @@ def lstm_backward(w_hh, h, c, gates, dh, w_hr=None, h0=None, c0=None, dcell=None
                             tanh_c)
         else:
             total[s] += dh_carry
-            np.matmul(total[s], w_hr_t, out=dr)
+            gemm.matmul(total[s], w_hr_t, out=dr)
             _lstm_step_back(gates_t[s], c_t[s], c_prev, dr, zeros, dc_carry, dz_t[s], tanh_c)
-        np.matmul(dz_t[s], w_t, out=dh_carry)
-    dw_hh = _previous(h_t, h0).T @ dz_t.reshape(-1, 4 * hidden)
+        gemm.matmul(dz_t[s], w_t, out=dh_carry)
+    dw_hh = gemm.matmul(_previous(h_t, h0).T, dz_t.reshape(-1, 4 * hidden))
     grads = (dz_t, dw_hh)
     if w_hr is not None:
-        grads += (unprojected.reshape(-1, hidden).T @ total.reshape(-1, total.shape[2]),)
+        grads += (gemm.matmul(unprojected.reshape(-1, hidden).T,
+                               total.reshape(-1, total.shape[2])),)
     return grads if h0 is None else (*grads, dh_carry, dc_carry)
 
 
@@ -472,7 +474,7 @@ def gru_forward(xw, w_hh, b_hh, h0=None):
     bias = np.ascontiguousarray(b_hh, xw.dtype)
     for s in range(t):
         if s or h0 is not None:
-            np.matmul(h_t[s - 1] if s else start, w_hh, out=hw)
+            gemm.matmul(h_t[s - 1] if s else start, w_hh, out=hw)
         else:
             hw[:] = 0
         _gru_step(hw, bias, xw_t[s], h_t[s - 1] if s else start, gates_t[s], hn_t[s], h_t[s],
@@ -494,9 +496,9 @@ def gru_backward(w_hh, h, gates, hn, dh, h0=None):
         carry += through_w
         _gru_step_back(gates_t[s], hn_t[s], h_t[s - 1] if s else start, dh_t[s], carry,
                        dxw_t[s], dhw_t[s])
-        np.matmul(dhw_t[s], w_t, out=through_w)
+        gemm.matmul(dhw_t[s], w_t, out=through_w)
     flat = dhw_t.reshape(-1, 3 * hidden)
-    grads = (dxw_t, _previous(h_t, h0).T @ flat, flat.sum(axis=0))
+    grads = (dxw_t, gemm.matmul(_previous(h_t, h0).T, flat), flat.sum(axis=0))
     return grads if h0 is None else (*grads, carry + through_w)
 
 

@@ -80,10 +80,10 @@ class Profile:
         self.self_seconds[name] += seconds - children
         return result, seconds
 
-    def gemm(self, label: str, fn, a, b):
-        """Run the GEMM fn(a, b) and charge its time to its shape `label`."""
+    def gemm(self, label: str, fn, a, b, out=None):
+        """Run the GEMM fn(a, b, out) and charge its time to its shape `label`."""
         start = time.perf_counter()
-        out = fn(a, b)
+        out = fn(a, b, out)
         self.gemm_seconds[label] += time.perf_counter() - start
         self.gemm_calls[label] += 1
         return out
