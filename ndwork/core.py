@@ -30,7 +30,7 @@ from ndwork.training.trainer import (
     TrainingDiverged,
     TrainState,
     build_batch,
-    check_aligned,
+    check_series,
     inference_weights,
     initial_state,
     predict_windows,
@@ -598,7 +598,8 @@ class NeuralForecast:
         task sends back: the driver builds the frame once)."""
         h = horizon or self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
-        unpadded = [m.windows("predict")[0] for m in self.models if not m.start_padding_enabled]
+        unpadded = [m.windows("predict")[0] for m in self.models  # (multivariate ones pad)
+                    if not (m.start_padding_enabled or m.MULTIVARIATE)]
         needed = max(unpadded, default=1)
         short = np.flatnonzero(last_rows + 1 - panel.indptr[:-1] < needed)
         if len(short):
@@ -741,7 +742,7 @@ class NeuralForecast:
         the future exogenous values `futr` of the horizon (the model's, or `horizon`
         steps); and its (shift, scale)."""
         if model.MULTIVARIATE:
-            check_aligned(model, panel)
+            check_series(model, panel)
         L, model_h = model.windows("predict")
         history, temporal, available = self._history(panel, last_rows, L)
         return self._window_batch(model, panel, history, temporal, futr, horizon or model_h,

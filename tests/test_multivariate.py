@@ -174,17 +174,63 @@ def test_without_mixing_series_stay_apart():
                                    nf.predict(df=changed)[repr(model)][keep], rtol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [cls for cls in SMALL if cls.MULTIVARIATE],
-                         ids=lambda c: c.__name__)
-def test_needs_aligned_series_and_their_number(cls):
+def ragged_frame():
+    """Three series ending on the same day: s1 starts 30 days late, s2 holds only 10
+    points (fewer than input_size=12)."""
     df, _ = aligned_frame(length=60, seed=9)
     df = df[["unique_id", "ds", "y"]]
-    ragged = df[~((df.unique_id == "s2") & (df.ds < df.ds.min() + pd.Timedelta(days=3)))]
-    model = build(cls, h=4, input_size=12, max_steps=2, **SMALL[cls])
-    with pytest.raises(ValueError, match="same timestamps"):
-        NeuralForecast([model], "D").fit(ragged, verbose=False)
+    start = df.ds.min()
+    late = (df.unique_id == "s1") & (df.ds < start + pd.Timedelta(days=30))
+    short = (df.unique_id == "s2") & (df.ds < start + pd.Timedelta(days=50))
+    return df[~late & ~short].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("cls", [cls for cls in SMALL if cls.MULTIVARIATE],
+                         ids=lambda c: c.__name__)
+def test_series_of_different_lengths_train_and_forecast_as_neuralforecast_pads_them(cls):
+    """NeuralForecast lines a multivariate model's series up on their last points and
+    pads the shorter ones on the left (masked); so does ndwork."""
+    df = ragged_frame()
+    model = build(cls, h=4, input_size=12, max_steps=3, **SMALL[cls])
+    nf = NeuralForecast([model], "D").fit(df, verbose=False)
+    forecast = nf.predict()
+    assert len(forecast) == 3 * 4 and np.isfinite(forecast[repr(model)]).all()
+    assert (forecast.groupby("unique_id").ds.min() == df.ds.max() + pd.Timedelta(days=1)).all()
+    cv = nf.cross_validation(df, n_windows=2, step_size=4)
+    assert len(cv) == 2 * 3 * 4 and np.isfinite(cv[repr(model)]).all()
     with pytest.raises(ValueError, match="n_series=3, the data has 2"):
         NeuralForecast([model], "D").fit(df[df.unique_id != "s2"], verbose=False)
+
+
+def test_a_multivariate_window_holds_every_series_at_the_same_distance_from_its_end():
+    from ndwork.data import WindowSampler
+
+    df = ragged_frame()
+    panel = Panel.from_frame(df, "D")
+    input_size, h = 12, 4
+    sampler = WindowSampler(panel, panel.lengths, input_size, h, 1, 1, 64, multivariate=True)
+    windows = sampler.sample(np.random.default_rng(0)).reshape(64, 3, 2)
+    to_end = panel.indptr[1:][None, :] - windows[..., 0]  # rows from start to series end
+    assert (to_end == to_end[:, :1]).all()
+    # every window over the longest series is kept but the one whose horizon lies past
+    # the end: all series together always hold a real input (s0 covers every position)
+    assert sampler.counts.tolist() == [panel.lengths[0] - input_size] * 3
+    w = gather_windows(panel, windows[..., 0].reshape(-1), input_size + h,
+                       windows[..., 1].reshape(-1))
+    short = w["series"] == 2  # before its 10 points: zeros, masked
+    assert (w["available"][short].sum(axis=1) <= 10).all()
+    assert (w["y"][short][w["available"][short] == 0] == 0).all()
+
+
+def test_series_that_end_on_different_dates_train_with_a_warning():
+    df = ragged_frame()
+    df = df[~((df.unique_id == "s0") & (df.ds > df.ds.max() - pd.Timedelta(days=3)))]
+    model = build(TSMixer, h=4, input_size=12, max_steps=2, **SMALL[TSMixer])
+    with pytest.warns(UserWarning, match="end on different dates"):
+        nf = NeuralForecast([model], "D").fit(df, verbose=False)
+    forecast = nf.predict()  # each series from its own last date
+    ends = df.groupby("unique_id").ds.max()
+    assert (forecast.groupby("unique_id").ds.min() == ends + pd.Timedelta(days=1)).all()
 
 
 @pytest.mark.parametrize("cls,options,match", [

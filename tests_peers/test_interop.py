@@ -163,6 +163,36 @@ def test_a_second_configuration_matches_neuralforecast(name, panel, tmp_path):
     assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"
 
 
+WITH_N_SERIES = sorted(name for name, options in BOTH.items() if "n_series" in options)
+
+
+@pytest.mark.parametrize("name", WITH_N_SERIES)
+def test_multivariate_models_line_up_series_of_different_spans_as_neuralforecast(
+        name, panel, tmp_path):
+    """One series starts 9 years late and ends 3 months early: both libraries line the
+    series up on their last points (the short one padded on the left, masked, in
+    training) and forecast each after its own end."""
+    import neuralforecast
+    import neuralforecast.models
+
+    scaled = panel.unique_id == "Scaled"
+    last = panel.ds.max() - pd.DateOffset(months=3)
+    ragged = panel[~scaled | ((panel.ds > last - pd.DateOffset(months=INPUT + 6))
+                              & (panel.ds <= last))]
+    peer = getattr(neuralforecast.models, name)(h=H, input_size=INPUT, max_steps=2,
+                                                scaler_type="robust", n_series=2, **NF_QUIET)
+    nf = neuralforecast.NeuralForecast([peer], freq="MS")
+    nf.fit(ragged)
+    expected = nf.predict()
+    nf.save(str(tmp_path / "nf"), overwrite=True)
+    got = from_neuralforecast(tmp_path / "nf").predict()
+    pd.testing.assert_frame_equal(got[["unique_id", "ds"]], expected[["unique_id", "ds"]],
+                                  check_dtype=False)
+    theirs, mine = expected[name].to_numpy(), got[name].to_numpy()
+    error = np.abs(mine - theirs).max() / np.abs(theirs).max()
+    assert error <= TOLERANCE, f"{name}: max relative error {error:.2e}"
+
+
 @pytest.mark.parametrize("reconciliation", ["BottomUp", "MinTraceOLS", "MinTraceWLS"])
 def test_hint_reconciliation_matrices_are_neuralforecasts(reconciliation):
     from neuralforecast.models import hint

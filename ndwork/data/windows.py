@@ -23,11 +23,13 @@ class WindowSampler:
     NeuralForecast's right padding makes them (gather_windows masks the points
     outside). Deterministic under `rng`.
 
-    `multivariate=True` (models that mix series, on aligned series) samples time
-    offsets instead and returns, for each, the window of every series at that offset:
-    window-major, series-minor, windows_batch_size * n_series windows in all; in the
-    data's series order, or with `shuffle_series` in a new random order each step (as
-    NeuralForecast's loader presents them).
+    `multivariate=True` (models that mix series) samples time offsets instead and
+    returns, for each, the window of every series at that offset: window-major,
+    series-minor, windows_batch_size * n_series windows in all; in the data's series
+    order, or with `shuffle_series` in a new random order each step (as NeuralForecast's
+    loader presents them). As NeuralForecast, series of different lengths are aligned on
+    their last point (the shorter ones padded on the left), and a window is kept when all
+    series together hold `min_available` real points (the model counts it for all).
     """
 
     def __init__(self, panel: Panel, train_lengths: np.ndarray, input_size: int, h: int,
@@ -36,9 +38,11 @@ class WindowSampler:
                  start_padding: bool = False, min_available: tuple[int, int] = (1, 1),
                  shuffle_series: bool = False):
         first = -(input_size - 1) if start_padding else 0
-        local, counts = [], []
+        longest = int(np.max(train_lengths))
+        local, inputs, targets = [], [], []
         for i, n in enumerate(train_lengths):  # each series' window starts, from its start
-            starts = np.arange(first, n - input_size + 1, step_size)
+            lead = longest - n if multivariate else 0  # aligned on the last point
+            starts = np.arange(first, n + lead - input_size + 1, step_size) - lead
             observed = (np.ones(n) if panel.available is None
                         else panel.available[panel.indptr[i]:panel.indptr[i] + n])
             seen = np.r_[0, np.cumsum(observed)]  # real points before each position
@@ -46,12 +50,17 @@ class WindowSampler:
             def real(a, b, seen=seen, n=n):
                 return seen[np.clip(b, 0, n)] - seen[np.clip(a, 0, n)]
 
-            inputs = real(starts, starts + input_size)
-            targets = real(starts + input_size, starts + input_size + h)
-            keep = starts[(inputs >= min_available[0]) & (targets >= min_available[1])]
-            local.append(keep)
-            counts.append(len(keep))
-        self.counts = np.array(counts, dtype=np.int64)
+            local.append(starts)
+            inputs.append(real(starts, starts + input_size))
+            targets.append(real(starts + input_size, starts + input_size + h))
+        if multivariate:  # the real points of all series count together
+            keep = (np.sum(inputs, axis=0) >= min_available[0]) \
+                & (np.sum(targets, axis=0) >= min_available[1])
+            local = [starts[keep] for starts in local]
+        else:
+            local = [starts[(real_in >= min_available[0]) & (real_out >= min_available[1])]
+                     for starts, real_in, real_out in zip(local, inputs, targets, strict=True)]
+        self.counts = np.array([len(starts) for starts in local], dtype=np.int64)
         empty = np.flatnonzero(self.counts == 0)
         if len(empty):
             ids = panel.uids[empty[:5]].tolist()
@@ -77,7 +86,7 @@ class WindowSampler:
         """Windows (windows_batch_size, 2): each one's absolute start row into the
         panel's flat arrays (before its series' first row when padded) and its series."""
         if self.multivariate:
-            count = int(self.counts.min())
+            count = int(self.counts[0])  # the same windows for every series
             replace = count < self.windows_batch_size
             offsets = rng.choice(count, self.windows_batch_size, replace=replace)
             order = (rng.permutation(len(self.counts)) if self.shuffle_series

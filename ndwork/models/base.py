@@ -363,10 +363,12 @@ class BaseModel:
         return self.input_size, self.h
 
     def min_available(self, stage: str) -> tuple[int, int]:
-        """The fewest real (input, horizon) points a training window may hold."""
+        """The fewest real (input, horizon) points a training window may hold (a
+        multivariate window: its n_series series together, as NeuralForecast counts)."""
         input_size, h = self.windows(stage)
         low_in, low_out = self.training_data_availability_threshold
-        return max(1, int(input_size * low_in)), max(1, int(h * low_out))
+        series = self.n_series if self.MULTIVARIATE else 1
+        return max(1, int(input_size * low_in * series)), max(1, int(h * low_out * series))
 
     def _check_scheduler(self) -> None:
         from ndwork.training.optimizers import SCHEDULERS, learning_rate, scheduler_name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -274,16 +275,24 @@ def validation_loss(model: BaseModel, state: TrainState, panel: Panel, val_size:
     return float(valid.value(y_hat, target, mask, w["y"][:, :input_size]))
 
 
-def check_aligned(model: BaseModel, panel: Panel) -> None:
-    """A multivariate model needs n_series series over the same timestamps."""
+def check_series(model: BaseModel, panel: Panel) -> None:
+    """A multivariate model needs the n_series series it was built for."""
     if panel.n_series != model.n_series:
         raise ValueError(f"{model!r} was built for n_series={model.n_series}, the data has "
                          f"{panel.n_series} series; pass n_series={panel.n_series}.")
-    first = panel.ds[panel.indptr[:-1]]
+
+
+def warn_unaligned_ends(model: BaseModel, panel: Panel) -> None:
+    """A multivariate model lines series up on their last points (NeuralForecast's
+    padding): series that end on different dates are mixed at different dates."""
     last = panel.ds[panel.indptr[1:] - 1]
-    if (first != first[0]).any() or (last != last[0]).any():
-        raise ValueError(f"{model!r} mixes series at each time step, so every series must "
-                         f"cover the same timestamps; align them (same first and last ds).")
+    if (last != last[0]).any():
+        late = panel.uids[np.flatnonzero(last != last[0])[:3]].tolist()
+        warnings.warn(f"{model!r} mixes series at each time step and lines them up on their "
+                      f"last points (as NeuralForecast does), but the series end on different "
+                      f"dates (e.g. {panel.uids[0]!r} and {late}): their windows mix different "
+                      f"dates. Trim the series to a common last date to avoid it.",
+                      UserWarning, stacklevel=4)
 
 
 def make_batch(model: BaseModel, panel: Panel, windows: np.ndarray) -> dict:
@@ -393,7 +402,8 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
         state.loss_scaler = LossScaler()
     backend = backend or LocalSteps()
     if model.MULTIVARIATE:
-        check_aligned(model, panel)
+        check_series(model, panel)
+        warn_unaligned_ends(model, panel)
     if hasattr(model, "reconcile"):  # HINT: S's rows are the data's series
         model.check_series(panel.n_series)
     train_lengths = panel.lengths - val_size - test_size
