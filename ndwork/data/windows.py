@@ -38,29 +38,34 @@ class WindowSampler:
                  start_padding: bool = False, min_available: tuple[int, int] = (1, 1),
                  shuffle_series: bool = False):
         first = -(input_size - 1) if start_padding else 0
-        longest = int(np.max(train_lengths))
-        local, inputs, targets = [], [], []
-        for i, n in enumerate(train_lengths):  # each series' window starts, from its start
-            lead = longest - n if multivariate else 0  # aligned on the last point
-            starts = np.arange(first, n + lead - input_size + 1, step_size) - lead
-            observed = (np.ones(n) if panel.available is None
-                        else panel.available[panel.indptr[i]:panel.indptr[i] + n])
-            seen = np.r_[0, np.cumsum(observed)]  # real points before each position
+        lengths = np.asarray(train_lengths, dtype=np.int64)
+        n_series = len(lengths)
+        if multivariate:  # common positions, each series aligned on its last point
+            longest = int(lengths.max())
+            positions = np.arange(first, longest - input_size + 1, step_size)
+            series = np.repeat(np.arange(n_series), len(positions))
+            starts = (positions[None, :] - (longest - lengths)[:, None]).reshape(-1)
+        else:  # every series' starts from `first`, flat and series-major
+            counts = np.maximum(0, -(-(lengths - input_size + 1 - first) // step_size))
+            series = np.repeat(np.arange(n_series), counts)
+            starts = first + step_size * (np.arange(counts.sum())
+                                          - np.repeat(np.cumsum(counts) - counts, counts))
+        observed = (np.ones(panel.indptr[-1]) if panel.available is None
+                    else panel.available)
+        seen = np.r_[0, np.cumsum(observed, dtype=np.float64)]  # real points before each row
+        row0, n = panel.indptr[series], lengths[series]
 
-            def real(a, b, seen=seen, n=n):
-                return seen[np.clip(b, 0, n)] - seen[np.clip(a, 0, n)]
+        def real(a, b):  # real points of rows a:b of each window's series
+            return seen[row0 + np.clip(b, 0, n)] - seen[row0 + np.clip(a, 0, n)]
 
-            local.append(starts)
-            inputs.append(real(starts, starts + input_size))
-            targets.append(real(starts + input_size, starts + input_size + h))
+        inputs = real(starts, starts + input_size)
+        targets = real(starts + input_size, starts + input_size + h)
         if multivariate:  # the real points of all series count together
-            keep = (np.sum(inputs, axis=0) >= min_available[0]) \
-                & (np.sum(targets, axis=0) >= min_available[1])
-            local = [starts[keep] for starts in local]
-        else:
-            local = [starts[(real_in >= min_available[0]) & (real_out >= min_available[1])]
-                     for starts, real_in, real_out in zip(local, inputs, targets, strict=True)]
-        self.counts = np.array([len(starts) for starts in local], dtype=np.int64)
+            inputs = np.tile(inputs.reshape(n_series, -1).sum(axis=0), n_series)
+            targets = np.tile(targets.reshape(n_series, -1).sum(axis=0), n_series)
+        keep = (inputs >= min_available[0]) & (targets >= min_available[1])
+        local = starts[keep]
+        self.counts = np.bincount(series[keep], minlength=n_series).astype(np.int64)
         empty = np.flatnonzero(self.counts == 0)
         if len(empty):
             ids = panel.uids[empty[:5]].tolist()
@@ -73,7 +78,7 @@ class WindowSampler:
                 f"series {ids} ({len(empty)} in all) have no training window: a window needs "
                 f"{needs}, the first has {train_lengths[empty[0]]} points (after any "
                 f"validation/test holdout); drop them, or {fix}.")
-        self.local = np.concatenate(local).astype(np.int64)
+        self.local = local.astype(np.int64)
         self.ptr = np.r_[0, np.cumsum(self.counts)]
         self.series_starts = panel.indptr[:-1]
         self.batch_size = min(batch_size, panel.n_series)
