@@ -49,6 +49,20 @@ def test_series_too_short_names_it(df):
         fit(pd.concat([df, short]))
 
 
+@pytest.mark.parametrize("multivariate", [False, True])
+def test_a_series_shorter_than_its_held_out_part_names_it(df, multivariate):
+    """cross-validation (or val_size) holds out more points than a series has."""
+    from ndwork.models import TSMixer
+
+    short = df.iloc[-10:].assign(unique_id="tiny")  # ends with the others
+    model = (TSMixer(h=4, input_size=12, n_series=2, max_steps=1) if multivariate
+             else MLP(h=4, input_size=12, max_steps=1))
+    with pytest.raises(ValueError, match=r"series \['tiny'\].*no point left to train on.*"
+                                         r"12 of their last points are held out"):
+        NeuralForecast([model], "MS").cross_validation(pd.concat([df, short]), n_windows=3,
+                                                       step_size=4)
+
+
 def test_irregular_timestamps_name_the_series(df):
     with pytest.raises(ValueError, match="series 'AirPassengers'.*not regular"):
         fit(df.drop(index=10))

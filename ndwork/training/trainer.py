@@ -407,6 +407,15 @@ def train(model: BaseModel, panel: Panel, val_size: int = 0, test_size: int = 0,
     if hasattr(model, "reconcile"):  # HINT: S's rows are the data's series
         model.check_series(panel.n_series)
     train_lengths = panel.lengths - val_size - test_size
+    held_out = np.flatnonzero(train_lengths < 1)
+    if len(held_out):
+        ids = panel.uids[held_out[:5]].tolist()
+        raise ValueError(
+            f"series {ids} ({len(held_out)} in all) have no point left to train on: "
+            f"{val_size + test_size} of their last points are held out (val_size={val_size}, "
+            f"test part {test_size}: cross-validation's h + (n_windows - 1) * step_size) and "
+            f"the shortest has {panel.lengths[held_out].min()}; drop them, or use a smaller "
+            f"val_size, n_windows or step_size.")
     train_panel = panel.head(train_lengths) if val_size or test_size else panel
     sampler = WindowSampler(train_panel, train_lengths, *model.windows("train"), model.step_size,
                             model.batch_size, model.windows_batch_size, model.MULTIVARIATE,
