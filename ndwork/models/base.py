@@ -131,7 +131,7 @@ def _positive_int(name: str, value) -> int:
 def n_series_option(n_series) -> int:
     """A multivariate model's n_series, checked."""
     if isinstance(n_series, bool) or not isinstance(n_series, int | np.integer) or n_series < 1:
-        raise ValueError(f"n_series must be a positive integer (the number of aligned series "
+        raise ValueError(f"n_series must be a positive integer (the number of series "
                          f"in the data), got {n_series!r}.")
     return int(n_series)
 

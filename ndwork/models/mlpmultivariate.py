@@ -7,7 +7,7 @@ from ndwork.nn.multivariate import exog_series_last, per_window, series_last, se
 
 
 class MLPMultivariate(BaseModel):
-    """NeuralForecast's MLPMultivariate: the n_series aligned series' inputs (target,
+    """NeuralForecast's MLPMultivariate: the n_series series' inputs (target,
     historical and future exogenous values, statics) flattened into one vector, then
     num_layers Linear + ReLU of hidden_size and a Linear to h values per series.
     Training options: see `BaseModel`.

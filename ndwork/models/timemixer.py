@@ -82,7 +82,7 @@ class PastDecomposableMixing:
 
 
 class TimeMixer(BaseModel):
-    """TimeMixer (Wang et al., 2024), multivariate: n_series aligned series.
+    """TimeMixer (Wang et al., 2024), multivariate: n_series series.
 
     d_model, d_ff, dropout, e_layers (mixing blocks), decomp_method ("moving_avg" with
     window moving_avg, or "dft_decomp" keeping top_k frequencies), channel_independence

@@ -38,7 +38,7 @@ class MixingLayer:
 
 
 class TSMixer(BaseModel):
-    """TSMixer (Chen et al., 2023), multivariate: n_series aligned series.
+    """TSMixer (Chen et al., 2023), multivariate: n_series series.
 
     n_block mixing layers, ff_dim (the feature MLP's width), dropout (0.9 by default, as
     in NeuralForecast), revin (reversible instance normalization with a learnt affine

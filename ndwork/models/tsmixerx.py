@@ -63,7 +63,7 @@ class MixingLayer:
 
 
 class TSMixerx(BaseModel):
-    """TSMixerx (Chen et al., 2023), multivariate: n_series aligned series, with
+    """TSMixerx (Chen et al., 2023), multivariate: n_series series, with
     historical, future and static exogenous variables.
 
     n_block mixing layers, ff_dim (the feature space's width), dropout, revin

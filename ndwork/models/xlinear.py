@@ -23,7 +23,7 @@ class GatingBlock:
 
 
 class XLinear(BaseModel):
-    """NeuralForecast's XLinear, multivariate: n_series aligned series.
+    """NeuralForecast's XLinear, multivariate: n_series series.
 
     hidden_size (each series' window embedding), temporal_ff and channel_ff (the gating
     MLPs' widths; channel_ff best a multiple of n_series), temporal_dropout,

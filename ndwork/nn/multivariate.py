@@ -1,4 +1,4 @@
-"""What the multivariate models share: NeuralForecast's layouts of aligned series and
+"""What the multivariate models share: NeuralForecast's layouts of a step's series and
 its reversible instance normalization.
 
 ndwork hands a multivariate model its batch window-major: the n_series rows of one
