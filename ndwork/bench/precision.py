@@ -182,10 +182,10 @@ def predictions(calls: int) -> list[dict]:
 
 
 def run(quick: bool = False, steps: int | None = None, repeat: int | None = None,
-        seeds: int | None = None) -> dict:
+        seeds: int | None = None, accuracy_steps: int | None = None) -> dict:
     """quick: the smallest sizes (tests); else `steps` per fit (60), the best of `repeat`
-    alternating rounds (3), and MAE over `seeds` fits of 300 steps (5: one seed's MAE on
-    this panel varies by +-20%)."""
+    alternating rounds (3), and MAE over `seeds` fits of `accuracy_steps` steps (300; 5
+    seeds: one seed's MAE on this panel varies by +-20%)."""
     steps = steps or (5 if quick else 60)
     repeat = repeat or (1 if quick else 3)
     seeds = seeds or (1 if quick else 5)
@@ -195,7 +195,7 @@ def run(quick: bool = False, steps: int | None = None, repeat: int | None = None
         results = {
             "gemm": gemms(3 if quick else 9),
             "fit": fits(steps, repeat),
-            "accuracy": accuracy(5 if quick else 300, seeds),
+            "accuracy": accuracy(5 if quick else accuracy_steps or 300, seeds),
             "memory": memory(),
             "predict": predictions(20 if quick else 200),
         }
