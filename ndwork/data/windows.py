@@ -64,7 +64,7 @@ class WindowSampler:
             inputs = np.tile(inputs.reshape(n_series, -1).sum(axis=0), n_series)
             targets = np.tile(targets.reshape(n_series, -1).sum(axis=0), n_series)
         keep = (inputs >= min_available[0]) & (targets >= min_available[1])
-        local = starts[keep]
+        local = starts[keep].astype(np.int64)
         self.counts = np.bincount(series[keep], minlength=n_series).astype(np.int64)
         empty = np.flatnonzero(self.counts == 0)
         if len(empty):
@@ -78,7 +78,7 @@ class WindowSampler:
                 f"series {ids} ({len(empty)} in all) have no training window: a window needs "
                 f"{needs}, the first has {train_lengths[empty[0]]} points (after any "
                 f"validation/test holdout); drop them, or {fix}.")
-        self.local = local.astype(np.int64)
+        self.local = local
         self.ptr = np.r_[0, np.cumsum(self.counts)]
         self.series_starts = panel.indptr[:-1]
         self.batch_size = min(batch_size, panel.n_series)

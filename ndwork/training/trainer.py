@@ -286,8 +286,9 @@ def warn_unaligned_ends(model: BaseModel, panel: Panel) -> None:
     """A multivariate model lines series up on their last points (NeuralForecast's
     padding): series that end on different dates are mixed at different dates."""
     last = panel.ds[panel.indptr[1:] - 1]
-    if (last != last[0]).any():
-        late = panel.uids[np.flatnonzero(last != last[0])[:3]].tolist()
+    late = np.flatnonzero(last != last[0])
+    if len(late):
+        late = panel.uids[late[:3]].tolist()
         warnings.warn(f"{model!r} mixes series at each time step and lines them up on their "
                       f"last points (as NeuralForecast does), but the series end on different "
                       f"dates (e.g. {panel.uids[0]!r} and {late}): their windows mix different "
