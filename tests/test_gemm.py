@@ -80,6 +80,17 @@ def test_a_product_is_written_into_out(blas):
     assert_close_f32(out[64:], (a[64:] * 2).astype(np.float64) @ b)
 
 
+@pytest.mark.parametrize("m", [1, 100, 4096])
+def test_an_outer_product_equals_numpys_matmul(m):
+    """K = 1 runs as a broadcast multiply (numpy's matmul loops slowly there): the same
+    numbers, bit for bit, small or large, into out or not."""
+    a, b = _operands(m, 1, 512)
+    out = np.empty((m, 512), np.float32)
+    np.testing.assert_array_equal(gemm.matmul(a, b), np.matmul(a, b))
+    assert gemm.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, np.matmul(a, b))
+
+
 def test_the_switch_picks_the_blas():
     a, b = _operands(128, 96, 128)  # above gemm.SMALL
     with ndwork.optimizations(blas="numpy"):

@@ -199,7 +199,7 @@ def test_recurrent_kernels(cell, t, b, h, rng):
             assert_close_f32(got, ref)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("t,b,h", [(1, 1, 1), (7, 3, 5), (12, 20, 32)])
 def test_recurrent_kernels_from_a_given_state(cell, t, b, h, rng):
     args = recurrent_case(cell, t, b, h, rng)
@@ -209,6 +209,10 @@ def test_recurrent_kernels_from_a_given_state(cell, t, b, h, rng):
     saved, saved_ref = both(f"{cell}_forward", *args, *state)
     for got, ref in zip(saved, saved_ref, strict=True):
         assert_close_f32(got, ref)
+    if cell == "rnn":  # decoding only (forward): its first step reads the state
+        first = np.tanh(args[0][0] + state[0].astype(np.float64) @ args[1])
+        assert_close_f32(saved[0][0], first)
+        return
     dh = rng.normal(size=saved_ref[0].shape).astype(np.float32)
     extra = (None, *state, rng.normal(size=dh.shape).astype(np.float32)) if cell == "lstm" \
         else tuple(state)

@@ -715,15 +715,16 @@ def _recurrent_forward(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str, w_hr,
         return kernel("gru_forward")(xw, w_hh, bias, *initial)
     if cell == "lstm":
         return kernel("lstm_forward")(xw, w_hh, w_hr, *initial)
-    return kernel("rnn_forward")(xw, w_hh, cell.removeprefix("rnn_"))
+    return kernel("rnn_forward")(xw, w_hh, cell.removeprefix("rnn_"), *initial)
 
 
 def recurrent_final_state(x: np.ndarray, w_ih, w_hh, b_ih, b_hh, cell: str,
-                          w_hr=None) -> tuple[np.ndarray, tuple]:
-    """Inference only, on arrays: one layer over x (T, B, I) from a zero state, as
-    `recurrent`; returns every hidden state and the state after the last step, (h,) or
-    LSTM's (h, c), from which ndwork.kernels.recurrent.cell_step continues."""
-    saved = _recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, w_hr)
+                          w_hr=None, initial: tuple = ()) -> tuple[np.ndarray, tuple]:
+    """Inference only, on arrays: one layer over x (T, B, I) from `initial` (a state this
+    returned; () for zeros), as `recurrent`; returns every hidden state and the state
+    after the last step, (h,) or LSTM's (h, c). Recursive decoding calls it one step at
+    a time."""
+    saved = _recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, w_hr, initial)
     return saved[0], ((saved[0][-1], saved[1][-1]) if cell == "lstm" else (saved[0][-1],))
 
 

@@ -177,6 +177,8 @@ def onednn_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -
 
 
 def _numpy_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if a.ndim == 2 and a.shape[1] == 1:  # an outer product: numpy's matmul takes a slow
+        return np.multiply(a, b, out=out)  # non-BLAS loop for it (3x a broadcast multiply)
     return np.matmul(a, b, out=out)
 
 
@@ -203,7 +205,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         return profiling.current().gemm(_label(_key(a, b, active().threads)), _blas_for(a, b),
                                         a, b, out)
     if a.ndim == 2 and (a.shape[0] < FEW_ROWS or a.shape[0] * a.shape[1] * b.shape[-1] < SMALL):
-        return np.matmul(a, b, out=out)  # the hot small case
+        return _numpy_matmul(a, b, out)  # the hot small case
     return _blas_for(a, b)(a, b, out)
 
 

@@ -51,10 +51,10 @@ def _previous(h, h0=None):
     return previous.reshape(-1, h.shape[2])
 
 
-def rnn_forward_reference(xw, w_hh, activation):
+def rnn_forward_reference(xw, w_hh, activation, h0=None):
     t, b, hidden = xw.shape
     h = np.zeros((t, b, hidden), xw.dtype)
-    prev = np.zeros((b, hidden), xw.dtype)
+    prev = np.zeros((b, hidden), xw.dtype) if h0 is None else h0
     for s in range(t):
         z = xw[s] + prev @ w_hh
         prev = np.tanh(z) if activation == "tanh" else np.maximum(z, 0)
@@ -295,14 +295,14 @@ def _gru_step_back(gates_s, hn_s, h_prev, dh_s, carry, dxw_s, dhw_s):
             carry[i, j] = dh * zg
 
 
-def rnn_forward(xw, w_hh, activation):
+def rnn_forward(xw, w_hh, activation, h0=None):
     xw_t = np.ascontiguousarray(xw)
     t, b, hidden = xw_t.shape
     h_t = np.empty_like(xw_t)
     z = np.zeros((b, hidden), xw.dtype)
     for s in range(t):
-        if s:
-            gemm.matmul(h_t[s - 1], w_hh, out=z)
+        if s or h0 is not None:
+            gemm.matmul(h_t[s - 1] if s else np.ascontiguousarray(h0, xw.dtype), w_hh, out=z)
         _rnn_step(z, xw_t[s], activation == "tanh", h_t[s])
     return (h_t,)
 
@@ -509,29 +509,6 @@ def gru_backward(w_hh, h, gates, hn, dh, h0=None):
     flat = dhw_t.reshape(-1, 3 * hidden)
     grads = (dxw_t, gemm.matmul(_previous(h_t, h0).T, flat), flat.sum(axis=0))
     return grads if h0 is None else (*grads, carry + through_w)
-
-
-def cell_step(cell: str, xw, state: tuple, w_hh, b_hh=None, w_hr=None) -> tuple:
-    """One step from a carried state, for recursive decoding (inference, numpy): xw =
-    x @ W_ih + biases (B, G) as ops.recurrent builds it (GRU's b_hh apart, passed here);
-    state (h,) or, for LSTM, (h, c) -> the new state, same shapes."""
-    h = state[0]
-    if cell == "gru":
-        hidden = h.shape[1]
-        hw = h @ w_hh + b_hh
-        r = _sigmoid(xw[:, :hidden] + hw[:, :hidden])
-        zg = _sigmoid(xw[:, hidden:2 * hidden] + hw[:, hidden:2 * hidden])
-        n = np.tanh(xw[:, 2 * hidden:] + r * hw[:, 2 * hidden:])
-        return ((1 - zg) * n + zg * h,)
-    z = xw + h @ w_hh
-    if cell == "lstm":
-        hidden = z.shape[1] // 4
-        i, f = _sigmoid(z[:, :hidden]), _sigmoid(z[:, hidden:2 * hidden])
-        g, o = np.tanh(z[:, 2 * hidden:3 * hidden]), _sigmoid(z[:, 3 * hidden:])
-        c = f * state[1] + i * g
-        h = o * np.tanh(c)
-        return (h if w_hr is None else h @ w_hr, c)
-    return (np.tanh(z) if cell == "rnn_tanh" else np.maximum(z, 0),)
 
 
 KERNELS = {

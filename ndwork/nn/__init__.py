@@ -9,7 +9,6 @@ from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
 from ndwork.config import active
 from ndwork.kernels.linear import ACTIVATIONS as FUSED_ACTIVATIONS
-from ndwork.kernels.recurrent import cell_step
 
 
 class ParameterSpec:
@@ -303,10 +302,8 @@ class RecurrentStack:
         for step in range(steps):
             inp = next_input(step, outputs[-1])
             for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(weights):
-                xw = inp @ w_ih + (0 if b_ih is None else b_ih)
-                if self.cell != "gru" and b_hh is not None:
-                    xw = xw + b_hh
-                states[k] = cell_step(self.cell, xw, states[k], w_hh, b_hh, w_hr)
+                _, states[k] = ops.recurrent_final_state(inp[None], w_ih, w_hh, b_ih, b_hh,
+                                                         self.cell, w_hr, states[k])
                 inp = states[k][0]
             outputs.append(inp)
         return np.stack(outputs)

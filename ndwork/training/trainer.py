@@ -180,7 +180,7 @@ def trajectories(model: BaseModel, params: np.ndarray, batch: dict,
     w = batch["insample_y"].shape[0]
     chunk = model.inference_windows_batch_size if model.inference_windows_batch_size > 0 else w
     parts = []
-    with kernel_blas_single_threaded():
+    with kernel_blas_single_threaded(), quiet_numpy_blas():
         for a in range(0, w, chunk):
             part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
                     for k, v in batch.items()}
