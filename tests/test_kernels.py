@@ -1,10 +1,11 @@
 """Every numba kernel against its numpy reference, float32, same inputs."""
 
+import numba
 import numpy as np
 import pytest
 from conftest import assert_close_f32
 
-from ndwork.kernels import REGISTRY, compiled, reference
+from ndwork.kernels import REGISTRY, compiled, recurrent, reference
 from ndwork.kernels.losses import POINT_LOSSES
 from ndwork.kernels.scalers import SCALERS
 
@@ -181,8 +182,11 @@ def recurrent_case(cell, t, b, h, rng):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("t,b,h", [(1, 1, 1), (7, 3, 5), (50, 16, 32), (4, 1, 3),
-                                   (12, 20, 32)])  # windows x hidden > 512: per-step BLAS
+                                   (12, 20, 32),  # windows x hidden > 512: per-step BLAS
+                                   (3, 300, 128)])  # steps split between threads
 def test_recurrent_kernels(cell, t, b, h, rng):
+    if b == 300 and numba.get_num_threads() > 1:  # the case runs what it means to
+        assert recurrent._parts(b, h) > 1
     args = recurrent_case(cell, t, b, h, rng)
     saved, saved_ref = both(f"{cell}_forward", *args)
     for got, ref in zip(saved, saved_ref, strict=True):

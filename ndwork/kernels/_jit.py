@@ -20,3 +20,6 @@ import numba as nb
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}  # all of LLVM's fast but nnan, ninf
 jit = functools.partial(nb.njit, cache=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 jit_exact = functools.partial(nb.njit, cache=True, error_model="numpy", nogil=True)
+# parallel kernels: prange loops on numba's threads (tbb: concurrent launches are safe)
+jit_parallel = functools.partial(nb.njit, parallel=True, cache=True, fastmath=FASTMATH,
+                                 error_model="numpy", nogil=True)
