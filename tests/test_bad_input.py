@@ -64,8 +64,39 @@ def test_a_series_shorter_than_its_held_out_part_names_it(df, multivariate):
 
 
 def test_irregular_timestamps_name_the_series(df):
-    with pytest.raises(ValueError, match="series 'AirPassengers'.*not regular"):
+    with pytest.raises(ValueError, match=r"series 'AirPassengers'.*not regular.*"
+                                         r"1949-10-01 00:00:00 then 1949-12-01.*fill_gaps"):
         fit(df.drop(index=10))
+
+
+def test_fill_gaps_adds_the_missing_rows_masked_out():
+    """The fix the gap error names: missing timestamps become rows with available_mask 0
+    (y 0, exogenous values carried forward); rows there keep their values and mask; a
+    model then fits and forecasts; a date off the grid still raises."""
+    from ndwork.data import fill_gaps
+
+    df = pd.DataFrame({"unique_id": ["b"] * 4 + ["a"] * 5, "ds": [3, 4, 6, 7, 1, 2, 4, 5, 7],
+                       "y": np.arange(9.0), "x": np.arange(9.0) * 10,
+                       "available_mask": [1.0, 0.0, 1, 1, 1, 1, 1, 1, 1]})
+    filled = fill_gaps(df, 1)
+    assert filled[["unique_id", "ds"]].values.tolist() == (
+        [["a", d] for d in range(1, 8)] + [["b", d] for d in range(3, 8)])
+    added = filled.set_index(["unique_id", "ds"]).loc[[("a", 3), ("a", 6), ("b", 5)]]
+    assert added.available_mask.tolist() == [0, 0, 0] and added.y.tolist() == [0, 0, 0]
+    assert added.x.tolist() == [50.0, 70.0, 10.0]  # the series' previous row's
+    kept = filled.merge(df, on=["unique_id", "ds"], suffixes=("", "_before"))
+    assert len(kept) == len(df)
+    for col in ("y", "x", "available_mask"):
+        np.testing.assert_array_equal(kept[col], kept[f"{col}_before"])
+
+    monthly = air_passengers().drop(index=[10, 11, 50])
+    nf = NeuralForecast([MLP(h=12, input_size=24, max_steps=3)], "MS")
+    nf.fit(fill_gaps(monthly, "MS"), verbose=False)
+    assert np.isfinite(nf.predict().MLP).all()
+    off_grid = pd.DataFrame({"unique_id": "a", "y": 1.0, "ds": pd.to_datetime(
+        ["2020-01-01", "2020-01-03", "2020-01-04 12:00"], format="ISO8601")})
+    with pytest.raises(ValueError, match="not on freq='D''s grid"):
+        fill_gaps(off_grid, "D")
 
 
 @pytest.mark.parametrize("freq,dates,regular", [

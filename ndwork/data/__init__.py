@@ -5,8 +5,8 @@ one flat array; `windows` gathers training windows by index at every step, so fi
 extra memory grows with windows_batch_size, never with series length.
 """
 
-from ndwork.data.panel import Panel, future_dates, validate_frame
+from ndwork.data.panel import Panel, fill_gaps, future_dates, validate_frame
 from ndwork.data.windows import WindowSampler, gather_windows, scale_windows
 
-__all__ = ["Panel", "WindowSampler", "future_dates", "gather_windows", "scale_windows",
+__all__ = ["Panel", "WindowSampler", "fill_gaps", "future_dates", "gather_windows", "scale_windows",
            "validate_frame"]

@@ -120,9 +120,45 @@ def _check_regular(df: pd.DataFrame, freq, name: str) -> None:
                          starts[~anchored]]
         bad_rows = np.sort(bad_rows)
     if len(bad_rows):
-        uid = uids[bad_rows[0]]
-        _fail(f"series {uid!r} of {name} has timestamps that are not regular at freq={freq!r} "
-              f"(gaps, or dates off the frequency's anchor); fill the gaps or pass the right freq.")
+        row = bad_rows[0]
+        date = (lambda v: v) if offset is None else pd.Timestamp
+        where = (f"{date(values[row - 1])} then {date(values[row])}" if row not in starts
+                 else f"it starts at {date(values[row])}, off the frequency's anchor")
+        _fail(f"series {uids[row]!r} of {name} has timestamps that are not regular at "
+              f"freq={freq!r} ({where}); pass the right freq, or add the missing rows marked "
+              f"unavailable: {name} = ndwork.data.fill_gaps({name}, freq={freq!r}).")
+
+
+def fill_gaps(df: pd.DataFrame, freq) -> pd.DataFrame:
+    """df with a row for every timestamp at `freq` between each series' first and last
+    one (utilsforecast's fill_gaps for ndwork): the added rows have y = 0 and
+    available_mask = 0, so no window reads them as data and no loss scores them
+    (NeuralForecast's available_mask), and the other columns (exogenous values) carried
+    forward from the series' previous row. Rows already there keep their values and
+    their available_mask (1 where the column was absent). Sorted by (unique_id, ds)."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        _fail(f"fill_gaps needs columns {list(REQUIRED)}; df is missing {missing}.")
+    spans = df.groupby("unique_id", sort=True, observed=True)["ds"].agg(["min", "max"])
+    grids = {}  # panels mostly share their spans: one range per distinct span
+    for span in set(zip(spans["min"], spans["max"], strict=True)):
+        grids[span] = (np.arange(span[0], span[1] + freq, freq) if isinstance(freq, int)
+                       else pd.date_range(span[0], span[1], freq=freq).to_numpy())
+    parts = [grids[span] for span in zip(spans["min"], spans["max"], strict=True)]
+    full = pd.DataFrame({"unique_id": np.repeat(spans.index.to_numpy(), [len(g) for g in parts]),
+                         "ds": np.concatenate(parts) if parts else np.array([])})
+    full["ds"] = full["ds"].astype(df["ds"].dtype)
+    out = full.merge(df.assign(_present=1), on=["unique_id", "ds"], how="left")
+    if out["_present"].sum() < len(df):
+        _fail(f"fill_gaps: some timestamps of df are not on freq={freq!r}'s grid from each "
+              f"series' first one (wrong freq, or dates off its anchor); pass the right freq.")
+    added = out["_present"].isna().to_numpy()
+    out[MASK] = np.where(added, 0.0, out[MASK] if MASK in out.columns else 1.0)
+    out.loc[added, "y"] = 0.0
+    others = [c for c in out.columns if c not in (*REQUIRED, MASK, "_present")]
+    if others:
+        out[others] = out.groupby("unique_id", sort=False, observed=True)[others].ffill()
+    return out.drop(columns="_present")
 
 
 def future_dates(last: np.ndarray, freq, h: int) -> np.ndarray:
