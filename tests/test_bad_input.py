@@ -78,7 +78,9 @@ def test_fill_gaps_adds_the_missing_rows_masked_out():
     df = pd.DataFrame({"unique_id": ["b"] * 4 + ["a"] * 5, "ds": [3, 4, 6, 7, 1, 2, 4, 5, 7],
                        "y": np.arange(9.0), "x": np.arange(9.0) * 10,
                        "available_mask": [1.0, 0.0, 1, 1, 1, 1, 1, 1, 1]})
+    df["note"] = [1.0] * 5 + [np.nan] + [1.0] * 3  # missing in a row that is there: stays so
     filled = fill_gaps(df, 1)
+    assert np.isnan(filled.set_index(["unique_id", "ds"]).loc[("a", 2), "note"])
     assert filled[["unique_id", "ds"]].values.tolist() == (
         [["a", d] for d in range(1, 8)] + [["b", d] for d in range(3, 8)])
     added = filled.set_index(["unique_id", "ds"]).loc[[("a", 3), ("a", 6), ("b", 5)]]
@@ -86,7 +88,7 @@ def test_fill_gaps_adds_the_missing_rows_masked_out():
     assert added.x.tolist() == [50.0, 70.0, 10.0]  # the series' previous row's
     kept = filled.merge(df, on=["unique_id", "ds"], suffixes=("", "_before"))
     assert len(kept) == len(df)
-    for col in ("y", "x", "available_mask"):
+    for col in ("y", "x", "available_mask", "note"):
         np.testing.assert_array_equal(kept[col], kept[f"{col}_before"])
 
     monthly = air_passengers().drop(index=[10, 11, 50])

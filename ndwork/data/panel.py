@@ -156,8 +156,9 @@ def fill_gaps(df: pd.DataFrame, freq) -> pd.DataFrame:
     out[MASK] = np.where(added, 0.0, out[MASK] if MASK in out.columns else 1.0)
     out.loc[added, "y"] = 0.0
     others = [c for c in out.columns if c not in (*REQUIRED, MASK, "_present")]
-    if others:
-        out[others] = out.groupby("unique_id", sort=False, observed=True)[others].ffill()
+    if others and added.any():  # only the added rows: a row there keeps even its NaNs
+        carried = out.groupby("unique_id", sort=False, observed=True)[others].ffill()
+        out.loc[added, others] = carried.loc[added]
     return out.drop(columns="_present")
 
 
