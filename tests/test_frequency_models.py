@@ -143,6 +143,49 @@ def test_inception_is_the_average_of_its_convolutions(rows, cols):
     np.testing.assert_allclose(got, np.mean(separate, axis=0), rtol=1e-12, atol=1e-12)
 
 
+def test_weights_memo_keeps_a_value_per_version_of_the_weights_only():
+    from ndwork.autodiff import memo
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    weights, other = np.zeros(3), np.zeros(3)
+    memo.register(weights)
+    with memo.forecasting(weights):
+        assert memo.derived(("a",), compute) == memo.derived(("a",), compute) == 1
+        assert memo.derived(("b",), compute) == 2
+    with memo.forecasting(other):  # not registered: the training's own weights, say
+        assert memo.derived(("a",), compute) == 3
+    assert memo.derived(("a",), compute) == 4  # outside a forecast
+    key = id(weights)
+    del weights
+    assert key not in memo._MEMOS
+
+
+def test_timesnet_forecasts_from_kept_kernels_equal_fresh_ones_and_follow_training():
+    """TimesNet's merged inception kernels are kept between forecasts: the forecasts
+    equal a forward over an unregistered copy of the weights (nothing kept), before and
+    after more training."""
+    from ndwork.training.trainer import model_outputs
+
+    df = air_passengers()
+    model = TimesNet(h=12, input_size=24, max_steps=2, **SMALL[TimesNet])
+    nf = NeuralForecast([model], freq="MS")
+    for _ in range(2):
+        nf.fit(df, verbose=False)
+        first, again = nf.predict(), nf.predict()
+        np.testing.assert_array_equal(first["TimesNet"], again["TimesNet"])
+        state = nf.states[0]
+        panel = nf._stored_panel()
+        batch, _, _ = nf._forecast_batch(model, panel, panel.indptr[1:] - 1, None)
+        kept = model_outputs(model, nf.states[0].inference_copy[2], batch, state.buffers)
+        fresh = model_outputs(model, state.params.copy(), batch, state.buffers)
+        np.testing.assert_array_equal(kept, fresh)
+
+
 @pytest.mark.parametrize("options,match", [
     (dict(top_k=0), "top_k=0"),
     (dict(top_k=19), "between 1 and 18"),

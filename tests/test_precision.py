@@ -208,7 +208,8 @@ def test_bf16_forecasts_read_a_bfloat16_copy_made_once_per_step():
         first = trainer.inference_weights(state)
         assert first.dtype == BF16 and trainer.inference_weights(state) is first
         bf16 = nf.predict()["NHITS"].to_numpy()
-    assert trainer.inference_weights(state) is state.params  # fp32: the master weights
+    fp32_weights = trainer.inference_weights(state)  # fp32: a view of the master weights
+    assert fp32_weights.base is state.params and trainer.inference_weights(state) is fp32_weights
     np.testing.assert_allclose(bf16, fp32, rtol=1e-2)  # bf16 weights: ~3 significant digits
     nf.fit(df, use_init_models=False)  # a warm start changes the weights in place ...
     with ndwork.optimizations(precision="bf16"):

@@ -574,14 +574,16 @@ def transpose(x: Tensor, axes: tuple[int, ...]) -> Tensor:
 
 
 @_profiled
-def index(x: Tensor, key) -> Tensor:
-    """Basic slicing x[key] (views only, no fancy indexing)."""
+def index(x: Tensor, key, contiguous: bool = False) -> Tensor:
+    """Basic slicing x[key] (no fancy indexing): a view, or with `contiguous` a C-ordered
+    copy (for a value kept and read by kernels that would copy the view at every call)."""
     def backward_fn(g):
         dx = np.zeros_like(x.data)
         dx[key] = g
         return (dx,)
 
-    return Tensor(x.data[key], (x,), backward_fn)
+    y = x.data[key]
+    return Tensor(np.ascontiguousarray(y) if contiguous else y, (x,), backward_fn)
 
 
 @_profiled

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ndwork.autodiff import ops
+from ndwork.autodiff import memo, ops
 from ndwork.models.base import BaseModel
 from ndwork.nn import LayerNorm, Linear
 from ndwork.nn.transformer import DataEmbedding, time_steps
@@ -20,6 +20,7 @@ class InceptionBlock:
     rows (P or more columns) away, so that kernel is cropped to what the fold reads."""
 
     def __init__(self, spec, name, in_channels, out_channels, num_kernels):
+        self.name = name
         self.kernels = []
         for i in range(num_kernels):
             size = 2 * i + 1
@@ -31,19 +32,24 @@ class InceptionBlock:
         self.size = 2 * num_kernels - 1
 
     def merged(self, p):
-        """The one kernel (K, K, C_in, C_out) and bias the average amounts to."""
-        weights = [p[w] for w, _, _ in self.kernels]
-        bias = ops.centered_sum([p[b] for _, b, _ in self.kernels], weights[0].shape[3:])
-        weight = ops.centered_sum(weights, (self.size, self.size, *weights[0].shape[2:]))
-        scale = ops.constant(np.asarray(1 / len(self.kernels), weight.data.dtype))
-        return ops.mul(weight, scale), ops.mul(bias, scale)
+        """The one kernel (K, K, C_in, C_out) and bias the average amounts to (made once
+        per version of the weights in forecasts)."""
+        def merge():
+            weights = [p[w] for w, _, _ in self.kernels]
+            bias = ops.centered_sum([p[b] for _, b, _ in self.kernels], weights[0].shape[3:])
+            weight = ops.centered_sum(weights, (self.size, self.size, *weights[0].shape[2:]))
+            scale = ops.constant(np.asarray(1 / len(self.kernels), weight.data.dtype))
+            return ops.mul(weight, scale), ops.mul(bias, scale)
+
+        return memo.derived((self.name,), merge)
 
     def __call__(self, x, merged):
         """x (B, R, P, C_in) -> (B, R, P, C_out)."""
         weight, bias = merged
         centre = self.size // 2
-        reach = [min(centre, n - 1) for n in x.shape[1:3]]
-        cropped = ops.index(weight, tuple(slice(centre - r, centre + r + 1) for r in reach))
+        reach = tuple(min(centre, n - 1) for n in x.shape[1:3])
+        cropped = memo.derived((self.name, reach), lambda: ops.index(
+            weight, tuple(slice(centre - r, centre + r + 1) for r in reach), contiguous=True))
         return ops.conv2d(x, cropped, bias)
 
 

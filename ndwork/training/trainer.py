@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from ndwork.autodiff import memo
 from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Parameters, Tensor, backward
 from ndwork.config import active, keep_freed_memory_for_reuse, kernel_blas_single_threaded
@@ -86,8 +88,10 @@ def forward(model: BaseModel, params: np.ndarray, batch: dict, rng: TrainingNois
     `inference` builds no gradient for the parameters."""
     p = dict(layout(model).constants(params)) if inference else layout(model).tensors(params)
     p.update(buffers if buffers is not None else model.spec.initial_buffers())
-    inputs = {**batch, "insample_y": Tensor(batch["insample_y"]), **model.embed_exog(p, batch)}
-    return model.loss.domain_map(p, model.forward(p, inputs, rng), batch, rng), p
+    with memo.forecasting(params) if inference else contextlib.nullcontext():
+        inputs = {**batch, "insample_y": Tensor(batch["insample_y"]),
+                  **model.embed_exog(p, batch)}
+        return model.loss.domain_map(p, model.forward(p, inputs, rng), batch, rng), p
 
 
 def loss_and_grad(model: BaseModel, params: np.ndarray, batch: dict,
@@ -207,7 +211,7 @@ class TrainState:
     diverged: str = ""  # why the last fit stopped early with the last finite state, if it did
     precision: str = "fp32"  # the Optimizations.precision it last trained under
     loss_scaler: LossScaler | None = None  # fp16's dynamic loss scaling
-    # the weights' bfloat16 copy forecasts read, with the params and step it was made at
+    # the weights forecasts read (inference_weights), with the params and step they are of
     inference_copy: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def restart(self) -> None:
@@ -217,17 +221,19 @@ class TrainState:
 
 
 def inference_weights(state: TrainState) -> np.ndarray:
-    """The weights a forecast reads: the float32 master weights, or under bf16 their
-    bfloat16 copy (a forecast then streams half the bytes; the dense layers read it as
-    it is), made once per optimizer step: every change to the weights is one.
+    """The weights a forecast reads: a view of the float32 master weights, or under bf16
+    their bfloat16 copy (a forecast then streams half the bytes; the dense layers read it
+    as it is), made once per optimizer step (every change to the weights is one), so
+    that forecasts may keep what they derive from it (`ndwork.autodiff.memo`).
     fp16 forecasts read the float32 weights (its activations are float16)."""
     policy = active().dtypes
-    if not policy.store_low or policy.low != BF16:
-        return state.params
+    low = policy.store_low and policy.low == BF16
     step = None if state.optimizer is None else state.optimizer.step
     cached = state.inference_copy
-    if cached is None or cached[0] is not state.params or cached[1] != step:
-        cached = state.inference_copy = (state.params, step, to_low(state.params, BF16))
+    if cached is None or cached[0] is not state.params or cached[1] != (step, low):
+        weights = to_low(state.params, BF16) if low else state.params.view()
+        memo.register(weights)
+        cached = state.inference_copy = (state.params, (step, low), weights)
     return cached[2]
 
 
