@@ -91,6 +91,21 @@ def test_an_outer_product_equals_numpys_matmul(m):
     np.testing.assert_array_equal(out, np.matmul(a, b))
 
 
+def test_a_forecasts_products_of_few_rows_stay_on_numpys_blas(monkeypatch):
+    """Within forecast_products (what model_outputs holds) a product of fewer than
+    FORECAST_ROWS rows skips the BLAS dispatch; outside, the same product takes it."""
+    a, b = _operands(24, 200, 600)  # above gemm.SMALL
+    dispatched = []
+    monkeypatch.setattr(gemm, "_blas_for",
+                        lambda x, y: dispatched.append(x.shape) or gemm._numpy_matmul)
+    gemm.matmul(a, b)
+    assert dispatched == [(24, 200)]
+    with gemm.forecast_products():
+        np.testing.assert_array_equal(gemm.matmul(a, b), np.matmul(a, b))
+        gemm.matmul(*_operands(gemm.FORECAST_ROWS, 200, 600))
+    assert dispatched == [(24, 200), (gemm.FORECAST_ROWS, 200)]
+
+
 def test_the_switch_picks_the_blas():
     a, b = _operands(128, 96, 128)  # above gemm.SMALL
     with ndwork.optimizations(blas="numpy"):

@@ -15,7 +15,7 @@ from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Parameters, Tensor, backward
 from ndwork.config import active, keep_freed_memory_for_reuse, kernel_blas_single_threaded
 from ndwork.data import Panel, WindowSampler, gather_windows, scale_windows
-from ndwork.kernels.gemm import quiet_numpy_blas
+from ndwork.kernels.gemm import forecast_products, quiet_numpy_blas
 from ndwork.kernels.precision import BF16, to_low, widen
 from ndwork.models.base import BaseModel
 from ndwork.training.loss_scaling import LossScaler
@@ -128,7 +128,7 @@ def model_outputs(model: BaseModel, params: np.ndarray, batch: dict, buffers: di
     if model.MULTIVARIATE:  # a window is n_series consecutive rows: never split one
         chunk *= model.n_series
     outs = []
-    with kernel_blas_single_threaded(), quiet_numpy_blas():
+    with kernel_blas_single_threaded(), quiet_numpy_blas(), forecast_products():
         for a in range(0, n, chunk):
             part = {k: (v[a:a + chunk] if isinstance(v, np.ndarray) else v)
                     for k, v in batch.items()}
