@@ -169,7 +169,7 @@ def test_timesnet_forecasts_from_kept_kernels_equal_fresh_ones_and_follow_traini
     """TimesNet's merged inception kernels are kept between forecasts: the forecasts
     equal a forward over an unregistered copy of the weights (nothing kept), before and
     after more training."""
-    from ndwork.training.trainer import model_outputs
+    from ndwork.training.trainer import inference_weights, model_outputs
 
     df = air_passengers()
     model = TimesNet(h=12, input_size=24, max_steps=2, **SMALL[TimesNet])
@@ -181,7 +181,7 @@ def test_timesnet_forecasts_from_kept_kernels_equal_fresh_ones_and_follow_traini
         state = nf.states[0]
         panel = nf._stored_panel()
         batch, _, _ = nf._forecast_batch(model, panel, panel.indptr[1:] - 1, None)
-        kept = model_outputs(model, nf.states[0].inference_copy[2], batch, state.buffers)
+        kept = model_outputs(model, inference_weights(state), batch, state.buffers)
         fresh = model_outputs(model, state.params.copy(), batch, state.buffers)
         np.testing.assert_array_equal(kept, fresh)
 

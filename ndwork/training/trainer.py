@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -88,7 +87,7 @@ def forward(model: BaseModel, params: np.ndarray, batch: dict, rng: TrainingNois
     `inference` builds no gradient for the parameters."""
     p = dict(layout(model).constants(params)) if inference else layout(model).tensors(params)
     p.update(buffers if buffers is not None else model.spec.initial_buffers())
-    with memo.forecasting(params) if inference else contextlib.nullcontext():
+    with memo.forecasting(params):  # (training's weights are never registered: no memo)
         inputs = {**batch, "insample_y": Tensor(batch["insample_y"]),
                   **model.embed_exog(p, batch)}
         return model.loss.domain_map(p, model.forward(p, inputs, rng), batch, rng), p
