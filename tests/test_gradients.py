@@ -296,13 +296,10 @@ def test_wavelet_layer(kernels, wavelet, rng):
                     translation, scale, weights)
 
 
-def test_along(kernels, rng):
-    matrix = rng.normal(size=(5, 4))
-    check_gradients(lambda x: ops.along(x, matrix, 1), rng.normal(size=(3, 4, 2)))
-    check_gradients(lambda x: ops.along(x, matrix, -1), rng.normal(size=(2, 4)))
-    x = rng.normal(size=(3, 4, 2))
-    np.testing.assert_allclose(ops.along(Tensor(x), matrix, 1).data,
-                               np.einsum("ts,bsc->btc", matrix, x))
+@pytest.mark.parametrize("shape,window", [((3, 6, 2), 3), ((2, 5), 7), ((2, 1, 2), 3)])
+def test_moving_average(kernels, shape, window, rng):
+    """Windows wider than the series included: the repeated ends carry most weight."""
+    check_gradients(lambda x: ops.moving_average(x, window), rng.normal(size=shape))
 
 
 def test_autocorrelation_ops(kernels, rng):

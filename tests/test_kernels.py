@@ -96,6 +96,28 @@ def test_interpolate(n_in, n_out, rng):
     assert_close_f32(*both("interpolate_backward", dy, n_in))
 
 
+@pytest.mark.parametrize("shape,window", [((3, 10, 4), 5), ((2, 7), 25), ((2, 1, 3), 3),
+                                          ((4, 96, 32), 25), ((2, 5, 2, 3), 1)])
+def test_moving_average(shape, window, rng):
+    x = rng.normal(size=shape).astype(np.float32)
+    assert_close_f32(*both("moving_average_forward", x, window))
+    assert_close_f32(*both("moving_average_backward", x, window))
+
+
+def test_moving_average_is_the_edge_padded_mean():
+    """Against the definition: the series' ends repeated (window - 1) / 2 times, then
+    each point the mean of the window centered on it (and the adjoint: <A x, g> =
+    <x, A' g>)."""
+    rng = np.random.default_rng(0)
+    x, g = rng.normal(size=(2, 2, 6, 3))
+    padded = np.concatenate([x[:, :1]] * 3 + [x] + [x[:, -1:]] * 3, axis=1)
+    direct = np.stack([padded[:, t:t + 7].mean(axis=1) for t in range(6)], axis=1)
+    for impl in (compiled, reference):
+        np.testing.assert_allclose(impl("moving_average_forward")(x, 7), direct, rtol=1e-12)
+        np.testing.assert_allclose(np.sum(impl("moving_average_backward")(g, 7) * x),
+                                   np.sum(g * direct), rtol=1e-12)
+
+
 def test_interpolate_matches_torch_semantics():
     # torch.nn.functional.interpolate([0, 1, 2], size=6, mode="linear") (align_corners=False)
     x = np.array([[0.0, 1.0, 2.0]], np.float32)
@@ -376,7 +398,7 @@ def test_every_kernel_has_a_reference_and_a_test():
     tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
               "tanh", "sigmoid", "gelu", "elu", "glu", "softmax", "linear", "point_loss", "mqloss",
               "nll", "maxpool",
-              "interpolate", "layernorm", "adam_update", "sgd_update", "scaler_statistics",
+              "interpolate", "moving_average", "layernorm", "adam_update", "sgd_update", "scaler_statistics",
               "round_bf16", "round_fp16", "widen_bf16", "widen_fp16",
               "bf16_weights_matmul",  # test_precision.py
               "bspline_basis", "power_basis", "jacobi_basis", "wavelet_layer",

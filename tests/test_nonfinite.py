@@ -75,6 +75,8 @@ def other_cases(rng):
     yield "maxpool_backward", (poisoned(rng, (6, 4)), argmax, 12)
     yield "interpolate_forward", (poisoned(rng, (6, 5)), 12)
     yield "interpolate_backward", (poisoned(rng, (6, 12)), 5)
+    yield "moving_average_forward", (poisoned(rng, (2, 12, 3)), 5)
+    yield "moving_average_backward", (poisoned(rng, (2, 12, 3)), 5)
     gamma, beta = np.ones(9, np.float32), np.zeros(9, np.float32)
     yield "layernorm_forward", (poisoned(rng, (4, 9)), gamma, beta)
     clean = rng.normal(size=(4, 9)).astype(np.float32)

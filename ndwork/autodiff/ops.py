@@ -206,12 +206,11 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 
 @_profiled
-def along(x: Tensor, matrix: np.ndarray, axis: int) -> Tensor:
-    """The constant linear map y = matrix @ x along one axis of x (a moving average over
-    time): one GEMM through numpy's tensordot, whatever the other axes."""
-    y = np.moveaxis(np.tensordot(x.data, matrix, axes=([axis], [1])), -1, axis)
-    return Tensor(y, (x,), lambda g: (np.moveaxis(np.tensordot(g, matrix, axes=([axis], [0])),
-                                                  -1, axis),))
+def moving_average(x: Tensor, window: int) -> Tensor:
+    """The centered moving average of x (B, T, ...) over an odd window along time (axis
+    1), the ends repeated (window - 1) / 2 times: the decomposition models' trend."""
+    return Tensor(kernel("moving_average_forward")(x.data, window), (x,),
+                  lambda g: (kernel("moving_average_backward")(g, window),))
 
 
 @_profiled

@@ -1,7 +1,12 @@
-"""NHITS's multi-rate sampling: max pooling (ceil mode) and linear interpolation.
+"""Pooling along time: NHITS's multi-rate sampling (max pooling in ceil mode, linear
+interpolation) and the edge-padded moving average of the decomposition models.
 
 maxpool: x (R, L) -> (R, ceil(L / k)); the forward caches the argmax per window.
 interpolate: x (R, n_in) -> (R, n_out), torch's `linear` with align_corners=False.
+moving_average: x (B, T, ...) -> the same shape, the centered mean over an odd window
+along axis 1, the ends repeated (NeuralForecast's SeriesDecomp), as differences of
+float64 running sums: two additions a value whatever the window (a (T, T) matrix
+product costs T), and no cancellation in float32.
 """
 
 import functools
@@ -60,6 +65,33 @@ def interpolate_backward_reference(dy, n_in):
     return dx
 
 
+def _edge_sources(length, window):
+    """x's index (along time) of each point of the edge-padded series."""
+    half = (window - 1) // 2
+    return np.clip(np.arange(length + window - 1) - half, 0, length - 1)
+
+
+def moving_average_forward_reference(x, window):
+    padded = x.reshape(x.shape[0], x.shape[1], -1)[:, _edge_sources(x.shape[1], window)]
+    sums = np.zeros((x.shape[0], padded.shape[1] + 1, padded.shape[2]))
+    np.cumsum(padded, axis=1, dtype=np.float64, out=sums[:, 1:])
+    return ((sums[:, window:] - sums[:, :-window]) / window).astype(x.dtype).reshape(x.shape)
+
+
+def moving_average_backward_reference(dy, window):
+    """The adjoint: each padded point gets the mean of the outputs whose window holds it,
+    and a repeated end passes its share back to the end it repeats."""
+    g = dy.reshape(dy.shape[0], dy.shape[1], -1)
+    length = g.shape[1]
+    sums = np.zeros((g.shape[0], length + 1, g.shape[2]))
+    np.cumsum(g, axis=1, dtype=np.float64, out=sums[:, 1:])
+    j = np.arange(length + window - 1)
+    padded = (sums[:, np.minimum(j + 1, length)] - sums[:, np.maximum(j + 1 - window, 0)]) / window
+    dx = np.zeros(g.shape)
+    np.add.at(dx.transpose(1, 0, 2), _edge_sources(length, window), padded.transpose(1, 0, 2))
+    return dx.astype(dy.dtype).reshape(dy.shape)
+
+
 # --- numba kernels ---------------------------------------------------------------
 
 @jit_exact
@@ -100,6 +132,68 @@ def _interp_bwd(dy, left, right, w, dx):
             dx[r, right[o]] += dy[r, o] * w[o]
 
 
+@jit
+def _moving_average_fwd(x, window, out):
+    """x, out (B, T, C): out[t] = (S[t + window] - S[t]) / window, S the running sums of
+    the padded series (float64 rows of C, vectorized along C)."""
+    batch, length, channels = x.shape
+    half = (window - 1) // 2
+    lead, lag = np.empty(channels), np.empty(channels)
+    for b in range(batch):
+        lead[:] = 0.0
+        lag[:] = 0.0
+        for j in range(window):
+            source = min(max(j - half, 0), length - 1)
+            for c in range(channels):
+                lead[c] += x[b, source, c]
+        for t in range(length):
+            # after the last output the sums move on past the ends: harmless and branch-free
+            enters, leaves = min(t + window - half, length - 1), max(t - half, 0)
+            for c in range(channels):
+                out[b, t, c] = (lead[c] - lag[c]) / window
+                lag[c] += x[b, leaves, c]
+                lead[c] += x[b, enters, c]
+
+
+@jit
+def _moving_average_bwd(dy, window, dx):
+    """dy, dx (B, T, C), dx zeroed: padded point j gets (S[min(j + 1, T)] -
+    S[max(j + 1 - window, 0)]) / window (S: dy's running sums), added to the point it
+    repeats."""
+    batch, length, channels = dy.shape
+    half = (window - 1) // 2
+    lead, lag = np.empty(channels), np.empty(channels)
+    for b in range(batch):
+        lead[:] = 0.0
+        lag[:] = 0.0
+        for j in range(length + window - 1):
+            if j < length:
+                for c in range(channels):
+                    lead[c] += dy[b, j, c]
+            if j + 1 > window:
+                for c in range(channels):
+                    lag[c] += dy[b, j - window, c]
+            target = min(max(j - half, 0), length - 1)
+            for c in range(channels):
+                dx[b, target, c] += (lead[c] - lag[c]) / window
+
+
+def moving_average_forward(x, window):
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    _moving_average_fwd(x.reshape(x.shape[0], x.shape[1], -1), window,
+                        out.reshape(out.shape[0], out.shape[1], -1))
+    return out
+
+
+def moving_average_backward(dy, window):
+    dy = np.ascontiguousarray(dy)
+    dx = np.zeros_like(dy)
+    _moving_average_bwd(dy.reshape(dy.shape[0], dy.shape[1], -1), window,
+                        dx.reshape(dx.shape[0], dx.shape[1], -1))
+    return dx
+
+
 def maxpool_forward(x, kernel):
     x = np.ascontiguousarray(x)
     n_out = -(-x.shape[1] // kernel)
@@ -134,4 +228,6 @@ KERNELS = {
     "maxpool_backward": (maxpool_backward, maxpool_backward_reference),
     "interpolate_forward": (interpolate_forward, interpolate_forward_reference),
     "interpolate_backward": (interpolate_backward, interpolate_backward_reference),
+    "moving_average_forward": (moving_average_forward, moving_average_forward_reference),
+    "moving_average_backward": (moving_average_backward, moving_average_backward_reference),
 }

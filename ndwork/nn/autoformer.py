@@ -13,8 +13,9 @@ import numpy as np
 
 from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
+from ndwork.kernels import kernel
 from ndwork.nn import LayerNorm, Linear, ParameterSpec
-from ndwork.nn.decomposition import check_window, moving_average_matrix, moving_average_split
+from ndwork.nn.decomposition import check_window, moving_average_split
 from ndwork.nn.transformer import DataEmbedding, FeedForward, time_steps
 
 Attention = Callable  # (p, x_q (B, L, C), x_kv (B, S, C), rng) -> (B, L, C)
@@ -134,7 +135,7 @@ class DecompositionTransformer:
     def __call__(self, p, y: np.ndarray, futr, rng) -> Tensor:
         """y (B, L) the scaled input window, futr (B, L + h, X) or None -> (B, h, outputs)."""
         label, h = self.label_len, self.h
-        trend = y @ moving_average_matrix(y.shape[1], self.window, np.dtype(y.dtype))
+        trend = kernel("moving_average_forward")(y, self.window)
         season = y - trend
         mean = np.broadcast_to(y.mean(axis=1, keepdims=True), (len(y), h))
         trend_init = np.concatenate([trend[:, -label:], mean], axis=1)[:, :, None]

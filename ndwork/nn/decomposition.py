@@ -3,26 +3,10 @@ and TimeMixer's top-k Fourier split."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from ndwork.autodiff import ops
 from ndwork.autodiff.tensor import Tensor
-
-
-@functools.lru_cache(maxsize=64)
-def moving_average_matrix(length: int, window: int, dtype: np.dtype) -> np.ndarray:
-    """(length, length) matrix A with x @ A = the edge-padded moving average of x along
-    its last axis (read-only: cached, every forward of a decomposing model reads it)."""
-    half = (window - 1) // 2
-    t = np.arange(length)
-    sources = np.clip(t[None, :] + np.arange(-half, half + 1)[:, None], 0, length - 1)
-    matrix = np.zeros((length, length))
-    np.add.at(matrix, (sources, np.broadcast_to(t, sources.shape)), 1.0 / window)
-    matrix = matrix.astype(dtype)
-    matrix.flags.writeable = False
-    return matrix
 
 
 def check_window(window: int, name: str = "moving_avg") -> int:
@@ -35,8 +19,7 @@ def check_window(window: int, name: str = "moving_avg") -> int:
 def moving_average_split(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     """x (B, T, ...) -> (remainder, trend): NeuralForecast's SeriesDecomp over time
     (axis 1), the ends repeated (window - 1) / 2 times."""
-    matrix = moving_average_matrix(x.shape[1], window, np.dtype(x.data.dtype)).T
-    trend = ops.along(x, matrix, axis=1)
+    trend = ops.moving_average(x, window)
     return ops.sub(x, trend), trend
 
 
