@@ -22,7 +22,11 @@ def test_activation_forward_backward(kind, shape, rng):
     dy = rng.normal(size=shape).astype(np.float32)
     y, y_ref = both(f"{kind}_forward", x)
     assert_close_f32(y, y_ref)
-    saved = x if kind == "gelu" else y_ref
+    saved = y_ref
+    if kind == "gelu":  # training keeps the slope, written by the same pass as y
+        (y_train, slope), (_, saved) = both("gelu_train_forward", x)
+        np.testing.assert_array_equal(y_train, y)
+        assert_close_f32(slope, saved)
     assert_close_f32(*both(f"{kind}_backward", saved, dy))
 
 
@@ -396,9 +400,9 @@ def test_lag_correlation_is_the_circular_cross_correlation(rng):
 def test_every_kernel_has_a_reference_and_a_test():
     # "nll": tests/test_probabilistic.py
     tested = {"slstm", "mlstm", "causal_conv1d", "dropout_keep", "rnn", "lstm", "gru", "relu",
-              "tanh", "sigmoid", "gelu", "elu", "glu", "softmax", "linear", "point_loss", "mqloss",
-              "nll", "maxpool",
-              "interpolate", "moving_average", "layernorm", "adam_update", "sgd_update", "scaler_statistics",
+              "tanh", "sigmoid", "gelu", "gelu_train", "elu", "glu", "softmax", "linear",
+              "point_loss", "mqloss", "nll", "maxpool", "interpolate", "moving_average",
+              "layernorm", "adam_update", "sgd_update", "scaler_statistics",
               "round_bf16", "round_fp16", "widen_bf16", "widen_fp16",
               "bf16_weights_matmul",  # test_precision.py
               "bspline_basis", "power_basis", "jacobi_basis", "wavelet_layer",

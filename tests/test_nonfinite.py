@@ -35,10 +35,12 @@ def activation_cases(rng):
         x = poisoned(rng, (6, 11), 3)
         yield f"{kind}_forward", (x,)
         clean = rng.normal(0, 3, (6, 11)).astype(np.float32)
-        saved = clean if kind == "gelu" else reference(f"{kind}_forward")(clean)
+        saved = reference("gelu_train_forward" if kind == "gelu" else f"{kind}_forward")(clean)
+        saved = saved[1] if kind == "gelu" else saved  # gelu keeps its slope
         yield f"{kind}_backward", (saved, poisoned(rng, (6, 11)))
         yield f"{kind}_backward", (poisoned(rng, (6, 11), 3), rng.normal(size=(6, 11)).astype(
             np.float32))
+    yield "gelu_train_forward", (poisoned(rng, (6, 11), 3),)
     yield "glu_forward", (poisoned(rng, (6, 22), 3),)  # GLU backward recomputes from x
     yield "glu_backward", (poisoned(rng, (6, 22), 3), rng.normal(size=(6, 11)).astype(np.float32))
     yield "glu_backward", (rng.normal(0, 3, (6, 22)).astype(np.float32), poisoned(rng, (6, 11)))

@@ -102,18 +102,21 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
     lead = x.shape[:-1]
     policy = active().dtypes
     low = None if weight.stored.itemsize == 2 else _gemm_precision(policy, x.stored, weight.stored)
-    y = kernel("linear_forward")(_gemm_operand(x, low), _gemm_weight(weight, low),
+    x2 = _gemm_operand(x, low)
+    y = kernel("linear_forward")(x2, _gemm_weight(weight, low),
                                  None if bias is None else bias.data, activation)
     keeps_graph = x.requires_grad or weight.requires_grad  # else nothing to save memory for
+    # x read across its axes (a mixing over time) had to be copied into rows: the
+    # backward reads that copy rather than making it again
+    copied = x2 if keeps_graph and low is None and not np.may_share_memory(x2, x.stored) else None
     if policy.store_low and keeps_graph and (
             activation != "identity" if hidden is None else hidden):
         y = to_low(y, policy.low)
 
     def backward_fn(dy):
-        dx, dw, db = kernel("linear_backward")(
-            _gemm_operand(x, low), _gemm_weight(weight, low), y, dy.reshape(y.shape),
-            activation, x.requires_grad
-        )
+        x2 = _gemm_operand(x, low) if copied is None else copied
+        dx, dw, db = kernel("linear_backward")(x2, _gemm_weight(weight, low), y,
+                                               dy.reshape(y.shape), activation, x.requires_grad)
         return (None if dx is None else dx.reshape(x.shape), dw, db)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
@@ -124,7 +127,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "id
 def _gemm_operand(x: Tensor, low):
     """x as (rows, in) for the GEMMs: as stored (low-precision storage is widened inside
     the GEMM), or rounded to `low`, again for the backward rather than kept from the
-    forward (the graph then holds no second copy of x)."""
+    forward (the graph then holds no second copy of x; only a copy that reshaping made
+    is kept, see linear)."""
     x2 = x.stored.reshape(-1, x.shape[-1])
     return x2 if low is None else to_low(x2, low)
 
@@ -154,8 +158,10 @@ def activation(x: Tensor, kind: str) -> Tensor:
     """Elementwise relu, tanh, sigmoid, gelu; or softmax over the last axis."""
     if kind == "identity":
         return x
-    y = kernel(f"{kind}_forward")(x.data)
-    saved = x.data if kind == "gelu" else y  # gelu's derivative needs its input
+    if kind == "gelu" and x.requires_grad:  # keeps its slope: the backward is a product
+        y, saved = kernel("gelu_train_forward")(x.data)
+    else:
+        y = saved = kernel(f"{kind}_forward")(x.data)
 
     def backward_fn(dy):
         return (kernel(f"{kind}_backward")(saved, dy),)

@@ -1,7 +1,9 @@
 """Elementwise activations, forward and backward, numba beside the numpy reference.
 
 Arrays are any shape, float32 or float64. Backward takes what forward cached:
-ReLU, tanh, sigmoid and ELU need only their output y; GELU and GLU need their input x.
+ReLU, tanh, sigmoid and ELU need only their output y; GLU its input x; GELU its slope
+dy/dx, which its training forward writes beside y in the same pass (recomputing it
+from x took an erf and an exp a value again: as long as the forward itself).
 """
 
 import math
@@ -50,10 +52,15 @@ def gelu_forward_reference(x):
     return (0.5 * x * (1 + erf(x * _SQRT_HALF))).astype(x.dtype, copy=False)
 
 
-def gelu_backward_reference(x, dy):
+def gelu_train_forward_reference(x):
+    """(y, slope): GELU and its derivative cdf + x pdf."""
     cdf = 0.5 * (1 + erf(x * _SQRT_HALF))
     pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
-    return (dy * (cdf + x * pdf)).astype(x.dtype, copy=False)
+    return gelu_forward_reference(x), (cdf + x * pdf).astype(x.dtype, copy=False)
+
+
+def gelu_backward_reference(slope, dy):
+    return dy * slope
 
 
 def elu_forward_reference(x):
@@ -202,11 +209,18 @@ def _gelu_fwd(x, out):
 
 
 @jit
-def _gelu_bwd(x, dy, out):
-    _gaussian(x, out)
+def _gelu_train_fwd(x, out, slope):
+    _gaussian(x, slope)
     for i in range(x.size):
-        cdf = _HALF * (_1 + erf_from_exp(x[i] * _F_SQRT_HALF, out[i]))
-        out[i] = dy[i] * (cdf + x[i] * _F_INV_SQRT_2PI * out[i])
+        cdf = _HALF * (_1 + erf_from_exp(x[i] * _F_SQRT_HALF, slope[i]))
+        out[i] = x[i] * cdf
+        slope[i] = cdf + x[i] * _F_INV_SQRT_2PI * slope[i]
+
+
+@jit
+def _gelu_bwd(slope, dy, out):
+    for i in range(slope.size):
+        out[i] = dy[i] * slope[i]
 
 
 @jit
@@ -266,6 +280,13 @@ def _rows(kernel, n_inputs):
     return run
 
 
+def gelu_train_forward(x):
+    x = np.ascontiguousarray(x)
+    out, slope = np.empty_like(x), np.empty_like(x)
+    _gelu_train_fwd(x.reshape(-1), out.reshape(-1), slope.reshape(-1))
+    return out, slope
+
+
 def glu_forward(x):
     x = np.ascontiguousarray(x)
     flat = x.reshape(-1, x.shape[-1])
@@ -294,3 +315,4 @@ KERNELS = {
     for name in ("relu", "tanh", "sigmoid", "gelu", "elu", "glu", "softmax")
     for way in ("forward", "backward")
 }
+KERNELS["gelu_train_forward"] = (gelu_train_forward, gelu_train_forward_reference)
