@@ -77,6 +77,20 @@ def test_shape_ops(kernels, rng):
     check_gradients(lambda x: ops.concat([x, ops.flip(x)], axis=1), x)
 
 
+def test_gradients_add_up_in_place_without_writing_shared_ones(rng):
+    """Slices send back only their piece, summed into one array per tensor; a gradient
+    passed through to several tensors (an add's, x's and y's the same array) is never
+    added into in place (each case fails if it were)."""
+    x, y = rng.normal(size=(2, 4, 3))
+    check_gradients(lambda x, y: ops.add(ops.add(x, y), ops.mul(x, x)), x, y)
+    check_gradients(lambda x, y: ops.mul(ops.add(x, y), ops.add(x, ops.index(x, (slice(None),)))),
+                    x, y)
+    check_gradients(lambda x, y: ops.add(ops.index(ops.add(x, y), (slice(0, 3),)),
+                                         ops.index(ops.mul(x, x), (slice(1, 4),))), x, y)
+    upper, lower = (slice(0, 3),), (slice(1, 4),)  # overlapping pieces
+    check_gradients(lambda x: ops.mul(ops.index(x, upper), ops.index(x, lower)), x)
+
+
 def test_matmul(kernels, rng):
     check_gradients(ops.matmul, rng.normal(size=(3, 4)), rng.normal(size=(4, 5)))
     check_gradients(ops.matmul, rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 5)))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ndwork import profiling
 from ndwork.autodiff.noise import TrainingNoise
-from ndwork.autodiff.tensor import Tensor
+from ndwork.autodiff.tensor import Slice, Tensor
 from ndwork.config import active
 from ndwork.kernels import fourier, gemm, kernel
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
@@ -582,13 +582,8 @@ def transpose(x: Tensor, axes: tuple[int, ...]) -> Tensor:
 def index(x: Tensor, key, contiguous: bool = False) -> Tensor:
     """Basic slicing x[key] (no fancy indexing): a view, or with `contiguous` a C-ordered
     copy (for a value kept and read by kernels that would copy the view at every call)."""
-    def backward_fn(g):
-        dx = np.zeros_like(x.data)
-        dx[key] = g
-        return (dx,)
-
     y = x.data[key]
-    return Tensor(np.ascontiguousarray(y) if contiguous else y, (x,), backward_fn)
+    return Tensor(np.ascontiguousarray(y) if contiguous else y, (x,), lambda g: (Slice(key, g),))
 
 
 @_profiled

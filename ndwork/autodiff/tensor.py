@@ -18,13 +18,14 @@ class Tensor:
     `data` is it in the compute dtype: what every op reads, unless it can take the
     stored precision directly (a linear layer's GEMM)."""
 
-    __slots__ = ("stored", "grad", "parents", "backward_fn", "requires_grad")
+    __slots__ = ("stored", "grad", "parents", "backward_fn", "requires_grad", "owns_grad")
 
     def __init__(self, data: np.ndarray, parents: Sequence[Tensor] = (),
                  backward_fn: Callable[[np.ndarray], Sequence[np.ndarray | None]] | None = None,
                  requires_grad: bool = False):
         self.stored = data
         self.grad: np.ndarray | None = None
+        self.owns_grad = False  # grad was allocated here: later gradients add in place
         self.parents = tuple(parents)
         self.backward_fn = backward_fn
         if not requires_grad:  # (a loop: every op of a forward creates one)
@@ -47,14 +48,41 @@ class Tensor:
     def shape(self) -> tuple[int, ...]:
         return self.stored.shape
 
-    def accumulate(self, grad: np.ndarray) -> None:
-        if self.grad is None:
+    def accumulate(self, grad: np.ndarray | Slice) -> None:
+        """Add a gradient: kept as it comes when it is the first (often another tensor's
+        gradient passed through: never written to), else summed into an array this
+        tensor owns."""
+        if isinstance(grad, Slice):
+            if self.grad is None:
+                self.grad = np.zeros(self.shape, grad.value.dtype)
+            elif not self.owns_grad:
+                self.grad = self.grad.copy()
+            self.owns_grad = True
+            self.grad[grad.key] += grad.value
+        elif self.grad is None:
             self.grad = grad
+        elif self.owns_grad and self.grad.shape == grad.shape and self.grad.dtype == grad.dtype:
+            self.grad += grad
         else:
-            self.grad = self.grad + grad
+            self.grad, self.owns_grad = self.grad + grad, True
 
     def __repr__(self) -> str:
         return f"Tensor(shape={self.stored.shape}, dtype={self.stored.dtype})"
+
+
+class Slice:
+    """A gradient that is zero outside x[key] (what basic slicing sends back), added
+    into x's gradient in place: the pieces of a tensor cost one full-size array between
+    them, not one each."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key, value: np.ndarray):
+        self.key, self.value = key, value
+
+    @property
+    def nbytes(self) -> int:
+        return self.value.nbytes
 
 
 def backward(root: Tensor, seed: np.ndarray | float = 1.0) -> None:

@@ -54,19 +54,28 @@ class PastDecomposableMixing:
                       else (lambda x: fourier_split(x, top_k)))
 
     def __call__(self, p, xs):
-        seasons, trends = [], []
-        for x in xs:
-            season, trend = self.split(x)
-            if self.cross_layer:
-                season, trend = self.cross_layer(p, season), self.cross_layer(p, trend)
-            seasons.append(ops.transpose(season, (0, 2, 1)))  # (W, d, T_i)
-            trends.append(ops.transpose(trend, (0, 2, 1)))
+        parts = [part for x in xs for part in self.split(x)]  # season, trend of each scale
+        if self.cross_layer:
+            parts = self._rowwise(p, self.cross_layer, parts)
+        seasons = [ops.transpose(season, (0, 2, 1)) for season in parts[0::2]]  # (W, d, T_i)
+        trends = [ops.transpose(trend, (0, 2, 1)) for trend in parts[1::2]]
         mixed = [ops.add(s, t) for s, t in zip(self._mix(p, seasons, self.down),
                                                reversed(self._mix(p, trends[::-1], self.up)),
                                                strict=True)]
         if self.independent:
             mixed = [ops.add(x, self.out_cross_layer(p, m)) for x, m in zip(xs, mixed, strict=True)]
         return mixed
+
+    @staticmethod
+    def _rowwise(p, mlp, tensors):
+        """mlp over the last axis of each tensor, as one product over all their rows
+        (a few large GEMMs run far faster than many small ones)."""
+        width, rows = tensors[0].shape[-1], [math.prod(t.shape[:-1]) for t in tensors]
+        out = mlp(p, ops.concat([ops.reshape(t, (n, width)) for t, n in zip(tensors, rows, strict=True)],
+                                axis=0))
+        ends = np.cumsum(rows)
+        return [ops.reshape(ops.index(out, (slice(end - n, end),)), t.shape)
+                for t, n, end in zip(tensors, rows, ends, strict=True)]
 
     @staticmethod
     def _mix(p, levels, layers):
