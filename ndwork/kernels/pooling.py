@@ -178,20 +178,20 @@ def _moving_average_bwd(dy, window, dx):
                 dx[b, target, c] += (lead[c] - lag[c]) / window
 
 
+def _along_time(kernel, a, window, out):
+    """Run a moving-average kernel over a (B, T, ...) seen as (B, T, C)."""
+    kernel(a.reshape(a.shape[0], a.shape[1], -1), window, out.reshape(out.shape[0], out.shape[1], -1))
+    return out
+
+
 def moving_average_forward(x, window):
     x = np.ascontiguousarray(x)
-    out = np.empty_like(x)
-    _moving_average_fwd(x.reshape(x.shape[0], x.shape[1], -1), window,
-                        out.reshape(out.shape[0], out.shape[1], -1))
-    return out
+    return _along_time(_moving_average_fwd, x, window, np.empty_like(x))
 
 
 def moving_average_backward(dy, window):
     dy = np.ascontiguousarray(dy)
-    dx = np.zeros_like(dy)
-    _moving_average_bwd(dy.reshape(dy.shape[0], dy.shape[1], -1), window,
-                        dx.reshape(dx.shape[0], dx.shape[1], -1))
-    return dx
+    return _along_time(_moving_average_bwd, dy, window, np.zeros_like(dy))
 
 
 def maxpool_forward(x, kernel):
