@@ -17,6 +17,7 @@ from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Slice, Tensor
 from ndwork.config import active
 from ndwork.kernels import fourier, gemm, kernel
+from ndwork.kernels._blocks import ufunc_in_blocks
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
 from ndwork.kernels.kan import WAVELETS
 from ndwork.kernels.precision import to_low
@@ -179,20 +180,21 @@ def glu(x: Tensor) -> Tensor:
 
 @_profiled
 def add(a: Tensor, b: Tensor) -> Tensor:
-    return Tensor(a.data + b.data, (a, b),
+    return Tensor(ufunc_in_blocks(np.add, a.data, b.data), (a, b),
                   lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)))
 
 
 @_profiled
 def sub(a: Tensor, b: Tensor) -> Tensor:
-    return Tensor(a.data - b.data, (a, b),
+    return Tensor(ufunc_in_blocks(np.subtract, a.data, b.data), (a, b),
                   lambda g: (_unbroadcast(g, a.shape), -_unbroadcast(g, b.shape)))
 
 
 @_profiled
 def mul(a: Tensor, b: Tensor) -> Tensor:
-    return Tensor(a.data * b.data, (a, b),
-                  lambda g: (_unbroadcast(g * b.data, a.shape), _unbroadcast(g * a.data, b.shape)))
+    return Tensor(ufunc_in_blocks(np.multiply, a.data, b.data), (a, b),
+                  lambda g: (_unbroadcast(ufunc_in_blocks(np.multiply, g, b.data), a.shape),
+                             _unbroadcast(ufunc_in_blocks(np.multiply, g, a.data), b.shape)))
 
 
 @_profiled
@@ -640,7 +642,8 @@ def dropout(x: Tensor, p: float, rng: TrainingNoise | None) -> Tensor:
     if p <= 0 or rng is None:
         return x
     keep = rng.dropout_keep(x.shape, p, x.data.dtype)
-    return Tensor(x.data * keep, (x,), lambda g: (g * keep,))
+    return Tensor(ufunc_in_blocks(np.multiply, x.data, keep), (x,),
+                  lambda g: (ufunc_in_blocks(np.multiply, g, keep),))
 
 
 @_profiled
