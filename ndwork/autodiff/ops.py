@@ -89,6 +89,14 @@ def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad
 
 
+def _repeated(a: np.ndarray, shape: tuple[int, ...], dtype=None) -> np.ndarray:
+    """a broadcast to shape, as a new array. np.copyto: numpy's array() or astype() of a
+    broadcast view takes a path 2.6x slower ((1024, 1, 36, 32) to 4 heads: 18 -> 7 ms)."""
+    out = np.empty(shape, a.dtype if dtype is None else dtype)
+    np.copyto(out, a, casting="unsafe")
+    return out
+
+
 @_profiled
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str = "identity",
            hidden: bool | None = None) -> Tensor:
@@ -192,9 +200,13 @@ def sub(a: Tensor, b: Tensor) -> Tensor:
 
 @_profiled
 def mul(a: Tensor, b: Tensor) -> Tensor:
-    return Tensor(ufunc_in_blocks(np.multiply, a.data, b.data), (a, b),
-                  lambda g: (_unbroadcast(ufunc_in_blocks(np.multiply, g, b.data), a.shape),
-                             _unbroadcast(ufunc_in_blocks(np.multiply, g, a.data), b.shape)))
+    def backward_fn(g):  # a constant factor (an embedding's values) gets no gradient
+        return (_unbroadcast(ufunc_in_blocks(np.multiply, g, b.data), a.shape)
+                if a.requires_grad else None,
+                _unbroadcast(ufunc_in_blocks(np.multiply, g, a.data), b.shape)
+                if b.requires_grad else None)
+
+    return Tensor(ufunc_in_blocks(np.multiply, a.data, b.data), (a, b), backward_fn)
 
 
 @_profiled
@@ -471,7 +483,7 @@ def mean(x: Tensor, axis: int) -> Tensor:
     """Mean over one axis, kept as size 1."""
     n = x.shape[axis]
     return Tensor(x.data.mean(axis=axis, keepdims=True), (x,),
-                  lambda g: (np.broadcast_to(g / n, x.shape).astype(x.data.dtype),))
+                  lambda g: (_repeated(g / n, x.shape, x.data.dtype),))
 
 
 @_profiled
@@ -564,8 +576,7 @@ def put_rows(base: Tensor, index: np.ndarray, rows: Tensor) -> Tensor:
 @_profiled
 def broadcast(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """x repeated to `shape` by numpy's broadcasting (a copy); the gradient sums back."""
-    return Tensor(np.array(np.broadcast_to(x.data, shape)), (x,),
-                  lambda g: (_unbroadcast(g, x.shape),))
+    return Tensor(_repeated(x.data, shape), (x,), lambda g: (_unbroadcast(g, x.shape),))
 
 
 @_profiled
