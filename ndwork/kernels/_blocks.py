@@ -48,13 +48,14 @@ def in_blocks(rows: int, values: int, body: Callable[[int, int], T]) -> list[T]:
 def ufunc_in_blocks(ufunc: np.ufunc, a: np.ndarray, b: np.ndarray,
                     out: np.ndarray | None = None) -> np.ndarray:
     """ufunc(a, b) with numpy's broadcasting, its rows in blocks on the caller's threads
-    when the result is large (numpy's elementwise loops run on one core). Operands of
+    when an operand is large (numpy's elementwise loops run on one core). Operands of
     different dtypes take one call (numpy's promotion picks the result's dtype)."""
-    shape = np.broadcast_shapes(np.shape(a), np.shape(b))
-    size = math.prod(shape)
-    if size < SPLIT_VALUES or len(shape) == 0 or numba.get_num_threads() == 1 \
-            or np.asarray(a).dtype != np.asarray(b).dtype:
+    if max(np.size(a), np.size(b)) < SPLIT_VALUES:  # the common case, first
         return ufunc(a, b, out=out)
+    shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    if numba.get_num_threads() == 1 or np.asarray(a).dtype != np.asarray(b).dtype:
+        return ufunc(a, b, out=out)
+    size = math.prod(shape)
     if out is None:
         out = np.empty(shape, np.asarray(a).dtype)
 
