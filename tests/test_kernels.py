@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from conftest import assert_close_f32
 
-import ndwork
 from ndwork.kernels import REGISTRY, compiled, recurrent, reference
 from ndwork.kernels.losses import POINT_LOSSES
 from ndwork.kernels.scalers import SCALERS
@@ -143,52 +142,6 @@ def test_layernorm(rows, cols, rng):
     dy = rng.normal(size=x.shape).astype(np.float32)
     for got, ref in zip(*both("layernorm_backward", x, gamma, mean, rstd, dy), strict=True):
         assert_close_f32(got, ref, rtol=2e-5 if cols > 1 else 1e-5)
-
-
-def test_in_blocks_splits_large_passes_only():
-    from ndwork.kernels._blocks import SPLIT_VALUES, in_blocks
-
-    with ndwork.optimizations(threads=2):
-        assert in_blocks(10, SPLIT_VALUES - 1, lambda a, b: (a, b)) == [(0, 10)]
-        assert in_blocks(9, SPLIT_VALUES, lambda a, b: (a, b)) == [(0, 4), (4, 9)]
-    with ndwork.optimizations(threads=1):
-        assert in_blocks(9, SPLIT_VALUES, lambda a, b: (a, b)) == [(0, 9)]
-
-
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
-def test_row_blocks_on_two_threads_equal_one_call(monkeypatch, rng):
-    """Every kernel that splits a large pass into row blocks (kernels/_blocks.py) gives
-    what it gives in one call: bit for bit, but the layer norm's parameter gradients
-    and the linear layer's bias gradient (float64 sums of the blocks' sums)."""
-    from ndwork.kernels import _blocks
-    from ndwork.kernels.noise import mix64
-
-    x = rng.normal(0, 3, (301, 64)).astype(np.float32)
-    dy = rng.normal(size=x.shape).astype(np.float32)
-    gamma, beta = (rng.normal(size=64).astype(np.float32) for _ in range(2))
-    w = rng.normal(size=(64, 64)).astype(np.float32)
-    _, mean, rstd = compiled("layernorm_forward")(x, gamma, beta)
-    calls = {"glu_forward": (x,), "glu_backward": (x, dy[:, :32]), "gelu_train_forward": (x,),
-             "elu_forward": (x,), "elu_backward": (x, dy), "softmax_forward": (x,),
-             "softmax_backward": (x, dy), "layernorm_forward": (x, gamma, beta),
-             "layernorm_backward": (x, gamma, mean, rstd, dy),
-             "dropout_keep": (mix64(np.arange(301, dtype=np.uint64)), 64, 0.3, np.dtype("f4")),
-             "linear_forward": (x, w, gamma, "tanh")}
-    calls.update({f"linear_backward {act}": (x, w, np.tanh(x), dy, act)
-                  for act in ("identity", "tanh")})
-    whole = {name: compiled(name.split()[0])(*args) for name, args in calls.items()}
-    monkeypatch.setattr(_blocks, "SPLIT_VALUES", 64)  # every call above now splits
-    with ndwork.optimizations(threads=2):
-        assert len(_blocks.in_blocks(301, x.size, lambda a, b: b)) == 2
-        for name, args in calls.items():
-            got, expected = compiled(name.split()[0])(*args), whole[name]
-            pairs = zip(got, expected, strict=True) if isinstance(got, tuple) else [(got, expected)]
-            for i, (a, b) in enumerate(pairs):
-                if (name == "layernorm_backward" and i > 0) or (name.startswith("linear_b")
-                                                                 and i == 2):
-                    np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
-                else:
-                    np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 @pytest.mark.parametrize("decoupled,weight_decay", [(False, 0.0), (False, 0.1), (True, 0.01)])

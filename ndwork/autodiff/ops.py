@@ -17,7 +17,6 @@ from ndwork.autodiff.noise import TrainingNoise
 from ndwork.autodiff.tensor import Slice, Tensor
 from ndwork.config import active
 from ndwork.kernels import fourier, gemm, kernel
-from ndwork.kernels._blocks import ufunc_in_blocks
 from ndwork.kernels.attention import IMPLEMENTATIONS as ATTENTION
 from ndwork.kernels.kan import WAVELETS
 from ndwork.kernels.precision import to_low
@@ -188,25 +187,23 @@ def glu(x: Tensor) -> Tensor:
 
 @_profiled
 def add(a: Tensor, b: Tensor) -> Tensor:
-    return Tensor(ufunc_in_blocks(np.add, a.data, b.data), (a, b),
+    return Tensor(a.data + b.data, (a, b),
                   lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)))
 
 
 @_profiled
 def sub(a: Tensor, b: Tensor) -> Tensor:
-    return Tensor(ufunc_in_blocks(np.subtract, a.data, b.data), (a, b),
+    return Tensor(a.data - b.data, (a, b),
                   lambda g: (_unbroadcast(g, a.shape), -_unbroadcast(g, b.shape)))
 
 
 @_profiled
 def mul(a: Tensor, b: Tensor) -> Tensor:
     def backward_fn(g):  # a constant factor (an embedding's values) gets no gradient
-        return (_unbroadcast(ufunc_in_blocks(np.multiply, g, b.data), a.shape)
-                if a.requires_grad else None,
-                _unbroadcast(ufunc_in_blocks(np.multiply, g, a.data), b.shape)
-                if b.requires_grad else None)
+        return (_unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
+                _unbroadcast(g * a.data, b.shape) if b.requires_grad else None)
 
-    return Tensor(ufunc_in_blocks(np.multiply, a.data, b.data), (a, b), backward_fn)
+    return Tensor(a.data * b.data, (a, b), backward_fn)
 
 
 @_profiled
@@ -653,8 +650,7 @@ def dropout(x: Tensor, p: float, rng: TrainingNoise | None) -> Tensor:
     if p <= 0 or rng is None:
         return x
     keep = rng.dropout_keep(x.shape, p, x.data.dtype)
-    return Tensor(ufunc_in_blocks(np.multiply, x.data, keep), (x,),
-                  lambda g: (ufunc_in_blocks(np.multiply, g, keep),))
+    return Tensor(x.data * keep, (x,), lambda g: (g * keep,))
 
 
 @_profiled

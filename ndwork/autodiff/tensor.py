@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ndwork.config import active
-from ndwork.kernels._blocks import ufunc_in_blocks
 from ndwork.kernels.precision import widen
 
 
@@ -63,9 +62,9 @@ class Tensor:
         elif self.grad is None:
             self.grad = grad
         elif self.owns_grad and self.grad.shape == grad.shape and self.grad.dtype == grad.dtype:
-            ufunc_in_blocks(np.add, self.grad, grad, out=self.grad)
+            self.grad += grad
         else:
-            self.grad, self.owns_grad = ufunc_in_blocks(np.add, self.grad, grad), True
+            self.grad, self.owns_grad = self.grad + grad, True
 
     def __repr__(self) -> str:
         return f"Tensor(shape={self.stored.shape}, dtype={self.stored.dtype})"

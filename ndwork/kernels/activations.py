@@ -11,7 +11,6 @@ import math
 import numpy as np
 from scipy.special import erf
 
-from ndwork.kernels._blocks import in_blocks
 from ndwork.kernels._jit import jit
 from ndwork.kernels.fastmath import erf_from_exp, exp_chunk, exp_into
 
@@ -256,8 +255,7 @@ def _unary(kernel):
     def run(x):
         x = np.ascontiguousarray(x)
         out = np.empty_like(x)
-        flat, flat_out = x.reshape(-1), out.reshape(-1)
-        in_blocks(x.size, x.size, lambda a, b: kernel(flat[a:b], flat_out[a:b]))
+        kernel(x.reshape(-1), out.reshape(-1))
         return out
     return run
 
@@ -266,8 +264,7 @@ def _binary(kernel):
     def run(a, dy):
         a, dy = np.ascontiguousarray(a), np.ascontiguousarray(dy, dtype=a.dtype)
         out = np.empty_like(a)
-        flat, flat_dy, flat_out = a.reshape(-1), dy.reshape(-1), out.reshape(-1)
-        in_blocks(a.size, a.size, lambda i, j: kernel(flat[i:j], flat_dy[i:j], flat_out[i:j]))
+        kernel(a.reshape(-1), dy.reshape(-1), out.reshape(-1))
         return out
     return run
 
@@ -278,7 +275,7 @@ def _rows(kernel, n_inputs):
         shape = arrays[0].shape
         flat = [a.reshape(-1, shape[-1]) for a in arrays]
         out = np.empty_like(flat[0])
-        in_blocks(len(out), out.size, lambda a, b: kernel(*(f[a:b] for f in flat), out[a:b]))
+        kernel(*flat, out)
         return out.reshape(shape)
     return run
 
@@ -286,9 +283,7 @@ def _rows(kernel, n_inputs):
 def gelu_train_forward(x):
     x = np.ascontiguousarray(x)
     out, slope = np.empty_like(x), np.empty_like(x)
-    flat, flat_out, flat_slope = x.reshape(-1), out.reshape(-1), slope.reshape(-1)
-    in_blocks(x.size, x.size,
-              lambda a, b: _gelu_train_fwd(flat[a:b], flat_out[a:b], flat_slope[a:b]))
+    _gelu_train_fwd(x.reshape(-1), out.reshape(-1), slope.reshape(-1))
     return out, slope
 
 
@@ -296,16 +291,15 @@ def glu_forward(x):
     x = np.ascontiguousarray(x)
     flat = x.reshape(-1, x.shape[-1])
     out = np.empty((flat.shape[0], flat.shape[1] // 2), x.dtype)
-    in_blocks(len(flat), flat.size, lambda a, b: _glu_fwd(flat[a:b], out[a:b]))
+    _glu_fwd(flat, out)
     return out.reshape(*x.shape[:-1], -1)
 
 
 def glu_backward(x, dy):
     x = np.ascontiguousarray(x)
     flat = x.reshape(-1, x.shape[-1])
-    flat_dy = np.ascontiguousarray(dy, x.dtype).reshape(flat.shape[0], -1)
     out = np.empty_like(flat)
-    in_blocks(len(flat), flat.size, lambda a, b: _glu_bwd(flat[a:b], flat_dy[a:b], out[a:b]))
+    _glu_bwd(flat, np.ascontiguousarray(dy, x.dtype).reshape(flat.shape[0], -1), out)
     return out.reshape(x.shape)
 
 

@@ -13,7 +13,6 @@ activation-derivative + bias-gradient before the backward GEMMs, saving passes o
 
 import numpy as np
 
-from ndwork.kernels._blocks import in_blocks
 from ndwork.kernels._jit import jit
 from ndwork.kernels.activations import (
     _sigmoid_bwd,
@@ -92,7 +91,7 @@ def _bias_activation(z, b, code):
 
 @jit
 def _activation_grad_and_bias(y, dy, code, dz):
-    """dz = dy * act'(y), and db = sum_rows(dz) (float64), in one pass."""
+    """dz = dy * act'(y), and db = sum_rows(dz), in one pass."""
     n, m = y.shape
     db = np.zeros(m, dtype=np.float64)
     for i in range(n):
@@ -107,7 +106,7 @@ def _activation_grad_and_bias(y, dy, code, dz):
             dz[i] = dy[i]
         for j in range(m):
             db[j] += dz[i, j]
-    return db
+    return db.astype(dy.dtype)
 
 
 @jit
@@ -117,7 +116,7 @@ def _column_sums(dy):
     for i in range(dy.shape[0]):
         for j in range(dy.shape[1]):
             db[j] += dy[i, j]
-    return db
+    return db.astype(dy.dtype)
 
 
 @jit
@@ -144,7 +143,7 @@ def _activation_grad_and_bias_bf16(y_bits, dy, code, dz_bits):
         for j in range(m):
             db[j] += dz[j]
             dz_bits[i, j] = bf16_of_float32(dz[j])
-    return db
+    return db.astype(dy.dtype)
 
 
 def linear_forward(x, W, b, activation="identity"):
@@ -152,13 +151,8 @@ def linear_forward(x, W, b, activation="identity"):
     z = matmul(x, W)
     if b is None:
         b = np.zeros(W.shape[1], dtype=z.dtype)
-    in_blocks(len(z), z.size, lambda i, j: _bias_activation(z[i:j], b, code))
+    _bias_activation(z, b, code)
     return z
-
-
-def _column_blocks(dy, body):
-    """db: the float64 column sums body(i, j) returns for each row block of dy, added."""
-    return sum(in_blocks(len(dy), dy.size, body)).astype(dy.dtype)
 
 
 def linear_backward(x, W, y, dy, activation="identity", need_dx=True):
@@ -166,16 +160,12 @@ def linear_backward(x, W, y, dy, activation="identity", need_dx=True):
     code = _activation_code(activation)
     if W.dtype == BF16 and y.dtype == BF16 and y.flags.c_contiguous:  # fused, one pass
         dz = np.empty(dy.shape, BF16)
-        y_bits, dz_bits = y.view(np.uint16), dz.view(np.uint16)
-        db = _column_blocks(dy, lambda i, j: _activation_grad_and_bias_bf16(
-            y_bits[i:j], dy[i:j], code, dz_bits[i:j]))
+        db = _activation_grad_and_bias_bf16(y.view(np.uint16), dy, code, dz.view(np.uint16))
     elif code == 0 and W.dtype not in LOW:
-        dz, db = dy, _column_blocks(dy, lambda i, j: _column_sums(dy[i:j]))
+        dz, db = dy, _column_sums(dy)
     else:
-        dz, wide_y = np.empty_like(dy), widen(y)
-        db = _column_blocks(dy, lambda i, j: _activation_grad_and_bias(wide_y[i:j], dy[i:j],
-                                                                       code, dz[i:j]))
-        del wide_y  # a widened copy under mixed precision: not held through the GEMMs
+        dz = np.empty_like(dy)
+        db = _activation_grad_and_bias(widen(y), dy, code, dz)
         if W.dtype in LOW:
             dz = to_low(dz, W.dtype)
     dW = matmul(x.T, dz)

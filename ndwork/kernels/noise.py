@@ -8,7 +8,6 @@ the numpy reference give bit-identical masks.
 
 import numpy as np
 
-from ndwork.kernels._blocks import in_blocks
 from ndwork.kernels._jit import jit
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -46,9 +45,8 @@ def _dropout_keep(row_keys, threshold, scale, out):
 
 def dropout_keep(row_keys: np.ndarray, width: int, p: float, dtype) -> np.ndarray:
     out = np.empty((len(row_keys), width), dtype=dtype)
-    threshold, scale = np.uint64(int(round(p * 2**24))), dtype.type(1 / dtype.type(1 - p))
-    in_blocks(len(out), out.size,
-              lambda a, b: _dropout_keep(row_keys[a:b], threshold, scale, out[a:b]))
+    _dropout_keep(row_keys, np.uint64(int(round(p * 2**24))), dtype.type(1 / dtype.type(1 - p)),
+                  out)
     return out
 
 

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 
-from ndwork.kernels._blocks import in_blocks
 from ndwork.kernels._jit import jit
 
 EPS = 1e-5
@@ -76,16 +75,13 @@ def layernorm_forward(x, gamma, beta, eps=EPS):
     out = np.empty_like(x)
     mean = np.empty(x.shape[0], x.dtype)
     rstd = np.empty(x.shape[0], x.dtype)
-    in_blocks(len(x), x.size, lambda a, b: _ln_fwd(x[a:b], gamma, beta, float(eps), out[a:b],
-                                                   mean[a:b], rstd[a:b]))
+    _ln_fwd(x, gamma, beta, float(eps), out, mean, rstd)
     return out, mean, rstd
 
 
 def layernorm_backward(x, gamma, mean, rstd, dy):
-    x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy)
     dx = np.empty_like(x)
-    sums = sum(in_blocks(len(x), x.size, lambda a, b: _ln_bwd(x[a:b], gamma, mean[a:b],
-                                                              rstd[a:b], dy[a:b], dx[a:b])))
+    sums = _ln_bwd(np.ascontiguousarray(x), gamma, mean, rstd, np.ascontiguousarray(dy), dx)
     return dx, sums[0].astype(x.dtype), sums[1].astype(x.dtype)
 
 
