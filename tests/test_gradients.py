@@ -68,6 +68,16 @@ def test_elementwise_with_broadcasting(kernels, rng):
     check_gradients(ops.mul, a, b)
 
 
+def test_broadcast_along_a_middle_axis_and_a_constant_factor(rng):
+    x = rng.normal(size=(2, 1, 3, 4))  # TFT's value shared by the heads
+    check_gradients(lambda x: ops.broadcast(x, (2, 5, 3, 4)), x)
+    values = ops.constant(rng.normal(size=(2, 3, 1)))  # an embedding's inputs: no gradient
+    vectors = Tensor(rng.normal(size=(1, 4)), requires_grad=True)
+    d_values, d_vectors = ops.mul(values, vectors).backward_fn(np.ones((2, 3, 4)))
+    assert d_values is None  # not computed (and summed) only to be dropped
+    np.testing.assert_allclose(d_vectors, values.data.sum(axis=(0, 1))[None].repeat(4, 1))
+
+
 def test_shape_ops(kernels, rng):
     x = rng.normal(size=(3, 8))
     check_gradients(lambda x: ops.reshape(x, (6, 4)), x)
