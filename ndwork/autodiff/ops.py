@@ -465,8 +465,7 @@ def select(mask: np.ndarray, a: Tensor, b: Tensor) -> Tensor:
 def total(x: Tensor, axis: int) -> Tensor:
     """Sum over one axis (dropped)."""
     return Tensor(x.data.sum(axis=axis), (x,),
-                  lambda g: (np.broadcast_to(np.expand_dims(g, axis), x.shape).astype(
-                      x.data.dtype),))
+                  lambda g: (_repeated(np.expand_dims(g, axis), x.shape, x.data.dtype),))
 
 
 @_profiled
