@@ -183,16 +183,41 @@ def test_blas_not_installed_or_unknown_names_what_is_available(monkeypatch):
 
 
 @needs_onednn
-def test_auto_gives_big_gemms_to_onednn_unless_threads_are_limited():
+def test_auto_gives_big_gemms_to_onednn_unless_threads_are_limited(monkeypatch):
     """oneDNN's TBB runtime takes every core whatever the limit: under one it would
     oversubscribe, so a limited context measures the others."""
+    monkeypatch.setattr(ndwork.config, "_mkl_path", lambda: None)
     a, b = _operands(512, 256, 256)
     with ndwork.optimizations(blas="auto"):
         assert gemm._blas_for(a, b) is gemm.onednn_matmul
         assert gemm._blas_for(a[:8], b) is gemm._numpy_matmul  # under gemm.SMALL
     with ndwork.optimizations(blas="auto", threads=1):
-        assert gemm._blas_for(a, b) in (gemm._numpy_matmul, gemm.mkl_matmul)
-    assert gemm._fastest(a, b) in ("numpy", "mkl")
+        assert gemm._blas_for(a, b) is gemm._numpy_matmul
+    monkeypatch.undo()
+    if "mkl" in ndwork.config.available_blas():
+        with ndwork.optimizations(blas="auto", threads=1):
+            assert gemm._blas_for(a, b) in (gemm._numpy_matmul, gemm.mkl_matmul)
+        assert gemm._fastest(a, b) in ("numpy", "mkl")
+
+
+@needs_onednn
+@needs_mkl
+def test_auto_measures_onednn_against_mkl_per_shape_on_their_shared_threads(tmp_path,
+                                                                            monkeypatch):
+    """Both run on TBB's workers, so "auto" may pick MKL for a shape without OpenBLAS's
+    spinning threads in the way; the choice is measured once and kept in its own file."""
+    monkeypatch.setenv("NDWORK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(gemm, "_TBB_CHOICES", gemm._Choices("gemm-tbb", ("onednn", "mkl")))
+    a, b = _operands(512, 256, 256)
+    with ndwork.optimizations(blas="auto"):
+        assert gemm._blas_for(a, b) in (gemm.onednn_matmul, gemm.mkl_matmul)
+        picked = json.loads(Path(gemm._TBB_CHOICES.path).read_text())
+        assert list(picked) == [gemm._label(gemm._key(a, b, None))]
+        assert picked[gemm._label(gemm._key(a, b, None))] in ("onednn", "mkl")
+        monkeypatch.setattr(gemm, "_fastest_on_tbb", lambda a, b: "mkl")
+        a_t = np.ascontiguousarray(a.T).T  # another layout: another shape, measured
+        assert gemm._blas_for(a_t, b) is gemm.mkl_matmul
+        assert_close_f32(gemm.matmul(a_t, b), a_t.astype(np.float64) @ b)
 
 
 @needs_mkl

@@ -4,20 +4,24 @@ Candidates: "numpy" (the BLAS numpy links: OpenBLAS in numpy's wheels; always th
 "onednn" (oneDNN's matmul primitive through its C API: the optional onednn-cpu-tbb
 wheel, `pip install 'ndwork[onednn]'`) and "mkl" (oneMKL's cblas_sgemm through ctypes:
 the optional mkl wheel). `Optimizations(blas="auto")`, the default, gives every GEMM of
-at least SMALL multiply-adds to oneDNN when it is installed and may use all the cores;
-otherwise it times MKL against numpy's BLAS the first time a (m, k, n, transposes,
-threads) runs and keeps numpy's unless MKL's median is 10% faster (interleaved runs: a
-shared machine is noisy), in memory and in a JSON file per CPU model and library
-versions ($NDWORK_CACHE_DIR, else ~/.cache/ndwork), so later processes and dask workers
-on this machine pick the same without measuring. Without either wheel "auto" is numpy's
-BLAS, and says once what was not measured.
+at least SMALL multiply-adds to oneDNN when it is installed and may use all the cores,
+or to MKL where MKL is installed too and measured faster at that shape; otherwise it
+times MKL against numpy's BLAS. Each choice is measured the first time a (m, k, n,
+transposes, threads) runs, keeps the default (oneDNN, else numpy's) unless the other's
+median is 10% faster (interleaved runs: a shared machine is noisy), and is kept in
+memory and in a JSON file per CPU model and library versions ($NDWORK_CACHE_DIR, else
+~/.cache/ndwork), so later processes and dask workers on this machine pick the same
+without measuring. Without either wheel "auto" is numpy's BLAS, and says once what was
+not measured.
 
-Why oneDNN takes every GEMM rather than the shapes it wins alone: timed shape by shape,
-interleaved with OpenBLAS, it won only the skinny shapes (OpenBLAS's threads spin after
-each call and slow whatever runs next), while whole fits on oneDNN ran 1.6x faster than
-on OpenBLAS (MLP and NHITS at NeuralForecast's defaults, 2-core AMD EPYC with AVX-512,
+Why numpy's BLAS is not a candidate beside oneDNN: timed shape by shape, interleaved
+with OpenBLAS, oneDNN won only the skinny shapes (OpenBLAS's threads spin after each
+call and slow whatever runs next), while whole fits on oneDNN ran 1.6x faster than on
+OpenBLAS (MLP and NHITS at NeuralForecast's defaults, 2-core AMD EPYC with AVX-512,
 where the machine pins OpenBLAS to its AVX2 kernels: 1024^3 at 470-490 GFLOP/s against
-250). MKL measured slower than OpenBLAS at every dense-layer shape there.
+250). MKL runs on the same TBB workers as oneDNN, so they can share a step: on a
+2-core AVX2 EPYC MKL took the weight gradients with more batch rows than outputs
+(512x1024x512 TN: 4.3 ms against oneDNN's 7.1; NHITS's fit 5.9 -> 6.5 steps/s).
 """
 
 from __future__ import annotations
@@ -306,7 +310,10 @@ def _blas_for(a: np.ndarray, b: np.ndarray):
     name = opts.blas
     if name == "auto":
         if _onednn_usable(opts.threads):
-            return onednn_matmul
+            if "mkl" not in available_blas():
+                return onednn_matmul
+            return CANDIDATES[_TBB_CHOICES.choose(_key(a, b, opts.threads),
+                                                  lambda: _fastest_on_tbb(a, b))]
         if len(available_blas()) == 2:
             _say_others_absent()
             return _numpy_matmul
@@ -362,6 +369,13 @@ def _fastest(a: np.ndarray, b: np.ndarray) -> str:
     names = [name for name in available_blas()[1:] if name != "onednn"]
     return _fastest_of({name: functools.partial(CANDIDATES[name], a, b) for name in names},
                        rounds=7, default="numpy")
+
+
+def _fastest_on_tbb(a: np.ndarray, b: np.ndarray) -> str:
+    """oneDNN unless MKL's median time is under MARGIN times oneDNN's: both run on the
+    same TBB workers, so neither leaves threads spinning against the other."""
+    return _fastest_of({name: functools.partial(CANDIDATES[name], a, b)
+                        for name in ("onednn", "mkl")}, rounds=7, default="onednn")
 
 
 class _Choices:
@@ -445,6 +459,7 @@ class _Choices:
 
 
 _CHOICES = _Choices("gemm", tuple(CANDIDATES))
+_TBB_CHOICES = _Choices("gemm-tbb", ("onednn", "mkl"))  # its file names oneDNN's version
 _PRECISION_CHOICES = _Choices("precision", ("fp32", "bf16", "fp16"))
 
 
@@ -514,8 +529,9 @@ def _fastest_of(runs: dict, rounds: int, default: str, medians: dict | None = No
 
 
 def choices() -> dict[str, str]:
-    """The measured BLAS per shape key ("m x k x n, transposes, threads" -> BLAS)."""
-    return dict(_CHOICES.table())
+    """The measured BLAS per shape key ("m x k x n, transposes, threads" -> BLAS): between
+    oneDNN and MKL where "auto" may give oneDNN the cores, else between numpy's and MKL."""
+    return {**_CHOICES.table(), **_TBB_CHOICES.table()}
 
 
 def precision_choices() -> dict[str, str]:
@@ -526,4 +542,5 @@ def precision_choices() -> dict[str, str]:
 
 def clear_choices() -> None:
     _CHOICES.clear()
+    _TBB_CHOICES.clear()
     _PRECISION_CHOICES.clear()
