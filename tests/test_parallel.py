@@ -124,3 +124,23 @@ def test_thread_pool_tasks_run_numba_and_gemm_blas_on_one_thread_each():
     with executor("threads") as pool:
         seen = pool.map(threads_seen, range(4))
     assert seen == [(1, [1])] * 4
+
+
+def test_dask_worker_tasks_run_on_one_thread_each(client):
+    """Whatever the worker process's numba read at import and however many cores oneDNN's
+    TBB would take, a task runs single-threaded: two workers on two cores do not
+    oversubscribe them."""
+    from ndwork.distributed.pool import DaskWorkers
+
+    def threads_seen(_):
+        import numba
+
+        from ndwork.config import active
+        from ndwork.kernels import gemm
+
+        big = np.ones((512, 512), np.float32)
+        return active().threads, numba.get_num_threads(), gemm._blas_for(big, big).__name__
+
+    seen = DaskWorkers(client).map(threads_seen, range(2))
+    assert [s[:2] for s in seen] == [(1, 1)] * 2
+    assert all(s[2] != "onednn_matmul" for s in seen)

@@ -105,3 +105,19 @@ def test_availability_threshold_keeps_windows_with_enough_real_points():
     np.testing.assert_array_equal(sampler.local, np.arange(-1, 5))
     with pytest.raises(ValueError, match="no training window.*start_padding_enabled=True"):
         WindowSampler(make_panel([10, 4]), np.array([10, 4]), 4, 3, 1, 1, 100)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=8), data=st.data())
+def test_subset_and_head_keep_each_series_rows(lengths, data):
+    """A panel's series picked by position (a batch forecast's chunks) and cut to their
+    first points hold exactly those rows, in order."""
+    panel = make_panel(lengths)
+    picked = np.array(sorted(data.draw(st.sets(st.integers(0, len(lengths) - 1), min_size=1))))
+    part = panel.subset(picked)
+    assert part.uids.tolist() == [f"u{i}" for i in picked]
+    assert part.y.tolist() == [1000.0 * i + t for i in picked for t in range(lengths[i])]
+    keep = np.array([data.draw(st.integers(0, n)) for n in lengths])
+    first = panel.head(keep)
+    assert first.y.tolist() == [1000.0 * i + t for i, n in enumerate(keep) for t in range(n)]
+    assert first.lengths.tolist() == keep.tolist()

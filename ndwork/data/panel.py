@@ -233,8 +233,8 @@ class Panel:
 
     def subset(self, series: np.ndarray) -> Panel:
         """The panel of the series at positions `series` (ascending)."""
-        rows = np.concatenate([np.arange(self.indptr[i], self.indptr[i + 1]) for i in series])
         lengths = self.lengths[series]
+        rows = _spans(self.indptr[series], lengths)
         return self._rows(rows, uids=self.uids[series], static=self.static[series],
                           indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64),
                           scaling=self.scaling and self.scaling.subset(series))
@@ -242,8 +242,7 @@ class Panel:
     def head(self, lengths: np.ndarray) -> Panel:
         """The panel of each series' first lengths[i] points (training without the
         validation and test ends)."""
-        rows = np.concatenate([np.arange(a, a + n) for a, n in zip(self.indptr[:-1], lengths,
-                                                                     strict=True)])
+        rows = _spans(self.indptr[:-1], np.asarray(lengths))
         return self._rows(rows, indptr=np.r_[0, np.cumsum(lengths)].astype(np.int64))
 
     def append(self, other: Panel) -> Panel:
@@ -342,3 +341,12 @@ def static_array(static_df, uids, cols: list[str], dtype) -> np.ndarray:
     if not np.isfinite(array).all():
         _fail(f"static_df has NaN or inf in {cols}; fill them first.")
     return array
+
+
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The flat rows starts[i] + [0, lengths[i]) one span after another, without a Python
+    loop over the spans (20,000 series: 0.1 s as a loop)."""
+    lengths = lengths.astype(np.int64)
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lengths),
+                                                               lengths)

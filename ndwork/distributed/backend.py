@@ -30,7 +30,7 @@ import numpy as np
 
 from ndwork.autodiff.noise import TrainingNoise
 from ndwork.config import active, optimizations
-from ndwork.distributed.pool import _hold, quiet_large_graphs, replicate
+from ndwork.distributed.pool import _hold, quiet_large_graphs, replicate, task_switches
 from ndwork.training.trainer import (
     LocalSteps,
     TrainingDiverged,
@@ -163,7 +163,7 @@ class DaskSteps:
 
     def _submit_round(self, model, panel, state, batches, lrs):
         key = (type(model).__name__, json.dumps(model.hyperparameters(), sort_keys=True))
-        switches = active().switches()
+        switches = task_switches()
         data = self._panel(panel)
         step = state.optimizer.step
         shares = [_shares(model, starts, self.ranks) for starts in batches]

@@ -18,6 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from ndwork.config import active, blas_threads, optimizations
 
 
+def task_switches() -> dict:
+    """The caller's switches as a task on a pool thread or a dask worker runs them: on one
+    thread, one task per thread (as dask's nanny pins BLAS). A worker's own thread count
+    cannot be trusted for this: its NUMBA_NUM_THREADS arrives after a main script that
+    imports ndwork has loaded numba, and oneDNN's TBB threads take every core anyway, so
+    two workers on two cores each ran on both (batch inference: 2 workers no faster
+    than 1)."""
+    return active().switches() | {"threads": 1}
+
+
 def _call(switches: dict, fn: Callable, item):
     with optimizations(**switches):
         return fn(item)
@@ -42,7 +52,7 @@ class Threads(Serial):
         self.n_workers = n_workers
 
     def map(self, fn, items):
-        switches = active().switches() | {"threads": 1}  # numba's threads are per thread
+        switches = task_switches()
         with ThreadPoolExecutor(self.n_workers) as pool:
             return list(pool.map(lambda item: _call(switches, fn, item), items))
 
@@ -61,7 +71,7 @@ class DaskWorkers:
         return future
 
     def map(self, fn, items):
-        switches = active().switches()
+        switches = task_switches()
         with quiet_large_graphs():
             futures = [self.client.submit(_call, switches, fn, item, pure=False)
                        for item in items]
