@@ -97,7 +97,7 @@ def quiet_large_graphs():
 THREADS_TRAINING = (
     "parallel='threads' for training work (cross-validation with refit, grid search, "
     "ensembles): the autodiff's Python holds the GIL between kernels, so 2 threads measured "
-    "1.3-1.5x one thread here against 1.8x for 2 dask workers (python -m ndwork.bench "
+    "1.2-1.5x one thread here against 1.5-1.7x for 2 dask workers (python -m ndwork.bench "
     "parallel); pass parallel=2 (dask workers) for that work, and keep threads for "
     "forecasting many series.")
 
