@@ -61,6 +61,7 @@ def test_gemms_are_timed_by_shape_inside_the_ops():
                     f"{hidden}x{windows}x12 TN"]
     for label in forward + weight_grads:
         assert prof.gemm_calls[f"{label} threads={threads}"] == steps, label
+        assert prof.gemm_blas[f"{label} threads={threads}"] in ("numpy", "mkl", "onednn")
     gemm = sum(prof.gemm_seconds.values())
     linear = prof.seconds["linear"] + prof.seconds["linear backward"]
     assert 0 < gemm < linear  # inside the linear ops

@@ -72,7 +72,8 @@ def where_the_time_goes(cls, h: int, input_size: int, steps: int) -> dict:
         calls = prof.gemm_calls[label]
         best, blas = alone(label)
         m, k, n = (int(x) for x in label.split()[0].split("x"))
-        shapes.append({"shape": label, "calls": calls, "ms in steps": seconds * 1e3,
+        shapes.append({"shape": label, "calls": calls, "BLAS in steps": prof.gemm_blas[label],
+                       "ms in steps": seconds * 1e3,
                        "ms a call": seconds / calls * 1e3, "ms alone": best * 1e3,
                        "best BLAS alone": blas, "efficiency": best / (seconds / calls),
                        "GFLOP/s in steps": 2 * m * k * n * calls / seconds / 1e9})
@@ -104,6 +105,7 @@ def render(results: dict) -> str:
                      f"{m['gemm_pct_of_peak']:.0f}% of the {results['gemm_peak_gflops']:.0f} "
                      f"GFLOP/s peak; {100 * m['gemm_share_at_85pct']:.0f}% of GEMM time in "
                      f"shapes at >= 85% of their best BLAS alone")
-        lines.append(table(m["shapes"], ["shape", "calls", "ms a call", "ms alone",
-                                         "best BLAS alone", "efficiency", "GFLOP/s in steps"]))
+        lines.append(table(m["shapes"], ["shape", "calls", "BLAS in steps", "ms a call",
+                                         "ms alone", "best BLAS alone", "efficiency",
+                                         "GFLOP/s in steps"]))
     return "\n".join(lines) + f"\n\nBLAS here: {results['blas']}; {results['note']}"

@@ -189,6 +189,7 @@ def _numpy_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -
 
 
 CANDIDATES = {"numpy": _numpy_matmul, "mkl": mkl_matmul, "onednn": onednn_matmul}
+_BLAS_NAMES = {fn: name for name, fn in CANDIDATES.items()}
 
 
 # Products under this many multiply-adds, and vector-matrix products (a forecast's GEMVs),
@@ -223,8 +224,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if a.itemsize == 2 or b.itemsize == 2:
         return low_matmul(a, b)
     if profiling.current() is not None:
-        return profiling.current().gemm(_label(_key(a, b, active().threads)), _blas_for(a, b),
-                                        a, b, out)
+        fn = _blas_for(a, b)
+        return profiling.current().gemm(_label(_key(a, b, active().threads)), fn, a, b, out,
+                                        _BLAS_NAMES.get(fn, fn.__name__))
     if a.ndim == 2 and (a.shape[0] < _few_rows.get()
                         or a.shape[0] * a.shape[1] * b.shape[-1] < SMALL):
         return _numpy_matmul(a, b, out)  # the hot small case
@@ -247,7 +249,8 @@ def low_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if not small and a.dtype == b.dtype and native_low_precision(a.dtype, active().threads):
         if profiling.current() is not None:
             key = _key(a, b, active().threads)
-            return profiling.current().gemm(f"{_label(key)} {a.dtype}", onednn_matmul, a, b)
+            return profiling.current().gemm(f"{_label(key)} {a.dtype}", onednn_matmul, a, b,
+                                            blas="onednn")
         return onednn_matmul(a, b)
     return matmul(widen(a), widen(b))
 

@@ -4,6 +4,7 @@
         nf.fit(df)
     prof.table()        # per op: calls, time, share, GFLOP/s, bytes, hotspot class
     prof.gemm_seconds   # the GEMMs inside the ops, by shape (m x k x n, layouts, threads)
+    prof.gemm_blas      # the BLAS that ran each shape ("numpy", "mkl", "onednn")
     prof.timeline       # (seconds, RSS bytes, traced bytes) samples during the run
                         # (traced bytes with profile(memory=True) only)
     prof.sampled        # a pyinstrument session, with sampling=True (the `lab` extra)
@@ -56,6 +57,7 @@ class Profile:
         # the compiled kernels' GEMMs by shape ("m x k x n, layouts, threads"), inside ops
         self.gemm_seconds: dict[str, float] = defaultdict(float)
         self.gemm_calls: dict[str, int] = defaultdict(int)
+        self.gemm_blas: dict[str, str] = {}  # the BLAS that ran each shape ("onednn", ...)
         self.timeline: list[tuple[float, int, int]] = []
         self.interval = interval
         self.start = self.stop = 0.0
@@ -80,12 +82,14 @@ class Profile:
         self.self_seconds[name] += seconds - children
         return result, seconds
 
-    def gemm(self, label: str, fn, a, b, out=None):
-        """Run the GEMM fn(a, b, out) and charge its time to its shape `label`."""
+    def gemm(self, label: str, fn, a, b, out=None, blas: str = ""):
+        """Run the GEMM fn(a, b, out) of BLAS `blas` and charge its time to its shape
+        `label`."""
         start = time.perf_counter()
         out = fn(a, b, out)
         self.gemm_seconds[label] += time.perf_counter() - start
         self.gemm_calls[label] += 1
+        self.gemm_blas[label] = blas
         return out
 
     def add_overhead(self, seconds: float) -> None:
