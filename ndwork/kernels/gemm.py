@@ -316,7 +316,7 @@ def _blas_for(a: np.ndarray, b: np.ndarray):
             if "mkl" not in available_blas():
                 return onednn_matmul
             return CANDIDATES[_TBB_CHOICES.choose(_key(a, b, opts.threads),
-                                                  lambda: _fastest_on_tbb(a, b))]
+                                                  lambda: _fastest(a, b, "onednn"))]
         if len(available_blas()) == 2:
             _say_others_absent()
             return _numpy_matmul
@@ -367,18 +367,13 @@ def _label(key: tuple) -> str:
 MARGIN = 0.9
 
 
-def _fastest(a: np.ndarray, b: np.ndarray) -> str:
-    """numpy's BLAS unless MKL's median time is under MARGIN times numpy's."""
-    names = [name for name in available_blas()[1:] if name != "onednn"]
+def _fastest(a: np.ndarray, b: np.ndarray, default: str = "numpy") -> str:
+    """`default` (numpy's BLAS, or oneDNN) unless MKL's median time is under MARGIN times
+    its. oneDNN is measured only against MKL: both run on the same TBB workers, so
+    neither leaves threads spinning against the other, as OpenBLAS's would."""
+    names = [name for name in (default, "mkl") if name in available_blas()]
     return _fastest_of({name: functools.partial(CANDIDATES[name], a, b) for name in names},
-                       rounds=7, default="numpy")
-
-
-def _fastest_on_tbb(a: np.ndarray, b: np.ndarray) -> str:
-    """oneDNN unless MKL's median time is under MARGIN times oneDNN's: both run on the
-    same TBB workers, so neither leaves threads spinning against the other."""
-    return _fastest_of({name: functools.partial(CANDIDATES[name], a, b)
-                        for name in ("onednn", "mkl")}, rounds=7, default="onednn")
+                       rounds=7, default=default)
 
 
 class _Choices:
