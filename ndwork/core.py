@@ -72,6 +72,9 @@ class NeuralForecast:
         # the codes of the categorical exogenous values, set by the first fresh fit
         self.categorical_vocabulary: dict | None = None
         self.panel: Panel | None = None
+        # the points at the end of each series the last training held out (a
+        # cross-validation's test windows): predict_insample leaves them out, as NeuralForecast
+        self.test_size = 0
         self.dashboard_link: str | None = None  # set by a distributed fit
         self.bytes_per_sync = 0  # of the last distributed fit: bytes per round and worker
         self.worker_switches: dict | None = None  # the Optimizations its workers ran under
@@ -251,7 +254,8 @@ class NeuralForecast:
         for model in self.models:
             if model.loss.is_distribution_output:
                 model.loss.check_targets(panel.y)
-        previous_panel, self.panel = self.panel, panel  # checkpoints taken during the fit
+        previous = self.panel, self.test_size
+        self.panel, self.test_size = panel, test_size  # checkpoints taken during the fit
         states = ([copy.deepcopy(s) for s in self.states] if keep_states
                   else [initial_state(m) for m in self.models])
         if keep_states == "restart":  # a new fit from the fitted weights (on the copies:
@@ -287,7 +291,7 @@ class NeuralForecast:
                     self.states[i], trained = state, True
             finally:
                 if not trained:  # no model holds a state from this data
-                    self.panel = previous_panel
+                    self.panel, self.test_size = previous
             if backend is not None:
                 self.bytes_per_sync = backend.bytes_per_sync
                 self.worker_switches = backend.worker_switches
@@ -359,9 +363,10 @@ class NeuralForecast:
                          quantiles: list[float] | None = None) -> pd.DataFrame:
         """Forecasts of the fit data's own history, as NeuralForecast's predict_insample:
         for each series, windows of h steps every step_size points ending at its last
-        point (the first ones read zero-padded inputs, masked out of the scalers).
-        Returns unique_id, ds, cutoff (the step before each window), the model columns
-        and y."""
+        point (the first ones read zero-padded inputs, masked out of the scalers); after
+        a cross_validation without refit, of the data before its windows (what the
+        models were trained on). Returns unique_id, ds, cutoff (the step before each
+        window), the model columns and y."""
         self._check_fitted()
         if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"predict_insample(step_size={step_size!r}) must be a positive "
@@ -375,10 +380,14 @@ class NeuralForecast:
             raise ValueError("predict_insample cannot give conformal intervals (as in "
                              "NeuralForecast); leave level and quantiles out.")
         panel, h = self._stored_panel(), self._horizon()
+        if self.test_size:  # after cross_validation: the data the models were trained on
+            panel = panel.head(panel.lengths - self.test_size)
         short = np.flatnonzero(panel.lengths < h)
         if len(short):
+            held_out = f" once the {self.test_size} cross-validated points are left out"
             raise ValueError(f"series {panel.uids[short[:5]].tolist()} are shorter than "
-                             f"h={h}: they hold no in-sample window.")
+                             f"h={h}{held_out if self.test_size else ''}: they hold no "
+                             f"in-sample window.")
         # window k of series i forecasts rows first[i] + offset[i] + k * step_size + [0, h)
         offset = (panel.lengths - h) % step_size
         counts = (panel.lengths - offset - h) // step_size + 1
@@ -890,7 +899,7 @@ class NeuralForecast:
         if refit is not False:  # as NeuralForecast: the data of the last training stays
             every = 1 if refit is True else int(refit)
             last = self._horizon() + (n_windows - 1) % every * step_size
-            panel = panel.head(panel.lengths - last)
+            panel, self.test_size = panel.head(panel.lengths - last), 0
         self.panel, self.polars_frames = panel, polars
         return self._named(frame, polars)
 
@@ -971,7 +980,9 @@ class NeuralForecast:
             futr = panel.temporal[rows][:, :, idx], idx
         frame = self._forecast_frame(panel, test_size, futr, request)
         frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
-        frame["y"] = self._observed_y(panel, rows)  # last, as NeuralForecast 3.3
+        # last, as NeuralForecast 3.3, and as df gave it (its dtype, its exact values)
+        frame["y"] = (self._observed_y(panel, rows) if panel.target is None
+                      else panel.target[rows].reshape(-1))
         return frame
 
     # --- persistence -------------------------------------------------------------------

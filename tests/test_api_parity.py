@@ -186,6 +186,20 @@ def test_start_padding_trains_and_forecasts_series_shorter_than_the_input(panel)
     assert np.isfinite(insample["MLP"]).all()
 
 
+def test_a_series_of_input_size_points_is_forecast_not_trained_on(panel):
+    """As NeuralForecast: input_size points are enough to forecast a series; with no
+    training window of its own it is left out of the steps, and a warning says so."""
+    data = pd.concat([panel.drop(columns="promo"),
+                      pd.DataFrame({"unique_id": "new", "ds": pd.date_range("2000-03-10",
+                                                                            periods=12),
+                                    "y": np.arange(12.0)})])
+    nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+    with pytest.warns(UserWarning, match=r"\['new'\] \(1 in all\) have no training window"):
+        nf.fit(data, verbose=False)
+    fc = nf.predict()
+    assert np.isfinite(fc["MLP"]).all() and (fc.unique_id == "new").sum() == 6
+
+
 @pytest.mark.parametrize("value", [1, "0.5", [0.5], [0.2, 1.5]])
 def test_availability_threshold_bad_values_name_the_fix(value):
     with pytest.raises(ValueError, match="training_data_availability_threshold=.*float in"):
@@ -390,6 +404,25 @@ def test_cross_validation_options_as_neuralforecast(panel):
         nf.cross_validation(data, n_windows=2, use_fitted=True, refit=True)
     with pytest.raises(ValueError, match="test_size of h \\+ k \\* step_size"):
         nf.cross_validation(data, n_windows=None, test_size=9, step_size=5)
+
+
+def test_cross_validation_y_is_dfs_own_and_predict_insample_the_trained_part(panel):
+    """As NeuralForecast: cross-validation's y is df's column (its dtype, its exact
+    values); after a cross-validation without refit, predict_insample forecasts the
+    history before its windows, and after a fit the whole history again."""
+    data = panel.drop(columns="promo")
+    nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+    for y in (data.y * 1.000001, (data.y * 100).round().astype(np.int64)):
+        cv = nf.cross_validation(data.assign(y=y), n_windows=3, step_size=5, verbose=False)
+        assert cv.y.dtype == y.dtype
+        merged = cv.merge(data.assign(y=y), on=["unique_id", "ds"], suffixes=("", "_df"))
+        np.testing.assert_array_equal(merged.y, merged.y_df)
+    last = data.groupby("unique_id").ds.max()
+    held_out = pd.Timedelta(days=6 + 2 * 5)  # h + (n_windows - 1) * step_size
+    insample = nf.predict_insample(step_size=6)
+    assert (insample.groupby("unique_id").ds.max() == last - held_out).all()
+    nf.fit(data, verbose=False)
+    assert (nf.predict_insample(step_size=6).groupby("unique_id").ds.max() == last).all()
 
 
 @pytest.fixture(scope="module")

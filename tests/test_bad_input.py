@@ -45,7 +45,8 @@ def test_duplicate_rows(df):
 
 def test_series_too_short_names_it(df):
     short = df.iloc[:20].assign(unique_id="tiny")
-    with pytest.raises(ValueError, match=r"series \['tiny'\].*input_size \+ 1 = 25"):
+    with pytest.raises(ValueError, match=r"series \['tiny'\].*fewer training points than "
+                                         r"input_size=24 \(the shortest 20"):
         fit(pd.concat([df, short]))
 
 

@@ -103,8 +103,26 @@ def test_availability_threshold_keeps_windows_with_enough_real_points():
     sampler = WindowSampler(panel, panel.lengths, 4, 3, 1, 1, 100, start_padding=True,
                             min_available=(3, 2))
     np.testing.assert_array_equal(sampler.local, np.arange(-1, 5))
-    with pytest.raises(ValueError, match="no training window.*start_padding_enabled=True"):
-        WindowSampler(make_panel([10, 4]), np.array([10, 4]), 4, 3, 1, 1, 100)
+    with pytest.raises(ValueError, match="no series has a training window.*lower training_d"):
+        WindowSampler(make_panel([3, 2]), np.array([3, 2]), 4, 3, 1, 1, 100, start_padding=True,
+                      min_available=(3, 2))
+
+
+def test_series_of_input_size_points_are_forecast_not_trained_on():
+    """As NeuralForecast: a series needs input_size training points; one with no window
+    (exactly input_size) is left out of the steps, with a warning; shorter ones raise."""
+    panel = make_panel([10, 4, 12])
+    with pytest.warns(UserWarning, match=r"\['u1'\] \(1 in all\) have no training window"):
+        sampler = WindowSampler(panel, panel.lengths, 4, 3, 1, 3, 100)
+    assert sampler.batch_size == 2
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([sampler.sample(rng)[:, 1] for _ in range(20)])
+    assert set(drawn.tolist()) == {0, 2}
+    with pytest.raises(ValueError, match=r"\['u1'\] \(1 in all\) have fewer training points "
+                                         r"than input_size=5 .*start_padding_enabled=True"):
+        WindowSampler(panel, panel.lengths, 5, 3, 1, 3, 100)
+    with pytest.raises(ValueError, match="no series has a training window.*input_size \\+ 1"):
+        WindowSampler(make_panel([4, 4]), np.array([4, 4]), 4, 3, 1, 1, 100)
 
 
 @settings(max_examples=40, deadline=None)

@@ -186,6 +186,7 @@ class Panel:
     scaling: LocalScaling | None = None  # NeuralForecast's local scalers, when applied
     available: np.ndarray | None = None  # (total,) 1 observed, 0 missing (available_mask)
     weight: np.ndarray | None = None     # (total,) NeuralForecast's sample_weight
+    target: np.ndarray | None = None     # (total,) y as df gave it: cross_validation's y
     _dates: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -220,7 +221,8 @@ class Panel:
                    ds=df["ds"].to_numpy(), temporal=temporal.astype(dtype, copy=False),
                    temporal_cols=list(temporal_cols),
                    static=static_array(static_df, uids, list(static_cols), dtype),
-                   static_cols=list(static_cols), available=available, weight=weight)
+                   static_cols=list(static_cols), available=available, weight=weight,
+                   target=df["y"].to_numpy())
 
     def _rows(self, rows: np.ndarray, **changes) -> Panel:
         """The panel of the flat rows `rows` (with `changes` to the other fields)."""
@@ -229,7 +231,8 @@ class Panel:
 
         return dataclasses.replace(self, y=self.y[rows], ds=self.ds[rows],
                                    temporal=self.temporal[rows], available=pick(self.available),
-                                   weight=pick(self.weight), _dates={}, **changes)
+                                   weight=pick(self.weight), target=pick(self.target), _dates={},
+                                   **changes)
 
     def subset(self, series: np.ndarray) -> Panel:
         """The panel of the series at positions `series` (ascending)."""
@@ -277,7 +280,9 @@ class Panel:
             ds=np.concatenate([self.ds, other.ds])[rows],
             temporal=np.concatenate([self.temporal, other.temporal])[rows],
             available=joined(self.available, other.available),
-            weight=joined(self.weight, other.weight), _dates={})
+            weight=joined(self.weight, other.weight),
+            target=None if self.target is None or other.target is None
+            else np.concatenate([self.target, other.target])[rows], _dates={})
 
     def locally_scaled(self, kind: str | None, static_kind: str | None, skip=()) -> Panel:
         """The panel with NeuralForecast's local scalers fit and applied (columns in

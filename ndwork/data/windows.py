@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ndwork.data.panel import Panel
@@ -66,22 +68,13 @@ class WindowSampler:
         keep = (inputs >= min_available[0]) & (targets >= min_available[1])
         local = starts[keep].astype(np.int64)
         self.counts = np.bincount(series[keep], minlength=n_series).astype(np.int64)
-        empty = np.flatnonzero(self.counts == 0)
-        if len(empty):
-            ids = panel.uids[empty[:5]].tolist()
-            needs = (f"{min_available[0]} real inputs and {min_available[1]} real targets "
-                     f"(training_data_availability_threshold)" if start_padding
-                     else f"input_size + 1 = {input_size + 1} training points")
-            fix = ("lower training_data_availability_threshold" if start_padding
-                   else "use a smaller input_size, or set start_padding_enabled=True")
-            raise ValueError(
-                f"series {ids} ({len(empty)} in all) have no training window: a window needs "
-                f"{needs}, the first has {train_lengths[empty[0]]} points (after any "
-                f"validation/test holdout); drop them, or {fix}.")
+        _check_windows(panel, lengths, self.counts, input_size, start_padding or multivariate,
+                       min_available)
+        self.trained = np.flatnonzero(self.counts)  # the series the steps draw from
         self.local = local
         self.ptr = np.r_[0, np.cumsum(self.counts)]
         self.series_starts = panel.indptr[:-1]
-        self.batch_size = min(batch_size, panel.n_series)
+        self.batch_size = min(batch_size, len(self.trained))
         self.windows_batch_size = windows_batch_size
         self.multivariate, self.drop_last = multivariate, drop_last
         self.shuffle_series = shuffle_series
@@ -99,7 +92,7 @@ class WindowSampler:
             series = np.broadcast_to(order, (len(offsets), len(self.counts))).reshape(-1)
             return self._windows(np.repeat(offsets, len(self.counts)), series)
         if len(self._order) == 0 or (self.drop_last and len(self._order) < self.batch_size):
-            self._order = rng.permutation(len(self.counts))
+            self._order = rng.permutation(self.trained)  # arange's order when all train
         series, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
         counts = self.counts[series]
         total = int(counts.sum())
@@ -121,6 +114,36 @@ class WindowSampler:
 
     def set_state(self, order: np.ndarray) -> None:
         self._order = np.asarray(order, dtype=np.int64)
+
+
+def _check_windows(panel, lengths, counts, input_size, padded, min_available):
+    """As NeuralForecast: without padding (start padding, or a multivariate model's
+    alignment of the series on their last points) every series needs input_size
+    training points (it forecasts from them); a series with no training window (exactly input_size
+    points, or too few real ones) is forecast but not trained on, and says so; an error
+    when no series has a window."""
+    short = np.flatnonzero(lengths < input_size) if not padded else []
+    if len(short):
+        raise ValueError(
+            f"series {panel.uids[short[:5]].tolist()} ({len(short)} in all) have fewer "
+            f"training points than input_size={input_size} (the shortest "
+            f"{lengths[short].min()}, after any validation/test holdout); drop them, or use "
+            f"a smaller input_size, or set start_padding_enabled=True.")
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        ids = panel.uids[empty[:5]].tolist()
+        needs = (f"{min_available[0]} real inputs and {min_available[1]} real targets "
+                 f"(training_data_availability_threshold)" if padded
+                 else f"input_size + 1 = {input_size + 1} training points")
+        if len(empty) == len(counts):
+            fix = ("lower training_data_availability_threshold" if padded
+                   else "use a smaller input_size, or set start_padding_enabled=True")
+            raise ValueError(f"no series has a training window: a window needs {needs}, "
+                             f"series {ids} have {lengths[empty[:5]].tolist()} points (after "
+                             f"any validation/test holdout); {fix}.")
+        warnings.warn(f"series {ids} ({len(empty)} in all) have no training window (a "
+                      f"window needs {needs}): they are forecast, not trained on.",
+                      stacklevel=3)
 
 
 def gather_windows(panel: Panel, starts: np.ndarray, length: int,
