@@ -1,0 +1,71 @@
+"""Data shapes a tutorial does not show, run by NeuralForecast and by ndwork with only the
+import changed: weekly series ending on different dates, integer timestamps, integer
+targets, a series of exactly input_size points, in-sample forecasts after a
+cross-validation. The frames agree in columns, dtypes, keys and the target's values."""
+
+import importlib
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import NF_QUIET
+
+
+def _panel(lengths, freq=None, ends=None, integer_target=False):
+    rng = np.random.default_rng(0)
+    frames = []
+    for i, n in enumerate(lengths):
+        ds = (np.arange(n) if freq is None
+              else pd.date_range(end=ends[i], periods=n, freq=freq))
+        y = 10 + 3 * np.sin(np.arange(n) / 1.1) + 0.1 * np.arange(n) + rng.normal(0, .5, n) + i
+        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": ds,
+                                    "y": np.round(y * 10).astype(np.int64) if integer_target
+                                    else y}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _run(library, scenario):
+    nf_cls = importlib.import_module(library).NeuralForecast
+    models = importlib.import_module(f"{library}.models")
+    quiet = NF_QUIET if library == "neuralforecast" else {}
+    if scenario == "weekly, different ends":
+        df = _panel([60, 80, 45], "W-SUN", ["2020-12-27", "2020-11-29", "2021-01-03"])
+        nf = nf_cls([models.NHITS(h=4, input_size=8, max_steps=3, **quiet),
+                     models.LSTM(h=4, input_size=8, max_steps=3, **quiet)], freq="W-SUN")
+        nf.fit(df)
+        return {"predict": nf.predict(),
+                "cross_validation": nf.cross_validation(df, n_windows=2, step_size=2)}
+    if scenario == "integer ds and y, insample after cv":
+        df = _panel([50, 70], integer_target=True)
+        nf = nf_cls([models.MLP(h=5, input_size=10, max_steps=3, **quiet)], freq=1)
+        return {"cross_validation": nf.cross_validation(df, n_windows=3, step_size=1),
+                "predict": nf.predict(), "predict_insample": nf.predict_insample(step_size=3)}
+    if scenario == "a series of input_size points":
+        df = _panel([100, 14], "D", ["2021-06-30", "2021-06-30"])
+        nf = nf_cls([models.MLP(h=7, input_size=14, max_steps=3, **quiet)], freq="D")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            nf.fit(df)
+        if library == "ndwork":  # NeuralForecast skips it silently
+            assert any("['s1'] (1 in all) have no training window" in str(w.message)
+                       for w in caught)
+        return {"predict": nf.predict()}
+    raise AssertionError(scenario)
+
+
+@pytest.mark.parametrize("scenario", ["weekly, different ends",
+                                      "integer ds and y, insample after cv",
+                                      "a series of input_size points"])
+def test_both_libraries_answer_with_the_same_frames(scenario):
+    theirs, ours = _run("neuralforecast", scenario), _run("ndwork", scenario)
+    assert theirs.keys() == ours.keys()
+    for name in theirs:
+        a, b = theirs[name], ours[name]
+        assert b.columns.tolist() == a.columns.tolist(), name
+        assert b.dtypes.astype(str).tolist() == a.dtypes.astype(str).tolist(), name
+        keys = [c for c in ("unique_id", "ds", "cutoff", "y") if c in a.columns]
+        pd.testing.assert_frame_equal(b[keys].reset_index(drop=True),
+                                      a[keys].reset_index(drop=True), check_exact=True)
+        forecasts = [c for c in a.columns if c not in keys]
+        assert np.isfinite(b[forecasts].to_numpy()).all(), name
