@@ -797,10 +797,11 @@ class NeuralForecast:
         if not _point_forecast(loss):  # MQLoss, QuantileLoss
             trained = np.round(getattr(loss, "quantiles", [getattr(loss, "q", 0.5)]), 6)
             missing = [q for q in request.quantiles if np.round(q, 6) not in trained]
-            if missing:
-                raise ValueError(f"{model!r} was trained for the quantiles {trained.tolist()} "
-                                 f"of its {loss!r}; it cannot forecast {missing}. Ask for those "
-                                 f"it has, or train it with a loss that has them.")
+            if missing:  # NeuralForecast answers with the trained ones too, silently
+                warnings.warn(f"{model!r} was trained for the quantiles {trained.tolist()} of "
+                              f"its {loss!r} and cannot forecast {missing}: its columns are "
+                              f"those it was trained for. Train it with a loss that has them.",
+                              stacklevel=3)
             order = _output_order(model)
             return y_hat[..., order], [loss.output_names[k] for k in order]
         scores = (self.calibration or {}).get("scores", {}).get(repr(model))
@@ -838,7 +839,9 @@ class NeuralForecast:
         if missing.any():
             row = merged.loc[missing, ["unique_id", "ds"]].iloc[0].tolist()
             raise ValueError(f"futr_df does not cover the horizon: {int(missing.sum())} of the "
-                             f"{len(expected)} (unique_id, ds) rows needed are missing, e.g. {row}.")
+                             f"{len(expected)} (unique_id, ds) rows needed are missing, e.g. {row}; "
+                             f"nf.get_missing_future(futr_df) lists them, and "
+                             f"nf.make_future_dataframe() gives every row to fill.")
         values = merged[cols].to_numpy(panel.y.dtype, copy=True).reshape(panel.n_series, h,
                                                                         len(cols))
         if panel.scaling is not None:  # in the units the models were trained in
@@ -1156,8 +1159,10 @@ def _point_forecast(loss) -> bool:
 
 
 def _output_order(model: BaseModel) -> list[int]:
-    """NeuralForecast's column order: the point or mean (or else the median) first, then
-    by quantile."""
+    """NeuralForecast's column order: a multi-quantile loss's own, else the point or mean
+    (or else the median) first, then by quantile."""
+    if hasattr(model.loss, "column_order"):
+        return model.loss.column_order
     names = model.loss.output_names
     first = names.index("") if "" in names else (names.index("-median") if "-median" in names
                                                  else 0)

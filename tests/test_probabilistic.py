@@ -283,8 +283,10 @@ def test_bad_probabilistic_input_names_the_problem():
     with pytest.raises(ValueError, match="needs at least"):
         nf.fit(df.groupby("unique_id").tail(20), verbose=False,
                prediction_intervals=PredictionIntervals(n_windows=5))
-    with pytest.raises(ValueError, match="trained for the quantiles"):
-        NeuralForecast([nf.models[1]], freq="MS").fit(df, verbose=False).predict(level=[90])
+    with pytest.warns(UserWarning, match=r"trained for the quantiles \[0.1, 0.5, 0.9\].*"
+                                         r"cannot forecast \[0.05, 0.95\]"):  # as NF: its own
+        other = NeuralForecast([nf.models[1]], freq="MS").fit(df, verbose=False).predict(level=[90])
+    assert other.columns.tolist() == ["unique_id", "ds", "mq-median", "mq-lo-80", "mq-hi-80"]
     with pytest.raises(ValueError, match="valid_loss"):
         MLP(h=6, input_size=12, valid_loss=DistributionLoss("Normal"))
 

@@ -1,7 +1,8 @@
 """Data shapes a tutorial does not show, run by NeuralForecast and by ndwork with only the
 import changed: weekly series ending on different dates, integer timestamps, integer
 targets, a series of exactly input_size points, in-sample forecasts after a
-cross-validation. The frames agree in columns, dtypes, keys and the target's values."""
+cross-validation, quantile losses' columns. The frames agree in columns, dtypes, keys
+and the target's values."""
 
 import importlib
 import warnings
@@ -51,12 +52,35 @@ def _run(library, scenario):
             assert any("['s1'] (1 in all) have no training window" in str(w.message)
                        for w in caught)
         return {"predict": nf.predict()}
+    if scenario == "quantile losses, other levels asked":
+        losses = importlib.import_module(library + (".losses.pytorch" if library ==
+                                                    "neuralforecast" else ".losses"))
+        df = _panel([80, 80], "D", ["2021-06-30", "2021-06-30"])
+        nf = nf_cls([models.MLP(h=7, input_size=14, max_steps=3, **quiet,
+                                loss=losses.MQLoss(quantiles=[0.9, 0.1, 0.5])),
+                     models.NHITS(h=7, input_size=14, max_steps=3, **quiet,
+                                  loss=losses.HuberMQLoss(level=[90, 50])),
+                     models.NBEATS(h=7, input_size=14, max_steps=3, **quiet,
+                                   loss=losses.DistributionLoss("StudentT", level=[80]))],
+                    freq="D")
+        nf.fit(df)
+        out = {"predict": nf.predict(),
+               "cross_validation": nf.cross_validation(df, n_windows=2, step_size=7),
+               "predict_insample": nf.predict_insample(step_size=7)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # last: NeuralForecast's distribution loss then forgets its own level=[80]
+            out["level"] = nf.predict(level=[60])
+        if library == "ndwork":  # NeuralForecast answers with their own columns silently
+            assert sum("cannot forecast [0.2, 0.8]" in str(w.message) for w in caught) == 2
+        return out
     raise AssertionError(scenario)
 
 
 @pytest.mark.parametrize("scenario", ["weekly, different ends",
                                       "integer ds and y, insample after cv",
-                                      "a series of input_size points"])
+                                      "a series of input_size points",
+                                      "quantile losses, other levels asked"])
 def test_both_libraries_answer_with_the_same_frames(scenario):
     theirs, ours = _run("neuralforecast", scenario), _run("ndwork", scenario)
     assert theirs.keys() == ours.keys()

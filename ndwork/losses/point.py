@@ -154,6 +154,8 @@ class MQLoss(Loss):
         order = np.argsort(qs, kind="stable")
         self.quantiles = np.asarray(qs, dtype=np.float64)[order]
         self.output_names = [names[i] for i in order]
+        # NeuralForecast's columns: as given (level's: the median first, then by quantile)
+        self.column_order = np.argsort(order).tolist()
         self.outputsize_multiplier = len(self.quantiles)
 
     def num_parameters(self):
