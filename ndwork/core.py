@@ -395,7 +395,8 @@ class NeuralForecast:
         k = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         firsts = panel.indptr[series] + offset[series] + k * step_size
         rows = firsts[:, None] + np.arange(h)
-        out = {"unique_id": panel.uids[series].repeat(h), "ds": panel.ds[rows].reshape(-1),
+        out = {"unique_id": panel.uid_column(panel.uids[series].repeat(h)),
+               "ds": panel.ds[rows].reshape(-1),
                "cutoff": self._step_before(panel.ds[firsts]).repeat(h)}
         scaling = panel.scaling and panel.scaling.subset(series)
         for model, state in zip(self.models, self.states, strict=True):
@@ -558,7 +559,7 @@ class NeuralForecast:
         after each series of df (default: the fit data), as NeuralForecast's."""
         panel = self._future_panel(df)
         h = self._horizon() if h is None else h
-        return self._named(pd.DataFrame({"unique_id": np.repeat(panel.uids, h),
+        return self._named(pd.DataFrame({"unique_id": panel.uid_column(np.repeat(panel.uids, h)),
                                          "ds": panel.future_dates(self.freq, h, 0)}),
                            self._answers_in_polars(df))
 
@@ -704,7 +705,7 @@ class NeuralForecast:
         histories = [panel.y[a:b] for a, b in zip(panel.indptr[:-1], panel.indptr[1:],
                                                   strict=True)]
         n_rows = panel.n_series * h
-        out = {"unique_id": np.tile(np.repeat(panel.uids, h), n_paths),
+        out = {"unique_id": panel.uid_column(np.tile(np.repeat(panel.uids, h), n_paths)),
                "ds": np.tile(panel.future_dates(self.freq, h, 0), n_paths),
                "sample_id": np.repeat(np.arange(n_paths), n_rows)}
         for model, state in zip(self.models, self.states, strict=True):

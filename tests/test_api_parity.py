@@ -425,6 +425,15 @@ def test_cross_validation_y_is_dfs_own_and_predict_insample_the_trained_part(pan
     assert (nf.predict_insample(step_size=6).groupby("unique_id").ds.max() == last).all()
 
 
+def test_a_categorical_id_column_stays_categorical(panel):
+    data = panel.drop(columns="promo").astype({"unique_id": "category"})
+    nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+    frames = [nf.cross_validation(data, n_windows=2, verbose=False), nf.fit(data).predict(),
+              nf.predict_insample(step_size=6), nf.make_future_dataframe()]
+    for frame in frames:
+        assert frame["unique_id"].dtype == data["unique_id"].dtype
+
+
 @pytest.fixture(scope="module")
 def gappy(panel):
     """The panel with 10% of its points missing (NeuralForecast's available_mask)."""

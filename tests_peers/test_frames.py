@@ -1,8 +1,8 @@
 """Data shapes a tutorial does not show, run by NeuralForecast and by ndwork with only the
 import changed: weekly series ending on different dates, integer timestamps, integer
-targets, a series of exactly input_size points, in-sample forecasts after a
-cross-validation, quantile losses' columns. The frames agree in columns, dtypes, keys
-and the target's values."""
+targets, a series of exactly input_size points, a categorical unique_id, in-sample
+forecasts after a cross-validation, quantile losses' columns. The frames agree in
+columns, dtypes, keys and the target's values."""
 
 import importlib
 import warnings
@@ -52,6 +52,14 @@ def _run(library, scenario):
             assert any("['s1'] (1 in all) have no training window" in str(w.message)
                        for w in caught)
         return {"predict": nf.predict()}
+    if scenario == "categorical unique_id":
+        df = _panel([80, 70], "D", ["2021-06-30", "2021-06-20"])
+        df["unique_id"] = df["unique_id"].astype("category")
+        nf = nf_cls([models.MLP(h=7, input_size=14, max_steps=3, **quiet)], freq="D")
+        nf.fit(df)
+        return {"predict": nf.predict(), "make_future_dataframe": nf.make_future_dataframe(),
+                "cross_validation": nf.cross_validation(df, n_windows=2),
+                "predict_insample": nf.predict_insample(step_size=7)}
     if scenario == "quantile losses, other levels asked":
         losses = importlib.import_module(library + (".losses.pytorch" if library ==
                                                     "neuralforecast" else ".losses"))
@@ -79,7 +87,7 @@ def _run(library, scenario):
 
 @pytest.mark.parametrize("scenario", ["weekly, different ends",
                                       "integer ds and y, insample after cv",
-                                      "a series of input_size points",
+                                      "a series of input_size points", "categorical unique_id",
                                       "quantile losses, other levels asked"])
 def test_both_libraries_answer_with_the_same_frames(scenario):
     theirs, ours = _run("neuralforecast", scenario), _run("ndwork", scenario)

@@ -187,6 +187,7 @@ class Panel:
     available: np.ndarray | None = None  # (total,) 1 observed, 0 missing (available_mask)
     weight: np.ndarray | None = None     # (total,) NeuralForecast's sample_weight
     target: np.ndarray | None = None     # (total,) y as df gave it: cross_validation's y
+    uid_dtype: pd.CategoricalDtype | None = None  # df's, when its unique_id is categorical
     _dates: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -222,7 +223,9 @@ class Panel:
                    temporal_cols=list(temporal_cols),
                    static=static_array(static_df, uids, list(static_cols), dtype),
                    static_cols=list(static_cols), available=available, weight=weight,
-                   target=df["y"].to_numpy())
+                   target=df["y"].to_numpy(),
+                   uid_dtype=df["unique_id"].dtype if isinstance(
+                       df["unique_id"].dtype, pd.CategoricalDtype) else None)
 
     def _rows(self, rows: np.ndarray, **changes) -> Panel:
         """The panel of the flat rows `rows` (with `changes` to the other fields)."""
@@ -303,13 +306,17 @@ class Panel:
         """Values (n_series, steps, ...) of the scaled target in the data's units."""
         return values if self.scaling is None else self.scaling.inverse_target(values)
 
+    def uid_column(self, uids: np.ndarray):
+        """An output frame's unique_id column: categorical when df's was (as NeuralForecast)."""
+        return uids if self.uid_dtype is None else pd.Categorical(uids, dtype=self.uid_dtype)
+
     def future_frame(self, freq, h: int, test_size: int = 0) -> pd.DataFrame:
         """A new frame of (unique_id, ds) for the h steps after each series' end minus
         test_size, built from a cached one (predict answers with it every call): a
         shallow copy where pandas copies on write (3.x), else a deep one."""
         key = ("frame", freq, h, test_size)
         if key not in self._dates:
-            self._dates[key] = pd.DataFrame({"unique_id": np.repeat(self.uids, h),
+            self._dates[key] = pd.DataFrame({"unique_id": self.uid_column(np.repeat(self.uids, h)),
                                              "ds": self.future_dates(freq, h, test_size)})
         return self._dates[key].copy(deep=not _PANDAS_COPIES_ON_WRITE)
 
