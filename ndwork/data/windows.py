@@ -119,9 +119,9 @@ class WindowSampler:
 def _check_windows(panel, lengths, counts, input_size, padded, min_available):
     """As NeuralForecast: without padding (start padding, or a multivariate model's
     alignment of the series on their last points) every series needs input_size
-    training points (it forecasts from them); a series with no training window (exactly input_size
-    points, or too few real ones) is forecast but not trained on, and says so; an error
-    when no series has a window."""
+    training points (it forecasts from them); a series with no training window (exactly
+    input_size points, or too few real ones) is forecast but not trained on, and says
+    so; an error when no series has a window."""
     short = np.flatnonzero(lengths < input_size) if not padded else []
     if len(short):
         raise ValueError(
