@@ -1,9 +1,14 @@
 """Prediction intervals for any model: conformal calibration (NeuralForecast 3.3's
-`PredictionIntervals`) and the level/quantile requests predict takes."""
+`PredictionIntervals`) and the level/quantile requests predict takes; and
+NeuralForecast's example data (`from ndwork.utils import AirPassengersDF`), as
+`neuralforecast.utils` has it."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import pandas as pd
 
 CONFORMAL_METHODS = ("conformal_distribution", "conformal_error")
 
@@ -86,3 +91,36 @@ def conformal_quantiles(point: np.ndarray, scores: np.ndarray, quantiles: list[f
             width = np.quantile(scores, q if q > 0.5 else 1 - q, axis=1)
             out.append(point + width if q > 0.5 else point - width)
     return np.stack(out, axis=-1)
+
+
+EXAMPLES = ("AirPassengers", "AirPassengersDF", "AirPassengersPanel", "AirPassengersStatic")
+
+
+def __getattr__(name: str):
+    """NeuralForecast's example data, built from the bundled AirPassengers on first use:
+    the float32 array, the one-series frame (unique_id 1.0, month-end ds), the two-series
+    panel (Airline2 = Airline1 + 300, with `trend` and the seasonal-naive `y_[lag12]`
+    columns) and its static dummies, as neuralforecast.utils defines them."""
+    if name in EXAMPLES:
+        return _examples()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _examples() -> dict:
+    from ndwork.datasets import air_passengers
+
+    y = air_passengers()["y"].to_numpy(np.float32)
+    month_ends = pd.date_range("1949-01-01", periods=len(y), freq=pd.offsets.MonthEnd())
+    panel = pd.DataFrame({"unique_id": np.repeat(["Airline1", "Airline2"], len(y)),
+                          "ds": np.tile(month_ends.to_numpy(), 2),
+                          "y": np.concatenate([y, y + 300])})
+    panel["trend"] = np.arange(len(panel))
+    panel["y_[lag12]"] = panel.groupby("unique_id")["y"].shift(12).fillna(panel["y"])
+    return {"AirPassengers": y,
+            "AirPassengersDF": pd.DataFrame({"unique_id": np.ones(len(y)), "ds": month_ends,
+                                             "y": y}),
+            "AirPassengersPanel": panel,
+            # NeuralForecast's dummies, as it sets them (airline1 is 1 for Airline2)
+            "AirPassengersStatic": pd.DataFrame({"unique_id": ["Airline1", "Airline2"],
+                                                 "airline1": [0, 1], "airline2": [1, 0]})}

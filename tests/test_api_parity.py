@@ -434,6 +434,23 @@ def test_a_categorical_id_column_stays_categorical(panel):
         assert frame["unique_id"].dtype == data["unique_id"].dtype
 
 
+def test_neuralforecasts_example_data_and_first_tutorial():
+    """NeuralForecast's getting-started script with the import changed: its example
+    frames, a future exogenous column of the panel, month-end dates."""
+    from ndwork.utils import AirPassengersDF, AirPassengersPanel, AirPassengersStatic
+
+    assert AirPassengersDF.shape == (144, 3) and AirPassengersDF.ds.iloc[1] == pd.Timestamp(
+        "1949-02-28")
+    assert AirPassengersPanel.columns.tolist() == ["unique_id", "ds", "y", "trend", "y_[lag12]"]
+    assert AirPassengersStatic.shape == (2, 3)
+    train = AirPassengersPanel[AirPassengersPanel.ds < "1960-01-01"]
+    future = AirPassengersPanel[AirPassengersPanel.ds >= "1960-01-01"].drop(columns="y")
+    nf = NeuralForecast([MLP(h=12, input_size=24, futr_exog_list=["trend", "y_[lag12]"],
+                             stat_exog_list=["airline1"], **MLP_SMALL)], freq="ME")
+    fc = nf.fit(train, static_df=AirPassengersStatic).predict(futr_df=future)
+    assert len(fc) == 24 and fc.ds.max() == pd.Timestamp("1960-12-31")
+
+
 @pytest.fixture(scope="module")
 def gappy(panel):
     """The panel with 10% of its points missing (NeuralForecast's available_mask)."""

@@ -101,3 +101,19 @@ def test_both_libraries_answer_with_the_same_frames(scenario):
                                       a[keys].reset_index(drop=True), check_exact=True)
         forecasts = [c for c in a.columns if c not in keys]
         assert np.isfinite(b[forecasts].to_numpy()).all(), name
+
+
+def test_example_data_is_neuralforecasts():
+    """`from ndwork.utils import AirPassengersDF` (and the panel, its static frame and the
+    array) gives NeuralForecast's example data, the same values and dtypes."""
+    import neuralforecast.utils
+
+    import ndwork.utils
+
+    for name in ndwork.utils.EXAMPLES:
+        theirs, ours = getattr(neuralforecast.utils, name), getattr(ndwork.utils, name)
+        if isinstance(theirs, np.ndarray):
+            np.testing.assert_array_equal(ours, theirs)
+            assert ours.dtype == theirs.dtype
+        else:
+            pd.testing.assert_frame_equal(ours, theirs)
