@@ -133,7 +133,8 @@ class NeuralForecast:
             resume_from: str | os.PathLike | None = None,
             prediction_intervals: PredictionIntervals | None = None,
             use_init_models: bool = False, id_col: str = "unique_id", time_col: str = "ds",
-            target_col: str = "y", val_df: pd.DataFrame | None = None) -> NeuralForecast:
+            target_col: str = "y", val_df: pd.DataFrame | None = None,
+            distributed_config=None) -> NeuralForecast:
         """Train every model on df.
 
         val_size: points held out at the end of each series for validation and early
@@ -157,8 +158,10 @@ class NeuralForecast:
         df, or on the data the checkpoint holds when df is None).
         prediction_intervals: calibrate conformal intervals for the point models by
         cross-validation on df's last windows (ndwork.utils.PredictionIntervals); then
-        predict(level=...) gives every model intervals.
+        predict(level=...) gives every model intervals. distributed_config (NeuralForecast's
+        Spark training) is refused with a pointer to `distributed`.
         """
+        _neuralforecast_only("fit", distributed_config=distributed_config)
         if not isinstance(sync_every, int) or sync_every < 1:
             raise ValueError(f"sync_every={sync_every!r} must be a positive integer.")
         if (checkpoint_every is None) != (checkpoint_path is None):
@@ -320,7 +323,8 @@ class NeuralForecast:
 
     def predict(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
                 futr_df: pd.DataFrame | None = None, parallel=None, level: list | None = None,
-                quantiles: list[float] | None = None, h: int | None = None) -> pd.DataFrame:
+                quantiles: list[float] | None = None, h: int | None = None,
+                verbose: bool = False, engine=None, **data_kwargs) -> pd.DataFrame:
         """Forecast h steps after the end of each series of df (default: the fit data).
 
         futr_df holds the future exogenous values (unique_id, ds, futr_exog_list) for
@@ -333,7 +337,10 @@ class NeuralForecast:
         h: more steps than the models' horizon, as NeuralForecast: recursive models
         decode them, direct ones forecast their h at a time from their own median (or
         point) forecasts; not with conformal intervals or historic exogenous inputs.
+        NeuralForecast's verbose (predict prints nothing either way), engine (Spark) and
+        data loader options (**data_kwargs) are accepted, as `_neuralforecast_only` says.
         """
+        _neuralforecast_only("predict", engine=engine, data_kwargs=data_kwargs)
         self._check_fitted()
         self._warn_diverged()
         horizon = self._predict_horizon(h, level is not None or quantiles is not None)
@@ -500,12 +507,12 @@ class NeuralForecast:
             return ds - self.freq
         return (pd.DatetimeIndex(ds) - to_offset(self.freq)).to_numpy()
 
-    def _predict_horizon(self, h, intervals: bool) -> int | None:
+    def _predict_horizon(self, h, intervals: bool, method: str = "predict") -> int | None:
         """predict(h=...) checked as NeuralForecast checks it; None: the models' own."""
         if h is None or h == self._horizon():
             return None
         if isinstance(h, bool) or not isinstance(h, int | np.integer) or h < self._horizon():
-            raise ValueError(f"predict(h={h!r}): h must be an integer of at least the models' "
+            raise ValueError(f"{method}(h={h!r}): h must be an integer of at least the models' "
                              f"horizon {self._horizon()} (as in NeuralForecast); leave it out "
                              f"for {self._horizon()} steps.")
         if intervals and self.calibration and self.calibration["scores"]:
@@ -514,7 +521,7 @@ class NeuralForecast:
                              f"in NeuralForecast); drop level/quantiles or h.")
         hist = [repr(m) for m in self.models if m.hist_exog_list]
         if hist:
-            raise ValueError(f"predict(h={h}) beyond the horizon needs historic exogenous "
+            raise ValueError(f"{method}(h={h}) beyond the horizon needs historic exogenous "
                              f"values that do not exist yet for {hist} (as in NeuralForecast).")
         return int(h)
 
@@ -676,7 +683,8 @@ class NeuralForecast:
     def simulate(self, df: pd.DataFrame | None = None, static_df: pd.DataFrame | None = None,
                  futr_df: pd.DataFrame | None = None, n_paths: int = 100,
                  quantiles: list[float] | None = None, seed: int | None = None,
-                 method: str = "gaussian_copula") -> pd.DataFrame:
+                 method: str = "gaussian_copula", verbose: bool = False, engine=None,
+                 **data_kwargs) -> pd.DataFrame:
         """n_paths sample paths of the h steps after each series (NeuralForecast 3.3's
         simulate): unique_id, ds, sample_id and one column per model, n_series * n_paths
         * h rows (sample-major).
@@ -688,6 +696,8 @@ class NeuralForecast:
         paths. HINT's paths are reconciled across its hierarchy (each path adds up).
         seed: the draws' seed (default: each model's random_seed, so a call repeats)."""
         from ndwork.simulation import DEFAULT_QUANTILE_GRID, METHODS, SAMPLERS
+
+        _neuralforecast_only("simulate", engine=engine, data_kwargs=data_kwargs)
 
         if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
             raise ValueError(f"n_paths must be a positive integer, got {n_paths!r}.")
@@ -851,7 +861,8 @@ class NeuralForecast:
         return values, [panel.temporal_cols.index(c) for c in cols]
 
     # --- cross-validation ------------------------------------------------------------
-    def cross_validation(self, df: pd.DataFrame, static_df: pd.DataFrame | None = None,
+    def cross_validation(self, df: pd.DataFrame | None = None,
+                         static_df: pd.DataFrame | None = None,
                          n_windows: int | None = 1, step_size: int = 1, val_size: int = 0,
                          test_size: int | None = None, use_init_models: bool = False,
                          use_fitted: bool = False, verbose: bool = True,
@@ -859,7 +870,8 @@ class NeuralForecast:
                          level: list | None = None, quantiles: list[float] | None = None,
                          prediction_intervals: PredictionIntervals | None = None,
                          id_col: str = "unique_id", time_col: str = "ds",
-                         target_col: str = "y") -> pd.DataFrame:
+                         target_col: str = "y", h: int | None = None,
+                         **data_kwargs) -> pd.DataFrame:
         """Forecast n_windows horizons at the end of each series, step_size apart.
 
         refit=False trains once on the data before the first window; True retrains for
@@ -877,41 +889,57 @@ class NeuralForecast:
         weights unless use_init_models=True (an unfitted one's from fresh weights; with
         refit, every training starts from the fitted weights, not from the previous
         window's); use_fitted=True forecasts the windows with the fitted models without
-        training (local scalers are fit on df; the models keep their fit data).
+        training (local scalers are fit on df; the models keep their fit data); df=None
+        cross-validates on the stored data (without refit); h: windows longer than the
+        models' horizon, forecast as predict(h=...) forecasts them (not with
+        prediction_intervals).
         """
+        _neuralforecast_only("cross_validation", data_kwargs=data_kwargs)
+        horizon = self._predict_horizon(h, False, "cross_validation")
+        if horizon and prediction_intervals is not None:
+            raise ValueError(f"cross_validation(h={h}) beyond the horizon {self._horizon()} "
+                             f"cannot calibrate conformal intervals (as in NeuralForecast); drop "
+                             f"prediction_intervals or h.")
+        if df is None and refit is not False:
+            raise ValueError("cross_validation(refit=...) trains on df's windows: pass df (as "
+                             "NeuralForecast); df=None evaluates the stored data without refit.")
         request = None if level is None and quantiles is None else Request(level, quantiles)
-        n_windows = self._windows_in(n_windows, test_size, step_size)
+        n_windows = self._windows_in(n_windows, test_size, step_size, horizon)
         warm = all(s is not None for s in self.states) and not use_init_models
         if use_fitted and (not warm or refit is not False or prediction_intervals is not None):
             raise ValueError("cross_validation(use_fitted=True) evaluates the fitted models as "
                              "they are: it needs a fitted NeuralForecast, refit=False, "
                              "use_init_models=False and no prediction_intervals (as in "
                              "NeuralForecast).")
-        if not warm:
-            self.categorical_vocabulary = None  # fresh weights: categories afresh
-        self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
-        polars = is_polars(df)
-        panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
+        if df is None:  # the stored data, coded and scaled as it was; its y the stored one
+            panel = dataclasses.replace(self._stored_panel(), target=None)  # (NF's: float32)
+            polars = self.polars_frames
+        else:
+            if not warm:
+                self.categorical_vocabulary = None  # fresh weights: categories afresh
+            self.id_col, self.time_col, self.target_col = id_col, time_col, target_col
+            polars = is_polars(df)
+            panel = self._panel(self._standard(df, "df", target=True), self._standard(static_df))
+        h = horizon or self._horizon()
         if use_fitted:
-            h = self._horizon()
-            frames = [self._cv_frame(panel, h + (n_windows - 1 - w) * step_size, request)
+            frames = [self._cv_frame(panel, h + (n_windows - 1 - w) * step_size, request, horizon)
                       for w in range(n_windows)]
             return self._named(_sorted_windows(pd.concat(frames, ignore_index=True)), polars)
         frame = self._cross_validation_panel(panel, n_windows, step_size, val_size, refit, verbose,
                                              parallel, request, prediction_intervals,
-                                             "restart" if warm else False)
+                                             "restart" if warm else False, horizon)
         if refit is not False:  # as NeuralForecast: the data of the last training stays
             every = 1 if refit is True else int(refit)
-            last = self._horizon() + (n_windows - 1) % every * step_size
+            last = h + (n_windows - 1) % every * step_size
             panel, self.test_size = panel.head(panel.lengths - last), 0
         self.panel, self.polars_frames = panel, polars
         return self._named(frame, polars)
 
-    def _windows_in(self, n_windows, test_size, step_size) -> int:
+    def _windows_in(self, n_windows, test_size, step_size, horizon=None) -> int:
         """cross_validation's window count, from n_windows or NeuralForecast's test_size."""
         if n_windows is not None:
             return n_windows
-        h = self._horizon()
+        h = horizon or self._horizon()
         if test_size is None or test_size < h or (test_size - h) % step_size:
             raise ValueError(f"cross_validation needs n_windows, or n_windows=None with a "
                              f"test_size of h + k * step_size points (h={h}, step_size="
@@ -920,15 +948,15 @@ class NeuralForecast:
 
     def _cross_validation_panel(self, panel, n_windows, step_size, val_size, refit, verbose,
                                 parallel, request=None, intervals=None,
-                                keep=False) -> pd.DataFrame:
+                                keep=False, horizon=None) -> pd.DataFrame:
         """keep: False (each training from fresh weights) or "restart" (from the current
-        ones)."""
+        ones); horizon: the windows' length when longer than the models'."""
         if n_windows < 1 or step_size < 1:
             raise ValueError("n_windows and step_size must be positive integers.")
         every = n_windows if refit is False else (1 if refit is True else int(refit))
         if every < 1:
             raise ValueError(f"refit={refit!r} must be a bool or a positive integer.")
-        h = self._horizon()
+        h = horizon or self._horizon()
         test_sizes = [h + (n_windows - 1 - w) * step_size for w in range(n_windows)]
         groups = [test_sizes[g:g + every] for g in range(0, n_windows, every)]
         from ndwork.distributed.pool import executor
@@ -940,11 +968,12 @@ class NeuralForecast:
                 self.calibration = self._calibration_before(panel, groups[0][0], intervals,
                                                             val_size, verbose)
                 trained = self._without_data()
-                frames = pool.map(_cv_window, [(trained, shared, t, request) for t in test_sizes])
+                frames = pool.map(_cv_window, [(trained, shared, t, request, horizon)
+                                               for t in test_sizes])
             else:
                 bars = verbose and parallel is None  # progress bars only from this process
                 fitted = pool.map(_cv_group, [(self._fresh_copy(keep), shared, val_size, group,
-                                               bars, request, intervals, keep)
+                                               bars, request, intervals, keep, horizon)
                                               for group in groups])
                 frames = [frame for group_frames, _, _ in fitted for frame in group_frames]
                 self.states, self.calibration = fitted[-1][1], fitted[-1][2]
@@ -974,15 +1003,16 @@ class NeuralForecast:
             nf.states = copy.deepcopy(self.states)
         return nf
 
-    def _cv_frame(self, panel: Panel, test_size: int, request=None) -> pd.DataFrame:
-        h = self._horizon()
+    def _cv_frame(self, panel: Panel, test_size: int, request=None,
+                  horizon: int | None = None) -> pd.DataFrame:
+        h = horizon or self._horizon()
         last_rows = panel.indptr[1:] - 1 - test_size
         rows = last_rows[:, None] + np.arange(1, h + 1)  # (S, h): the test window
         futr = None
         if self._futr_cols:
             idx = [panel.temporal_cols.index(c) for c in self._futr_cols]
             futr = panel.temporal[rows][:, :, idx], idx
-        frame = self._forecast_frame(panel, test_size, futr, request)
+        frame = self._forecast_frame(panel, test_size, futr, request, horizon)
         frame.insert(2, "cutoff", np.repeat(panel.ds[last_rows], h))
         # last, as NeuralForecast 3.3, and as df gave it (its dtype, its exact values)
         frame["y"] = (self._observed_y(panel, rows) if panel.target is None
@@ -1057,8 +1087,12 @@ class NeuralForecast:
         checkpoint.write_atomic(path, meta, arrays, overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> NeuralForecast:
-        """Read a directory written by save; checks version, files and shapes."""
+    def load(cls, path: str | os.PathLike, verbose: bool = False, allow_pickle: bool = False,
+             trust_remote: bool = False) -> NeuralForecast:
+        """Read a directory written by save; checks version, files and shapes. ndwork's
+        checkpoints hold no pickle and no code, so NeuralForecast's allow_pickle and
+        trust_remote change nothing (a directory NeuralForecast saved comes over with
+        ndwork.interop.from_neuralforecast); verbose: load prints nothing either way."""
         meta = checkpoint.read_meta(path)
         if meta.get("ndwork_version", "").split(".")[:2] != __version__.split(".")[:2]:
             raise checkpoint.CheckpointError(
@@ -1152,6 +1186,21 @@ def _median_column(model: BaseModel, quantiles) -> int:
     return names.index("-median") if "-median" in names else 0
 
 
+def _neuralforecast_only(method: str, engine=None, distributed_config=None,
+                         data_kwargs=None) -> None:
+    """NeuralForecast's options ndwork has no use for: Spark (refused, naming ndwork's
+    dask options) and its data loaders' (accepted, with a warning that they do nothing)."""
+    if engine is not None or distributed_config is not None:
+        raise ValueError(f"{method}(): NeuralForecast's Spark options (engine, "
+                         f"distributed_config) are not ndwork's; it trains on dask with "
+                         f"fit(distributed=...) and forecasts in parallel with "
+                         f"predict(parallel=...).")
+    if data_kwargs:
+        warnings.warn(f"{method}({', '.join(f'{k}=...' for k in data_kwargs)}): ndwork has no "
+                      f"data loader (batches are gathered from arrays), so data loader "
+                      f"options do nothing.", stacklevel=3)
+
+
 def _point_forecast(loss) -> bool:
     """A loss whose model forecasts a point without intervals (conformal ones can be
     calibrated for it); not a quantile, multi-quantile or distribution loss."""
@@ -1172,15 +1221,16 @@ def _output_order(model: BaseModel) -> list[int]:
 
 def _cv_group(item):
     """Train once at the group's first cutoff and forecast each of its windows."""
-    nf, panel, val_size, test_sizes, verbose, request, intervals, keep = item
+    nf, panel, val_size, test_sizes, verbose, request, intervals, keep, horizon = item
     nf._fit_panel(panel, val_size, test_sizes[0], keep, verbose)
     nf.calibration = nf._calibration_before(panel, test_sizes[0], intervals, val_size, verbose)
-    return [nf._cv_frame(panel, t, request) for t in test_sizes], nf.states, nf.calibration
+    return ([nf._cv_frame(panel, t, request, horizon) for t in test_sizes], nf.states,
+            nf.calibration)
 
 
 def _cv_window(item):
-    nf, panel, test_size, request = item
-    return nf._cv_frame(panel, test_size, request)
+    nf, panel, test_size, request, horizon = item
+    return nf._cv_frame(panel, test_size, request, horizon)
 
 
 def _forecast_chunk(item):

@@ -10,6 +10,7 @@ from ndwork import NeuralForecast
 from ndwork.data.local_scalers import LOCAL_SCALERS, LocalScaling
 from ndwork.datasets import synthetic_panel
 from ndwork.models import MLP, NHITS
+from ndwork.utils import PredictionIntervals
 
 SMALL = dict(windows_batch_size=64, max_steps=20, enable_progress_bar=False)
 MLP_SMALL = dict(hidden_size=32, **SMALL)
@@ -449,6 +450,50 @@ def test_neuralforecasts_example_data_and_first_tutorial():
                              stat_exog_list=["airline1"], **MLP_SMALL)], freq="ME")
     fc = nf.fit(train, static_df=AirPassengersStatic).predict(futr_df=future)
     assert len(fc) == 24 and fc.ds.max() == pd.Timestamp("1960-12-31")
+
+
+def test_cross_validation_beyond_the_horizon_and_on_the_stored_data(panel):
+    """NeuralForecast's cross_validation(h=...): each window forecast as predict(h=...)
+    forecasts it; df=None cross-validates the data the fit stored."""
+    data = panel.drop(columns="promo")
+    nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+    cv = nf.cross_validation(data, n_windows=2, step_size=4, h=10, verbose=False)
+    assert len(cv) == 3 * 2 * 10
+    cutoff = cv.cutoff.min()
+    expected = nf.predict(df=data[data.ds <= cutoff], h=10)
+    np.testing.assert_allclose(cv.loc[cv.cutoff == cutoff, "MLP"], expected["MLP"], rtol=1e-5)
+    with pytest.raises(ValueError, match="h must be an integer of at least the models' "
+                                         "horizon 6"):
+        nf.cross_validation(data, h=4)
+    with pytest.raises(ValueError, match="cannot calibrate conformal intervals"):
+        nf.cross_validation(data, h=10, prediction_intervals=PredictionIntervals())
+    stored = nf.fit(data, verbose=False).cross_validation(n_windows=2, step_size=4,
+                                                          verbose=False)
+    given = nf.cross_validation(data, n_windows=2, step_size=4, verbose=False)
+    pd.testing.assert_frame_equal(stored[["unique_id", "ds", "cutoff"]],
+                                  given[["unique_id", "ds", "cutoff"]])
+    np.testing.assert_allclose(stored.y, given.y, rtol=1e-6)  # float32: the stored data
+    with pytest.raises(ValueError, match="pass df"):
+        nf.cross_validation(refit=True)
+
+
+def test_neuralforecasts_other_options_are_accepted_or_refused_by_name(panel, tmp_path):
+    """verbose where NeuralForecast has it; its data loader options do nothing, and say
+    so; its Spark options are refused, naming ndwork's dask ones."""
+    data = panel.drop(columns="promo")
+    nf = NeuralForecast([MLP(h=6, input_size=12, **MLP_SMALL)], freq="D")
+    with pytest.raises(ValueError, match="Spark options.*fit\\(distributed=...\\)"):
+        nf.fit(data, distributed_config=object())
+    nf.fit(data, verbose=False)
+    quiet = nf.predict(verbose=True)
+    with pytest.warns(UserWarning, match="predict\\(batch_size=...\\): ndwork has no data "
+                                         "loader"):
+        pd.testing.assert_frame_equal(nf.predict(batch_size=32), quiet)
+    with pytest.raises(ValueError, match="Spark options"):
+        nf.simulate(engine="spark")
+    nf.save(tmp_path / "run")
+    loaded = NeuralForecast.load(tmp_path / "run", verbose=True, allow_pickle=False)
+    pd.testing.assert_frame_equal(loaded.predict(), quiet)
 
 
 @pytest.fixture(scope="module")

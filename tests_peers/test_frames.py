@@ -1,8 +1,9 @@
 """Data shapes a tutorial does not show, run by NeuralForecast and by ndwork with only the
 import changed: weekly series ending on different dates, integer timestamps, integer
 targets, a series of exactly input_size points, a categorical unique_id, in-sample
-forecasts after a cross-validation, quantile losses' columns. The frames agree in
-columns, dtypes, keys and the target's values."""
+forecasts after a cross-validation, quantile losses' columns, cross-validation beyond
+the horizon and on the stored data. The frames agree in columns, dtypes, keys and the
+target's values."""
 
 import importlib
 import warnings
@@ -60,6 +61,15 @@ def _run(library, scenario):
         return {"predict": nf.predict(), "make_future_dataframe": nf.make_future_dataframe(),
                 "cross_validation": nf.cross_validation(df, n_windows=2),
                 "predict_insample": nf.predict_insample(step_size=7)}
+    if scenario == "cross-validation beyond the horizon, on the stored data":
+        df = _panel([80, 70], "D", ["2021-06-30", "2021-06-20"])
+        df["monday"] = (df.ds.dt.dayofweek == 0).astype(float)
+        nf = nf_cls([models.MLP(h=7, input_size=14, max_steps=3, futr_exog_list=["monday"],
+                                **quiet),
+                     models.LSTM(h=7, input_size=14, max_steps=3, **quiet)], freq="D")
+        longer = nf.cross_validation(df, n_windows=2, step_size=3, refit=True, h=14)
+        nf.fit(df)
+        return {"longer": longer, "stored": nf.cross_validation(n_windows=2, step_size=3)}
     if scenario == "quantile losses, other levels asked":
         losses = importlib.import_module(library + (".losses.pytorch" if library ==
                                                     "neuralforecast" else ".losses"))
@@ -88,7 +98,8 @@ def _run(library, scenario):
 @pytest.mark.parametrize("scenario", ["weekly, different ends",
                                       "integer ds and y, insample after cv",
                                       "a series of input_size points", "categorical unique_id",
-                                      "quantile losses, other levels asked"])
+                                      "quantile losses, other levels asked",
+                                      "cross-validation beyond the horizon, on the stored data"])
 def test_both_libraries_answer_with_the_same_frames(scenario):
     theirs, ours = _run("neuralforecast", scenario), _run("ndwork", scenario)
     assert theirs.keys() == ours.keys()
