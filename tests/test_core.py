@@ -185,12 +185,43 @@ def test_valid_batch_size_bounds_the_series_per_forward(panel, monkeypatch):
 
 
 @pytest.mark.parametrize("option", ["accelerator", "devices", "logger", "enable_checkpointing",
-                                    "enable_model_summary"])
+                                    "enable_model_summary", "deterministic", "callbacks",
+                                    "val_check_interval"])
 def test_a_trainer_option_ndwork_does_not_use_warns_once_naming_its_equivalent(option):
     with pytest.warns(UserWarning, match=f"{option}=.*does not use: .*(optimizations|callback|"
-                                         f"checkpoint_every|num_parameters)") as caught:
+                                         f"checkpoint_every|num_parameters|random_seed|"
+                                         f"val_check_steps)") as caught:
         MLP(h=2, input_size=4, **{option: "auto"})
     assert len(caught) == 1
+
+
+def test_gradient_clipping_as_lightning_clips(panel):
+    """gradient_clip_val: the whole gradient scaled to that L2 norm ("norm", torch's
+    clip_grad_norm_) or each entry clamped ("value"); with SGD at learning rate 1, one
+    step moves the weights by exactly the clipped gradient."""
+    from ndwork.training.trainer import clipped, initial_state
+
+    grads = np.array([3.0, -4.0, 0.5], np.float32)
+    norm = MLP(h=2, input_size=4, gradient_clip_val=1.0)
+    np.testing.assert_allclose(clipped(norm, grads), grads / (np.linalg.norm(grads) + 1e-6),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(clipped(MLP(h=2, input_size=4, gradient_clip_val=10.0), grads),
+                                  grads)
+    value = MLP(h=2, input_size=4, gradient_clip_val=1.0, gradient_clip_algorithm="value")
+    np.testing.assert_array_equal(clipped(value, grads), [1.0, -1.0, 0.5])
+    moves = {}
+    for limit in (None, 0.01):
+        nf = NeuralForecast([MLP(h=6, input_size=12, max_steps=1, optimizer="sgd",
+                                 learning_rate=1.0, gradient_clip_val=limit, **SMALL_MLP)],
+                            freq="D")
+        start = initial_state(nf.models[0]).params
+        nf.fit(panel, verbose=False)
+        moves[limit] = np.linalg.norm(nf.states[0].params.astype(np.float64) - start)
+    assert moves[None] > 0.1 and moves[0.01] == pytest.approx(0.01, rel=1e-4)
+    with pytest.raises(ValueError, match="gradient_clip_val=-1 must be a non-negative"):
+        MLP(h=2, input_size=4, gradient_clip_val=-1)
+    with pytest.raises(ValueError, match="gradient_clip_algorithm='l2' must be 'norm' or "):
+        MLP(h=2, input_size=4, gradient_clip_algorithm="l2")
 
 
 def test_precision_maps_onto_the_optimizations(panel, monkeypatch):

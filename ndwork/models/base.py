@@ -54,6 +54,9 @@ TRAINING_DEFAULTS = dict(
     start_padding_enabled=False,
     training_data_availability_threshold=0.0,
     enable_progress_bar=True,
+    # Lightning's trainer options NeuralForecast passes on: gradient clipping
+    gradient_clip_val=None,
+    gradient_clip_algorithm="norm",
     # ndwork's, for multivariate models: NeuralForecast's loader presents a training
     # step's series in a random order; ndwork keeps them in place unless this is True
     shuffle_series=False,
@@ -70,6 +73,15 @@ UNSUPPORTED_TRAINER_OPTIONS = {
               "and .valid_losses keep them",
     "enable_checkpointing": "fit(checkpoint_every=..., checkpoint_path=...) writes checkpoints",
     "enable_model_summary": "model.num_parameters() counts the parameters",
+    "deterministic": "ndwork's training repeats exactly under random_seed",
+    "benchmark": "ndwork's kernels pick what measured fastest by themselves",
+    "callbacks": "fit(callback=...) runs a function after every step",
+    "log_every_n_steps": "fit(callback=...) sees every step's losses",
+    "num_sanity_val_steps": "ndwork checks the data before training",
+    "check_val_every_n_epoch": "val_check_steps sets the validation checks",
+    "val_check_interval": "val_check_steps sets the validation checks",
+    "accumulate_grad_batches": "windows_batch_size sets the windows a step averages over",
+    "inference_mode": "forecasts never record a graph",
 }
 # Lightning's precision (or ndwork's own name) -> Optimizations.precision, for the
 # precisions ndwork has
@@ -175,6 +187,10 @@ class BaseModel:
     dataloader_kwargs: accepted; ndwork has no data loader (batches are gathered from
     arrays in the training process), so its options do nothing and say so.
     enable_progress_bar: tqdm bar during fit (NeuralForecast's trainer option).
+    gradient_clip_val, gradient_clip_algorithm (Lightning's, which NeuralForecast passes
+    on): before each update, scale the whole gradient to an L2 norm of at most the value
+    ("norm", torch's clip_grad_norm_) or clamp each entry to +- the value ("value");
+    None or 0: no clipping.
     shuffle_series (multivariate models, ndwork's option): train each step on the series
     in a new random order, as NeuralForecast's data loader presents them (default False:
     every series keeps its position, which the models' per-series weights assume).
@@ -254,6 +270,14 @@ class BaseModel:
         if self.valid_batch_size is not None:
             _positive_int("valid_batch_size", self.valid_batch_size)
         self._check_scheduler()
+        clip = self.gradient_clip_val
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float)
+                                 or not clip >= 0):
+            raise ValueError(f"gradient_clip_val={clip!r} must be a non-negative number (0 or "
+                             f"None: no clipping).")
+        if self.gradient_clip_algorithm not in ("norm", "value"):
+            raise ValueError(f"gradient_clip_algorithm={self.gradient_clip_algorithm!r} must be "
+                             f"'norm' or 'value' (Lightning's).")
         monitors = ("ptl/val_loss", "valid_loss", "train_loss")
         if self.val_monitor not in monitors:
             raise ValueError(f"val_monitor={self.val_monitor!r} is not supported; use one of "

@@ -350,7 +350,19 @@ def apply_step(model: BaseModel, state: TrainState, loss: float, grads: np.ndarr
             state.optimizer.skip()
             return
     state.buffers = buffers
-    state.optimizer.update(state.params, grads, lr)
+    state.optimizer.update(state.params, clipped(model, grads), lr)
+
+
+def clipped(model: BaseModel, grads: np.ndarray) -> np.ndarray:
+    """The gradient after Lightning's gradient_clip_val: scaled to an L2 norm of at most
+    the value (torch's clip_grad_norm_, its 1e-6 included), or clamped entrywise."""
+    limit = model.gradient_clip_val
+    if not limit:
+        return grads
+    if model.gradient_clip_algorithm == "value":
+        return np.clip(grads, -limit, limit)
+    factor = limit / (float(np.linalg.norm(grads.astype(np.float64, copy=False))) + 1e-6)
+    return grads * grads.dtype.type(factor) if factor < 1 else grads
 
 
 def finite(buffers: dict) -> bool:
