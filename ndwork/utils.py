@@ -1,7 +1,7 @@
 """Prediction intervals for any model: conformal calibration (NeuralForecast 3.3's
 `PredictionIntervals`) and the level/quantile requests predict takes; and
-NeuralForecast's example data (`from ndwork.utils import AirPassengersDF`), as
-`neuralforecast.utils` has it."""
+NeuralForecast's example data (`from ndwork.utils import AirPassengersDF`) and calendar
+features (`augment_calendar_df`), as `neuralforecast.utils` has them."""
 
 from __future__ import annotations
 
@@ -91,6 +91,42 @@ def conformal_quantiles(point: np.ndarray, scores: np.ndarray, quantiles: list[f
             width = np.quantile(scores, q if q > 0.5 else 1 - q, axis=1)
             out.append(point + width if q > 0.5 else point - width)
     return np.stack(out, axis=-1)
+
+
+# NeuralForecast's calendar features, each scaled to [-0.5, 0.5], and those it adds per
+# frequency (augment_calendar_df)
+CALENDAR_FEATURES = {
+    "month": lambda ds: (ds.month - 1) / 11.0 - 0.5,
+    "yearweek": lambda ds: (ds.isocalendar().week.to_numpy() - 1) / 52.0 - 0.5,
+    "monthday": lambda ds: (ds.day - 1) / 30.0 - 0.5,
+    "weekday": lambda ds: ds.day_of_week / 6.0 - 0.5,
+    "yearday": lambda ds: (ds.day_of_year - 1) / 365.0 - 0.5,
+    "dayhour": lambda ds: ds.hour / 23.0 - 0.5,
+    "hourminute": lambda ds: ds.minute / 59.0 - 0.5,
+    "minutesecond": lambda ds: ds.second / 59.0 - 0.5,
+}
+_DAILY = ["weekday", "monthday", "yearday"]
+CALENDAR_COLUMNS = {"Q": ["month"], "M": ["month"], "MS": ["month"],
+                    "W": ["monthday", "yearweek"], "D": _DAILY, "B": _DAILY,
+                    "H": ["dayhour", *_DAILY], "T": ["hourminute", "dayhour", *_DAILY],
+                    "S": ["minutesecond", "hourminute", "dayhour", *_DAILY]}
+_PANDAS_ALIASES = {"QS": "Q", "QE": "Q", "ME": "M", "h": "H", "min": "T", "s": "S"}
+
+
+def augment_calendar_df(df: pd.DataFrame, freq: str = "H") -> tuple[pd.DataFrame, list[str]]:
+    """NeuralForecast's augment_calendar_df: df with calendar features of its ds added
+    (for futr_exog_list), and their names; which features depends on freq (Q, M, MS: the
+    month; W: day of month and week of year; D, B: day of week, month and year; H, T, S
+    add hour, minute, second). pandas' newer aliases (ME, QS, h, min, s) are taken too."""
+    columns = CALENDAR_COLUMNS.get(_PANDAS_ALIASES.get(freq, freq))
+    if columns is None:
+        raise ValueError(f"augment_calendar_df(freq={freq!r}): calendar features exist for "
+                         f"{sorted(CALENDAR_COLUMNS)} (and {sorted(_PANDAS_ALIASES)}).")
+    ds = pd.DatetimeIndex(pd.to_datetime(df["ds"].to_numpy()))
+    out = df.copy()
+    for name in columns:  # by position, whatever df's index
+        out[name] = np.asarray(CALENDAR_FEATURES[name](ds), dtype=np.float64)
+    return out, list(columns)
 
 
 EXAMPLES = ("AirPassengers", "AirPassengersDF", "AirPassengersPanel", "AirPassengersStatic")

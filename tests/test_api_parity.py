@@ -496,6 +496,27 @@ def test_neuralforecasts_other_options_are_accepted_or_refused_by_name(panel, tm
     pd.testing.assert_frame_equal(loaded.predict(), quiet)
 
 
+def test_calendar_features_as_neuralforecast_defines_them():
+    """augment_calendar_df: NeuralForecast's features in [-0.5, 0.5] (weeks by ISO week,
+    which NeuralForecast reads from an attribute pandas 2 removed), added by position
+    whatever df's index, and a clear error for a frequency without features."""
+    from ndwork.utils import augment_calendar_df
+
+    df = pd.DataFrame({"unique_id": "a", "y": 1.0,
+                       "ds": pd.date_range("2019-12-29", periods=60, freq="W")}, index=range(5, 65))
+    out, columns = augment_calendar_df(df, "W")
+    assert columns == ["monthday", "yearweek"] and out.index.equals(df.index)
+    np.testing.assert_allclose(out[columns].iloc[:2], [[28 / 30 - 0.5, 51 / 52 - 0.5],
+                                                       [4 / 30 - 0.5, -0.5]])
+    assert out[columns].abs().max().max() <= 0.5
+    hourly, columns = augment_calendar_df(df.assign(ds=pd.date_range("2020-03-01 05:00",
+                                                                      periods=60, freq="h")), "h")
+    assert columns == ["dayhour", "weekday", "monthday", "yearday"]
+    assert hourly["dayhour"].iloc[0] == 5 / 23 - 0.5 and hourly["weekday"].iloc[0] == 0.5
+    with pytest.raises(ValueError, match="freq='Y'.*calendar features exist for"):
+        augment_calendar_df(df, "Y")
+
+
 @pytest.fixture(scope="module")
 def gappy(panel):
     """The panel with 10% of its points missing (NeuralForecast's available_mask)."""

@@ -128,3 +128,18 @@ def test_example_data_is_neuralforecasts():
             assert ours.dtype == theirs.dtype
         else:
             pd.testing.assert_frame_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("freq, pandas_freq", [("D", "D"), ("B", "B"), ("H", "h"), ("MS", "MS"),
+                                               ("Q", "QS"), ("T", "min"), ("S", "s")])
+def test_calendar_features_are_neuralforecasts(freq, pandas_freq):
+    import neuralforecast.utils
+
+    import ndwork.utils
+
+    df = pd.DataFrame({"unique_id": "a", "y": 1.0,
+                       "ds": pd.date_range("2019-12-25", periods=500, freq=pandas_freq)})
+    theirs, their_columns = neuralforecast.utils.augment_calendar_df(df, freq)
+    ours, our_columns = ndwork.utils.augment_calendar_df(df, freq)
+    assert our_columns == their_columns
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
