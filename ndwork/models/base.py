@@ -178,7 +178,7 @@ class BaseModel:
     learning rate (LambdaLR's); stepped every training step, as NeuralForecast.
     start_padding_enabled: also train on the windows that start before a series (its
     first input_size - 1 points padded with zeros, masked out of the scaler), so series
-    shorter than input_size + 1 train and forecast. training_data_availability_threshold:
+    shorter than input_size train and forecast. training_data_availability_threshold:
     the fraction of a training window's inputs and of its horizon that must be real
     data (one float for both, or [inputs, horizon]; NeuralForecast's, default 0.0: at
     least one point each).
