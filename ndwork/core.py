@@ -23,6 +23,7 @@ from ndwork.data.local_scalers import LocalScaling, check_scaler_type
 from ndwork.kernels.gemm import quiet_numpy_blas
 from ndwork.losses import HuberQLoss, QuantileLoss
 from ndwork.models import HINT, MODELS, WRAPPERS, BaseModel, model_class
+from ndwork.models.base import NO_DATA_LOADER
 from ndwork.models.rnn import Recursive
 from ndwork.training import checkpoint
 from ndwork.training.optimizers import Optimizer
@@ -1196,9 +1197,8 @@ def _neuralforecast_only(method: str, engine=None, distributed_config=None,
                          f"fit(distributed=...) and forecasts in parallel with "
                          f"predict(parallel=...).")
     if data_kwargs:
-        warnings.warn(f"{method}({', '.join(f'{k}=...' for k in data_kwargs)}): ndwork has no "
-                      f"data loader (batches are gathered from arrays), so data loader "
-                      f"options do nothing.", stacklevel=3)
+        warnings.warn(f"{method}({', '.join(f'{k}=...' for k in data_kwargs)}): "
+                      f"{NO_DATA_LOADER}.", stacklevel=3)
 
 
 def _point_forecast(loss) -> bool:

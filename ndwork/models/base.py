@@ -65,6 +65,10 @@ TRAINING_DEFAULTS = dict(
 # Optimizations.precision; each other one warns once, naming what does its job here.
 _PARALLELISM = ("ndwork trains on the CPU: ndwork.optimizations(threads=...) and "
                 "fit(distributed=...) set its parallelism")
+# why NeuralForecast's data loader options (a model's dataloader_kwargs, a call's
+# **data_kwargs) change nothing here
+NO_DATA_LOADER = ("ndwork has no data loader (windows are gathered from arrays in the "
+                  "training process), so data loader options do nothing here")
 UNSUPPORTED_TRAINER_OPTIONS = {
     "accelerator": _PARALLELISM,
     "devices": _PARALLELISM,
@@ -286,9 +290,7 @@ class BaseModel:
             self.training_data_availability_threshold)
         if self.dataloader_kwargs:
             warnings.warn(f"{type(self).__name__}(dataloader_kwargs={self.dataloader_kwargs!r}): "
-                          f"ndwork has no data loader (windows are gathered from arrays in the "
-                          f"training process), so these options do nothing here.", UserWarning,
-                          stacklevel=3)
+                          f"{NO_DATA_LOADER}.", UserWarning, stacklevel=3)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not known; use one of {OPTIMIZERS}.")
         from ndwork.data.windows import WINDOW_SCALERS

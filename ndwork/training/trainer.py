@@ -361,7 +361,7 @@ def clipped(model: BaseModel, grads: np.ndarray) -> np.ndarray:
         return grads
     if model.gradient_clip_algorithm == "value":
         return np.clip(grads, -limit, limit)
-    factor = limit / (float(np.linalg.norm(grads.astype(np.float64, copy=False))) + 1e-6)
+    factor = limit / (float(np.linalg.norm(grads)) + 1e-6)
     return grads * grads.dtype.type(factor) if factor < 1 else grads
 
 
